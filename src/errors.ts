@@ -43,6 +43,7 @@ export const CODES = {
   // configuration
   CONFIG_INVALID: 'fatal',
   HOST_KEY_MISMATCH: 'fatal',
+  REMOTE_AUTH_FAILED: 'fatal', // the partner's server refused our key: retrying only risks a lockout
   KEY_INVALID: 'fatal',
 } as const satisfies Record<string, ErrorKind>;
 
