@@ -1,0 +1,108 @@
+/**
+ * The answer step: what the partner sees. An ACK in outbox/ and the original in archive/ (read-only),
+ * or the original and an error report in error/. The answer is decided as a plan, stored with the
+ * outcome in the same transaction, then carried out; carrying out a plan is idempotent, so after a
+ * crash the same plan is simply carried out again: same names, same bytes, no second ACK.
+ */
+import { existsSync, promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import type { PartnerDirs } from './config.js';
+import { exists, fsyncDir, writeAtomic } from './fsx.js';
+import type { RowError } from './map.js';
+
+export interface AnswerPlan {
+  writes: { dir: 'outbox' | 'error'; name: string; content: string }[];
+  moves: { from: string; dir: 'archive' | 'error'; to: string; readOnly: boolean }[];
+}
+
+export interface AnswerFacts {
+  id: string;
+  partner: string;
+  flow: string | null;
+  file: string;
+  seq: number | null;
+  sha256: string | null;
+  /** the delivery's files, as named in the work directory */
+  files: string[];
+  processedAt: string;
+}
+
+export interface Accepted {
+  records: number;
+  sums: Record<string, number | undefined>;
+  badRows: number;
+  errors: RowError[];
+  errorCount: number;
+}
+
+export interface Rejected {
+  status: 'rejected' | 'duplicate';
+  code: string;
+  reason: string;
+  errors: RowError[];
+  errorCount: number;
+}
+
+export function planAccepted(f: AnswerFacts, a: Accepted, dirs: PartnerDirs): AnswerPlan {
+  const status = a.badRows > 0 ? 'accepted_with_errors' : 'accepted';
+  const ack = {
+    status, file: f.file, partner: f.partner, flow: f.flow, sequence: f.seq, sha256: f.sha256,
+    records: a.records, rows_applied: a.records - a.badRows, rows_rejected: a.badRows, sums: a.sums,
+    processed_at: f.processedAt, delivery_id: f.id,
+    ...(a.badRows > 0 ? { errors: a.errors, error_count: a.errorCount, errors_truncated: a.errorCount > a.errors.length } : {}),
+  };
+  const writes: AnswerPlan['writes'] = [{ dir: 'outbox', name: `${f.file}.ack.json`, content: `${JSON.stringify(ack, null, 2)}\n` }];
+  if (a.badRows > 0) writes.push({ dir: 'outbox', name: `${f.file}.errors.csv`, content: errorsCsv(a.errors) });
+  return { writes, moves: placeAll(f, dirs, 'archive', true) };
+}
+
+export function planRejected(f: AnswerFacts, r: Rejected, dirs: PartnerDirs): AnswerPlan {
+  const moves = placeAll(f, dirs, 'error', false);
+  // Reports sit beside the original they describe, sharing its (possibly suffixed) name.
+  const base = moves.find((m) => m.from === f.file)?.to ?? f.file;
+  const report = {
+    status: r.status, code: r.code, reason: r.reason, file: f.file, partner: f.partner, flow: f.flow, sequence: f.seq,
+    sha256: f.sha256, processed_at: f.processedAt, delivery_id: f.id,
+    errors: r.errors, error_count: r.errorCount, errors_truncated: r.errorCount > r.errors.length,
+  };
+  const writes: AnswerPlan['writes'] = [{ dir: 'error', name: `${base}.error.json`, content: `${JSON.stringify(report, null, 2)}\n` }];
+  if (r.errors.length > 0) writes.push({ dir: 'error', name: `${base}.errors.csv`, content: errorsCsv(r.errors) });
+  return { writes, moves };
+}
+
+/**
+ * Target names: the original name, or, when a file of that name is already there (a delivery rejected
+ * twice), the name with the delivery id appended, so no evidence is ever overwritten. Synchronous, so a
+ * plan can be made inside the commit transaction.
+ */
+function placeAll(f: AnswerFacts, dirs: PartnerDirs, dir: 'archive' | 'error', readOnly: boolean): AnswerPlan['moves'] {
+  const taken = f.files.some((n) => existsSync(join(dirs[dir], n))) || (dir === 'error' && existsSync(join(dirs.error, `${f.file}.error.json`)));
+  const suffix = taken ? `.${f.id}` : '';
+  return f.files.map((from) => ({ from, dir, to: `${from}${suffix}`, readOnly }));
+}
+
+/** Carries out a plan. Every step is safe to repeat: a crash anywhere is finished by running it again. */
+export async function carryOut(plan: AnswerPlan, dirs: PartnerDirs, workDir: string): Promise<void> {
+  for (const w of plan.writes) await writeAtomic(join(dirs[w.dir], w.name), w.content, 0o640);
+  const touched = new Set<string>();
+  for (const m of plan.moves) {
+    const from = join(workDir, m.from);
+    if (!(await exists(from))) continue; // moved before the crash
+    if (m.readOnly) await fsp.chmod(from, 0o440);
+    await fsp.rename(from, join(dirs[m.dir], m.to));
+    touched.add(dirs[m.dir]);
+  }
+  for (const d of touched) await fsyncDir(d);
+  await fsp.rm(workDir, { recursive: true, force: true });
+}
+
+/** Line errors as CSV that is safe to open in a spreadsheet: no cell starts a formula. */
+export function errorsCsv(errors: readonly RowError[]): string {
+  const rows = [['line', 'column', 'reason'], ...errors.map((e) => [String(e.line), e.column, e.reason])];
+  return `${rows.map((r) => r.map(csvCell).join(',')).join('\r\n')}\r\n`;
+}
+
+export function csvCell(value: string): string {
+  const safe = /^[=+\-@\t\r|%]/.test(value) ? `'${value}` : value;
+  return /[",\r\n]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
+}

@@ -1,0 +1,249 @@
+/**
+ * Configuration: raw YAML -> validated -> one frozen, typed Config with every default applied here.
+ * Every error names the file, the key path and what is wrong. Relative paths are relative to the
+ * configuration file's directory. Secrets are never inline: keys and passwords are file paths.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import { InboxdError } from './errors.js';
+import { type FieldSpec, loadMapping } from './mapping.js';
+
+const ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+const duration = z.union([z.number(), z.string()]).refine((v) => parseDuration(v) !== undefined, {
+  message: 'expected a duration: milliseconds, or a number with ms, s, m, h or d (e.g. "30s")',
+});
+const badRows = z.union([z.number().int().min(0), z.string().regex(/^\d+(\.\d+)?%$/, 'expected a count or a percentage such as "2%"')]);
+
+const flowSchema = z.strictObject({
+  pattern: z.string().optional(),
+  csv: z.strictObject({
+    delimiter: z.string().min(1).max(4).default(','),
+    quote: z.string().length(1).default('"'),
+    header: z.boolean().default(true),
+    encoding: z.string().default('utf-8'),
+    max_record_bytes: z.number().int().positive().default(1024 * 1024),
+  }).prefault({}),
+  mapping: z.string(),
+  table: z.string().regex(IDENT, 'expected a table name (letters, digits, _)'),
+  key: z.array(z.string()).min(1),
+  totals: z.array(z.string()).default([]),
+  sidecar: z.enum(['required', 'optional']).default('required'),
+  manifest: z.enum(['required', 'optional']).default('required'),
+  manifest_name: z.string().default('{file}.manifest.json'),
+  max_bad_rows: badRows.default(0),
+  max_reported_errors: z.number().int().positive().default(1000),
+});
+
+const partnerSchema = z.strictObject({
+  flows: z.record(z.string().regex(ID, 'flow ids are lower-case letters, digits, _ and -'), flowSchema),
+});
+
+const configSchema = z.strictObject({
+  root: z.string(),
+  database: z.string(),
+  work_dir: z.string().optional(),
+  settle_time: duration.default('2s'),
+  incomplete_after: duration.default('15m'),
+  temp_patterns: z.array(z.string()).default(['*.tmp', '*.part', '*.filepart', '.*']),
+  log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+  partners: z.record(z.string().regex(ID, 'partner ids are lower-case letters, digits, _ and -'), partnerSchema),
+});
+
+export interface CsvDialect {
+  delimiter: string;
+  quote: string;
+  header: boolean;
+  encoding: string;
+  maxRecordBytes: number;
+}
+
+export interface FlowConfig {
+  partner: string;
+  id: string;
+  pattern: RegExp;
+  csv: CsvDialect;
+  mappingPath: string;
+  fields: readonly FieldSpec[];
+  table: string;
+  key: readonly string[];
+  totals: readonly string[];
+  sidecarRequired: boolean;
+  manifestRequired: boolean;
+  manifestName: string;
+  /** bad rows tolerated: an absolute count or a fraction of rows read */
+  maxBadRows: { count: number } | { fraction: number };
+  maxReportedErrors: number;
+}
+
+export interface PartnerDirs {
+  root: string;
+  inbox: string;
+  outbox: string;
+  archive: string;
+  error: string;
+  /** private: outside the partner's tree, on the same filesystem so claiming is a rename */
+  work: string;
+}
+
+export interface PartnerConfig {
+  id: string;
+  dirs: PartnerDirs;
+  flows: readonly FlowConfig[];
+}
+
+export interface Config {
+  file: string;
+  root: string;
+  database: string;
+  settleMs: number;
+  incompleteAfterMs: number;
+  tempPatterns: readonly RegExp[];
+  logLevel: string;
+  partners: readonly PartnerConfig[];
+}
+
+export function configError(file: string, path: string, message: string): InboxdError {
+  return new InboxdError('CONFIG_INVALID', `${file}: ${path ? `${path}: ` : ''}${message}`, { file, path });
+}
+
+export function loadConfig(file: string): Config {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, 'utf8');
+  } catch (err) {
+    throw configError(abs, '', `cannot read: ${(err as Error).message}`);
+  }
+  const doc = parseDocument(text, { uniqueKeys: true });
+  if (doc.errors.length > 0) throw configError(abs, '', `not valid YAML: ${doc.errors[0]!.message}`);
+  const parsed = configSchema.safeParse(doc.toJS());
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw configError(abs, formatPath(issue.path), issue.message);
+  }
+  return deepFreeze(resolveConfig(abs, parsed.data));
+}
+
+function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config {
+  const base = dirname(file);
+  const root = resolve(base, raw.root);
+  const workRoot = resolve(base, raw.work_dir ?? join(raw.root, '.work'));
+  const partners = Object.entries(raw.partners).map(([id, p]): PartnerConfig => ({
+    id,
+    dirs: {
+      root: join(root, id),
+      inbox: join(root, id, 'inbox'),
+      outbox: join(root, id, 'outbox'),
+      archive: join(root, id, 'archive'),
+      error: join(root, id, 'error'),
+      work: join(workRoot, id),
+    },
+    flows: Object.entries(p.flows).map(([flowId, f]) => resolveFlow(file, base, id, flowId, f)),
+  }));
+  if (partners.length === 0) throw configError(file, 'partners', 'no partners configured');
+  return {
+    file,
+    root,
+    database: resolve(base, raw.database),
+    settleMs: parseDuration(raw.settle_time)!,
+    incompleteAfterMs: parseDuration(raw.incomplete_after)!,
+    tempPatterns: raw.temp_patterns.map(globToRegExp),
+    logLevel: raw.log_level,
+    partners,
+  };
+}
+
+function resolveFlow(file: string, base: string, partner: string, id: string, f: z.infer<typeof flowSchema>): FlowConfig {
+  const at = `partners.${partner}.flows.${id}`;
+  const mappingPath = resolve(base, f.mapping);
+  let fields: FieldSpec[];
+  try {
+    fields = loadMapping(mappingPath);
+  } catch (err) {
+    throw configError(file, `${at}.mapping`, `${mappingPath}: ${(err as Error).message}`);
+  }
+  const ours = new Set(fields.map((x) => x.ours));
+  f.key.forEach((k, i) => {
+    if (!ours.has(k)) throw configError(file, `${at}.key[${i}]`, `"${k}" is not a column of the mapping`);
+  });
+  f.totals.forEach((t, i) => {
+    const field = fields.find((x) => x.ours === t);
+    if (!field) throw configError(file, `${at}.totals[${i}]`, `"${t}" is not a column of the mapping`);
+    if (field.type !== 'integer' && field.type !== 'amount') throw configError(file, `${at}.totals[${i}]`, `"${t}" is ${field.type}; only integer and amount columns can be summed`);
+  });
+  if (!f.csv.header) {
+    fields.forEach((x) => {
+      if (!/^[1-9]\d*$/.test(x.partner)) throw configError(file, `${at}.mapping`, `with csv.header false, partner column "${x.partner}" must be a column number`);
+    });
+  }
+  // Key columns identify rows: a row without one can never be upserted.
+  fields = fields.map((x) => (f.key.includes(x.ours) ? { ...x, required: true } : x));
+  return {
+    partner,
+    id,
+    pattern: compilePattern(file, `${at}.pattern`, f.pattern ?? defaultPattern(partner, id)),
+    csv: { delimiter: f.csv.delimiter, quote: f.csv.quote, header: f.csv.header, encoding: checkEncoding(file, `${at}.csv.encoding`, f.csv.encoding), maxRecordBytes: f.csv.max_record_bytes },
+    mappingPath,
+    fields,
+    table: f.table,
+    key: f.key,
+    totals: f.totals,
+    sidecarRequired: f.sidecar === 'required',
+    manifestRequired: f.manifest === 'required',
+    manifestName: f.manifest_name,
+    maxBadRows: typeof f.max_bad_rows === 'number' ? { count: f.max_bad_rows } : { fraction: Number(f.max_bad_rows.slice(0, -1)) / 100 },
+    maxReportedErrors: f.max_reported_errors,
+  };
+}
+
+/**
+ * The playbook's `partner_flow_YYYYMMDDThhmmssZ_seq.ext`; the partner prefix and the seconds are optional
+ * so that its own example `inventory_20250916T0200Z_001.csv` parses too.
+ */
+export function defaultPattern(partner: string, flow: string): string {
+  const lit = (s: string) => s.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
+  return `^(?:${lit(partner)}_)?${lit(flow)}_(?<ts>\\d{8}T\\d{4}(?:\\d{2})?Z)_(?<seq>\\d{1,18})\\.(?:csv|txt)(?:\\.(?:pgp|gpg|asc))?$`;
+}
+
+function compilePattern(file: string, path: string, source: string): RegExp {
+  let re: RegExp;
+  try {
+    re = new RegExp(source);
+  } catch (err) {
+    throw configError(file, path, `not a valid regular expression: ${(err as Error).message}`);
+  }
+  if (!source.includes('(?<seq>')) throw configError(file, path, 'the pattern needs a named group (?<seq>...) for the sequence number');
+  return re;
+}
+
+function checkEncoding(file: string, path: string, encoding: string): string {
+  try {
+    new TextDecoder(encoding);
+  } catch {
+    throw configError(file, path, `unknown encoding "${encoding}"`);
+  }
+  return encoding;
+}
+
+/** `*` and `?` wildcards; everything else literal. */
+export function globToRegExp(glob: string): RegExp {
+  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${body}$`, 's');
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i ? '.' : ''}${String(p)}`)).join('');
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !(value instanceof RegExp) && !Object.isFrozen(value)) {
+    Object.values(value).forEach(deepFreeze);
+    Object.freeze(value);
+  }
+  return value;
+}

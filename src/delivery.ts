@@ -1,0 +1,213 @@
+/**
+ * The per-delivery orchestrator: the one place that knows the order of the steps.
+ * claim -> verify companions -> stream (hash, parse, map, stage) -> check totals -> commit -> answer.
+ * It owns the transaction and turns every error into an outcome: reject (answered in error/), or
+ * retry (the delivery goes back to the inbox untouched and is taken again later).
+ */
+import { createHash, type Hash, randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { type AnswerFacts, type AnswerPlan, carryOut, planAccepted, planRejected } from './answer.js';
+import { claim, INTERNAL_PREFIX, release } from './claim.js';
+import type { FlowConfig, PartnerConfig } from './config.js';
+import type { ReadyDelivery, Stale } from './discover.js';
+import { classify, InboxdError, reject } from './errors.js';
+import { openRegular, readSmall } from './fsx.js';
+import type { Logger } from './log.js';
+import { convert, type MapStats, RowMapper, toMinorUnits } from './map.js';
+import { csvError, decoder, rowParser } from './parse.js';
+import { Stager } from './stage.js';
+import type { Applied, DeliveryRecord, Store } from './store.js';
+import { checkTotals, type Manifest, parseManifest, parseSidecar } from './verify.js';
+
+export interface DeliveryContext {
+  store: Store;
+  log: Logger;
+  partner: PartnerConfig;
+}
+
+export type Result = { status: 'accepted' | 'rejected' | 'duplicate'; record: DeliveryRecord } | { status: 'retry' | 'skipped'; error?: InboxdError };
+
+/** Sortable and short enough to type: 20250916T020012Z-3fa9c1 */
+export function newDeliveryId(now = new Date()): string {
+  return `${now.toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
+}
+
+export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): Promise<Result> {
+  const flow = ctx.partner.flows.find((f) => f.id === ready.name.flow)!;
+  const id = newDeliveryId();
+  const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq });
+  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, ready.files);
+  if (!dir) return { status: 'skipped' };
+  ctx.store.event(id, 'received', ready.files.join(', '));
+  log.info({ files: ready.files }, 'delivery claimed');
+  const receivedAt = new Date().toISOString();
+  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, sha256: null, files: ready.files, processedAt: receivedAt };
+  let record: DeliveryRecord;
+  try {
+    record = await ingest({ ...ctx, log }, flow, ready, dir, facts, receivedAt);
+  } catch (err) {
+    const e = classify(err);
+    if (e.kind !== 'retry' || !(await fsp.stat(dir).catch(() => undefined))) throw err;
+    const stuck = await release(ctx.partner.dirs.inbox, dir);
+    ctx.store.event(id, 'retry', `${e.code}: ${e.message}`);
+    log.warn({ code: e.code, err: e.message, stuck }, 'delivery put back to be tried again');
+    return { status: 'retry', error: e };
+  }
+  // Committed: from here a failure leaves the work directory for recovery to finish, never the inbox.
+  return finish({ ...ctx, log }, record, dir);
+}
+
+/** A file that can never become a delivery (incomplete too long, unknown, not a regular file). */
+export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<Result> {
+  const id = newDeliveryId();
+  const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, file: stale.file });
+  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, stale.files);
+  if (!dir) return { status: 'skipped' };
+  const now = new Date().toISOString();
+  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow: null, file: stale.file, seq: null, sha256: null, files: stale.files, processedAt: now };
+  const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, now, reject(stale.code, stale.reason), undefined));
+  return finish({ ...ctx, log }, record, dir);
+}
+
+async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, dir: string, facts: AnswerFacts, receivedAt: string): Promise<DeliveryRecord> {
+  const { store, partner } = ctx;
+  const seqKey = { partner: partner.id, flow: flow.id, seq: ready.name.seq };
+  let found: { sha256: string; stats?: MapStats } | undefined;
+  const staging = join(dir, `${INTERNAL_PREFIX}staging.db`);
+  let manifest: Manifest | undefined;
+  try {
+    const sidecarHex = ready.sidecar ? parseSidecar(await readSmall(join(dir, ready.sidecar), 4096), ready.file) : undefined;
+    manifest = ready.manifest ? parseManifest(await readSmall(join(dir, ready.manifest), 1 << 20), ready.file) : undefined;
+    // A sequence already applied needs only its hash to tell a resend from a conflict: no parsing.
+    const already = store.applied(partner.id, flow.id, ready.name.seq);
+    found = await readData(join(dir, ready.file), already ? undefined : { flow, staging }, sidecarHex);
+    facts.sha256 = found.sha256;
+    if (sidecarHex && sidecarHex !== found.sha256) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${found.sha256}, the .sha256 file says ${sidecarHex}`);
+    if (found.stats) {
+      if (manifest) checkTotals(manifest, { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums }, (c, v) => manifestSum(flow, c, v));
+      checkBadRows(flow, found.stats);
+    }
+    ctx.store.event(facts.id, 'verified', `sha256 ${found.sha256}`);
+  } catch (err) {
+    const e = classify(err);
+    if (e.kind !== 'reject') throw e;
+    return store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, e, found?.stats));
+  }
+  const stats = found.stats;
+  return store.commit(seqKey, stats ? { path: staging, target: flow } : undefined, (applied) => {
+    if (applied) return duplicateRecord(ctx, facts, receivedAt, applied);
+    if (!stats) throw new InboxdError('IO_ERROR', 'the sequence was applied a moment ago and is no longer; taking the delivery again');
+    const totals = JSON.stringify({ expected: manifest ? { records: manifest.records, sums: manifest.sums } : null, found: { records: stats.rows, sums: stats.sums } });
+    const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, partner.dirs);
+    return record(facts, receivedAt, 'accepted', plan, { records: stats.rows, badRows: stats.badRows, totals });
+  });
+}
+
+/**
+ * One pass over the data file: hashing, decoding, parsing, mapping and staging. The file is opened
+ * without following symlinks, and a file that changed while being read is retried, not rejected.
+ */
+async function readData(path: string, parse: { flow: FlowConfig; staging: string } | undefined, sidecarHex: string | undefined): Promise<{ sha256: string; stats?: MapStats }> {
+  const fh = await openRegular(path);
+  const hash = createHash('sha256');
+  let stats: MapStats | undefined;
+  try {
+    const before = await fh.stat();
+    const source = fh.createReadStream({ autoClose: false, highWaterMark: 256 * 1024 });
+    if (!parse) await pipeline(source, tap(hash), async (chunks: AsyncIterable<Buffer>) => { for await (const _ of chunks); });
+    else {
+      const stager = new Stager(parse.staging, parse.flow.fields.length);
+      const mapper = new RowMapper(parse.flow.fields, parse.flow.totals, parse.flow.maxReportedErrors);
+      try {
+        await pipeline(source, tap(hash), decoder(parse.flow.csv.encoding), rowParser(parse.flow.csv, mapper), async (rows: AsyncIterable<ReturnType<RowMapper['map']> & {}>) => {
+          for await (const row of rows) await stager.add(row);
+        });
+        await stager.finish();
+      } catch (err) {
+        await stager.abort();
+        // A damaged transfer shows up as broken CSV; the checksum names the real cause.
+        const sha = await hashFile(path);
+        if (sidecarHex && sha !== sidecarHex) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${sha}, the .sha256 file says ${sidecarHex}`);
+        throw csvError(err);
+      }
+      stats = mapper.stats;
+    }
+    const after = await fh.stat();
+    if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) throw new InboxdError('FILE_CHANGING', 'the file changed while it was read; it will be read again');
+  } finally {
+    await fh.close();
+  }
+  return { sha256: hash.digest('hex'), stats };
+}
+
+function tap(hash: Hash): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      cb(null, chunk);
+    },
+  });
+}
+
+async function hashFile(path: string): Promise<string> {
+  const fh = await openRegular(path);
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of fh.createReadStream({ autoClose: false })) hash.update(chunk as Buffer);
+  } finally {
+    await fh.close();
+  }
+  return hash.digest('hex');
+}
+
+function checkBadRows(flow: FlowConfig, stats: MapStats): void {
+  if (stats.badRows === 0) return;
+  const allowed = 'count' in flow.maxBadRows ? flow.maxBadRows.count : Math.floor(flow.maxBadRows.fraction * stats.rows);
+  if (stats.badRows > allowed) {
+    throw reject('ROW_ERRORS', `${stats.badRows} of ${stats.rows} rows are invalid (${allowed} allowed); nothing was applied`, { badRows: stats.badRows });
+  }
+}
+
+/** A manifest sum in the units we store: amounts in minor units, by the column's scale. */
+function manifestSum(flow: FlowConfig, column: string, v: number | string): number | undefined {
+  const field = flow.fields.find((f) => f.ours === column)!;
+  const text = String(v);
+  const out = field.type === 'amount' ? toMinorUnits(text, field.scale ?? 2) : convert({ ...field, required: true }, text);
+  return typeof out === 'number' ? out : undefined;
+}
+
+function record(f: AnswerFacts, receivedAt: string, outcome: DeliveryRecord['outcome'], plan: AnswerPlan, extra: Partial<DeliveryRecord>): DeliveryRecord {
+  return {
+    id: f.id, partner: f.partner, flow: f.flow, file: f.file, seq: f.seq, fileTime: null, sha256: f.sha256, size: null, outcome,
+    code: null, reason: null, records: null, badRows: null, totals: null, receivedAt, decidedAt: f.processedAt, answeredAt: null,
+    plan: JSON.stringify(plan), replayOf: null, ...extra,
+  };
+}
+
+function rejectedRecord(ctx: DeliveryContext, f: AnswerFacts, receivedAt: string, e: InboxdError, stats: MapStats | undefined): DeliveryRecord {
+  const errors = e.code === 'ROW_ERRORS' && stats ? stats.errors : [];
+  const plan = planRejected(f, { status: 'rejected', code: e.code, reason: e.message, errors, errorCount: errors.length ? stats!.errorCount : 0 }, ctx.partner.dirs);
+  return record(f, receivedAt, 'rejected', plan, { code: e.code, reason: e.message, records: stats?.rows ?? null, badRows: stats?.badRows ?? null });
+}
+
+function duplicateRecord(ctx: DeliveryContext, f: AnswerFacts, receivedAt: string, applied: Applied): DeliveryRecord {
+  const same = applied.sha256 === f.sha256;
+  const code = same ? 'DUPLICATE' : 'SEQUENCE_CONFLICT';
+  const reason = same
+    ? `sequence ${f.seq} was already applied (delivery ${applied.deliveryId}); this copy is identical and changed nothing`
+    : `sequence ${f.seq} was already applied (delivery ${applied.deliveryId}) with different content; this file was not applied. Send new data under a new sequence number`;
+  const plan = planRejected(f, { status: same ? 'duplicate' : 'rejected', code, reason, errors: [], errorCount: 0 }, ctx.partner.dirs);
+  return record(f, receivedAt, same ? 'duplicate' : 'rejected', plan, { code, reason });
+}
+
+/** Answers the partner as the committed plan says, then records that it was done. */
+export async function finish(ctx: DeliveryContext, rec: DeliveryRecord, dir: string): Promise<Result> {
+  await carryOut(JSON.parse(rec.plan) as AnswerPlan, ctx.partner.dirs, dir);
+  ctx.store.markAnswered(rec.id);
+  const level = rec.outcome === 'accepted' ? 'info' : 'warn';
+  ctx.log[level]({ outcome: rec.outcome, code: rec.code, reason: rec.reason, records: rec.records, bad_rows: rec.badRows }, `delivery ${rec.outcome}`);
+  return { status: rec.outcome, record: rec };
+}

@@ -1,0 +1,125 @@
+/**
+ * The discover and ready steps: list an inbox, group data files with their sidecar and manifest, and
+ * tell which deliveries are ready: complete, and settled (size and time unchanged for the settle time,
+ * since some clients such as WinSCP write small files in place under their final name). Temporary
+ * names are never read. What waits too long, or is no delivery at all, is returned for rejection.
+ */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import type { ErrorCode } from './errors.js';
+import { type FlowPattern, isTempName, manifestName, type ParsedName, parseName, sidecarName } from './naming.js';
+
+export interface DiscoverFlow extends FlowPattern {
+  sidecarRequired: boolean;
+  manifestRequired: boolean;
+}
+
+export interface DiscoverOptions {
+  flows: readonly DiscoverFlow[];
+  tempPatterns: readonly RegExp[];
+  settleMs: number;
+  incompleteAfterMs: number;
+  now: number;
+  /** observations from earlier scans (name -> size/mtime), kept by the caller; updated here */
+  seen?: Map<string, Observation>;
+}
+
+export interface Observation {
+  size: number;
+  mtimeMs: number;
+}
+
+export interface ReadyDelivery {
+  file: string;
+  name: ParsedName;
+  sidecar?: string;
+  manifest?: string;
+  /** every file of the delivery, data file first */
+  files: string[];
+}
+
+export interface Stale {
+  file: string;
+  files: string[];
+  code: ErrorCode;
+  reason: string;
+}
+
+export interface Scan {
+  ready: ReadyDelivery[];
+  stale: Stale[];
+  /** deliveries seen but not ready yet */
+  waiting: number;
+}
+
+interface Entry extends Observation {
+  name: string;
+  regular: boolean;
+}
+
+export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<Scan> {
+  const entries = await listEntries(inbox, opts.tempPatterns);
+  const byName = new Map(entries.map((e) => [e.name, e]));
+  const settled = (e: Entry) => isSettled(e, opts);
+  const tooOld = (e: Entry) => opts.now - e.mtimeMs >= opts.incompleteAfterMs;
+  const scan: Scan = { ready: [], stale: [], waiting: 0 };
+  const claimed = new Set<string>();
+
+  for (const e of entries) {
+    const name = parseName(e.name, opts.flows);
+    if (!name) continue;
+    const flow = opts.flows.find((f) => f.id === name.flow)!;
+    const sidecar = sidecarName(e.name);
+    const manifest = manifestName(flow.manifestName, e.name);
+    const present = [e.name, sidecar, manifest].filter((n) => byName.has(n));
+    present.forEach((n) => claimed.add(n));
+    if (!e.regular) {
+      scan.stale.push({ file: e.name, files: present, code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file (a symbolic link or device); it was not read` });
+      continue;
+    }
+    const missing = [flow.sidecarRequired && !byName.has(sidecar) ? sidecar : undefined, flow.manifestRequired && !byName.has(manifest) ? manifest : undefined].filter((n): n is string => !!n);
+    if (missing.length > 0) {
+      if (tooOld(e)) scan.stale.push({ file: e.name, files: present, code: 'INCOMPLETE', reason: `the delivery is incomplete: ${missing.join(' and ')} did not arrive within ${Math.round(opts.incompleteAfterMs / 1000)} s` });
+      else scan.waiting++;
+      continue;
+    }
+    if (!present.every((n) => settled(byName.get(n)!))) {
+      scan.waiting++;
+      continue;
+    }
+    scan.ready.push({ file: e.name, name, sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
+  }
+
+  // Whatever belongs to no data file: a companion waiting for its data file, or a stray file.
+  for (const e of entries) {
+    if (claimed.has(e.name)) continue;
+    if (!e.regular) scan.stale.push({ file: e.name, files: [e.name], code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file; it was not read` });
+    else if (!tooOld(e)) scan.waiting++;
+    else scan.stale.push({ file: e.name, files: [e.name], code: 'UNKNOWN_FILE', reason: `${e.name} is not a delivery of any configured flow, or the data file it belongs to never arrived` });
+  }
+  scan.ready.sort((a, b) => a.name.flow.localeCompare(b.name.flow) || a.name.seq - b.name.seq);
+  return scan;
+}
+
+async function listEntries(inbox: string, tempPatterns: readonly RegExp[]): Promise<Entry[]> {
+  const dirents = await fsp.readdir(inbox, { withFileTypes: true });
+  const out: Entry[] = [];
+  for (const d of dirents) {
+    if (d.isDirectory() || isTempName(d.name, tempPatterns)) continue;
+    try {
+      const st = await fsp.lstat(join(inbox, d.name));
+      out.push({ name: d.name, size: st.size, mtimeMs: st.mtimeMs, regular: st.isFile() });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // renamed away meanwhile
+    }
+  }
+  return out;
+}
+
+/** Settled: old enough on our clock, and unchanged since the previous scan when there was one. */
+function isSettled(e: Entry, opts: DiscoverOptions): boolean {
+  const before = opts.seen?.get(e.name);
+  opts.seen?.set(e.name, { size: e.size, mtimeMs: e.mtimeMs });
+  const unchanged = !before || (before.size === e.size && before.mtimeMs === e.mtimeMs);
+  return unchanged && opts.now - e.mtimeMs >= opts.settleMs;
+}

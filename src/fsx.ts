@@ -1,0 +1,89 @@
+/**
+ * File-system primitives with the durability and safety guarantees the pipeline relies on.
+ * A rename is only durable once the directory is fsynced; a written file only once the file is.
+ */
+import { constants, promises as fsp } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { reject } from './errors.js';
+
+/**
+ * Opens a delivered file for reading without following symlinks (a partner can create a symlink to
+ * anything over SFTP) and insists on a regular file. Several hard links are fine: OpenSSH's SFTP
+ * rename is link + unlink, so a file can briefly have two.
+ */
+export async function openRegular(path: string): Promise<fsp.FileHandle> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw reject('NOT_A_REGULAR_FILE', `${basename(path)} is a symbolic link, not a file`);
+    throw err;
+  }
+  const st = await fh.stat();
+  if (!st.isFile()) {
+    await fh.close();
+    throw reject('NOT_A_REGULAR_FILE', `${basename(path)} is not a regular file`);
+  }
+  return fh;
+}
+
+/** Reads a small companion file (sidecar, manifest) safely, refusing anything over `max` bytes. */
+export async function readSmall(path: string, max: number): Promise<string> {
+  const fh = await openRegular(path);
+  try {
+    const { size } = await fh.stat();
+    if (size > max) throw reject('LIMIT_EXCEEDED', `${basename(path)} is ${size} bytes; at most ${max} are accepted`);
+    return (await fh.readFile()).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes a file under a temporary name, syncs it, renames it into place and syncs the directory. */
+export async function writeAtomic(path: string, data: string, mode = 0o644): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  const fh = await fsp.open(tmp, 'w', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fsp.rename(tmp, path);
+  await fsyncDir(dirname(path));
+}
+
+/** Renames without replacing an existing target: link + unlink. Returns false when the target exists. */
+export async function moveNoClobber(from: string, to: string): Promise<boolean> {
+  try {
+    await fsp.link(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+  await fsp.unlink(from);
+  return true;
+}
+
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await fsp.lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+export async function ensureDir(dir: string, mode = 0o750): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true, mode });
+}

@@ -1,0 +1,88 @@
+/**
+ * The parse step: bytes -> decoded text -> CSV records -> typed rows, streamed.
+ * Undecodable bytes and structural CSV errors reject the whole file, naming the line.
+ */
+import { Transform, type TransformCallback } from 'node:stream';
+import { CsvError, type Options, parse, type Parser } from 'csv-parse';
+import type { CsvDialect } from './config.js';
+import { reject } from './errors.js';
+import type { RowMapper, Value } from './map.js';
+
+/** Strict decoding: a byte sequence that is not valid in the declared encoding is an error, not U+FFFD. */
+export function decoder(encoding: string): Transform {
+  const dec = new TextDecoder(encoding, { fatal: true });
+  let lines = 1;
+  const decode = (chunk: Buffer | undefined, stream: boolean): string => {
+    try {
+      const text = chunk ? dec.decode(chunk, { stream }) : dec.decode();
+      for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lines++;
+      return text;
+    } catch {
+      throw reject('BAD_ENCODING', `line ${lines}: bytes that are not valid ${encoding}`, { line: lines });
+    }
+  };
+  return new Transform({
+    decodeStrings: true,
+    readableObjectMode: false,
+    transform(chunk: Buffer, _enc, cb: TransformCallback) {
+      try {
+        cb(null, decode(chunk, true));
+      } catch (err) {
+        cb(err as Error);
+      }
+    },
+    flush(cb) {
+      try {
+        cb(null, decode(undefined, false));
+      } catch (err) {
+        cb(err as Error);
+      }
+    },
+  });
+}
+
+const CSV_REASONS: Record<string, string> = {
+  CSV_QUOTE_NOT_CLOSED: 'a quoted field is never closed',
+  CSV_INVALID_CLOSING_QUOTE: 'a quote inside a quoted field is not doubled',
+  CSV_RECORD_INCONSISTENT_FIELDS_LENGTH: 'the row has a different number of columns than the header',
+  CSV_RECORD_INCONSISTENT_COLUMNS: 'the row has a different number of columns than the header',
+  CSV_NON_TRIMABLE_CHAR_AFTER_CLOSING_QUOTE: 'characters follow a closing quote',
+  CSV_MAX_RECORD_SIZE: 'the row is larger than the maximum record size',
+};
+
+/** csv-parse's errors -> MALFORMED_CSV naming the line (and the column where csv-parse knows it). */
+export function csvError(err: unknown): unknown {
+  if (!(err instanceof CsvError)) return err;
+  const e = err as CsvError & { lines?: number; column?: number | string; index?: number };
+  const line = e.lines ?? 0;
+  const column = typeof e.index === 'number' ? e.index + 1 : undefined;
+  const reason = CSV_REASONS[e.code] ?? e.message;
+  return reject('MALFORMED_CSV', `line ${line}${column ? `, column ${column}` : ''}: ${reason}`, { line, column, csvCode: e.code });
+}
+
+/**
+ * csv-parse with its own casting off (values stay strings) and records as arrays, never objects,
+ * so a header such as `__proto__` is just a name. Mapping runs in `on_record` to spare a stream stage.
+ */
+export function rowParser(dialect: CsvDialect, mapper: RowMapper): Parser {
+  let headerDone = !dialect.header;
+  const options: Options<Value[], string[]> = {
+    delimiter: dialect.delimiter,
+    quote: dialect.quote,
+    bom: true,
+    cast: false,
+    columns: false,
+    relax_column_count: false,
+    skip_empty_lines: true,
+    max_record_size: dialect.maxRecordBytes,
+    on_record: (record: string[], ctx: { lines: number }): Value[] | null => {
+      if (!headerDone) {
+        headerDone = true;
+        mapper.header(record);
+        return null;
+      }
+      return mapper.map(record, ctx.lines) ?? null;
+    },
+  };
+  return parse(options as Options);
+}

@@ -1,0 +1,87 @@
+/**
+ * One pass over every partner: finish interrupted work, then take every ready delivery.
+ * `inboxd run --once` is exactly this; the daemon runs it on events and on a schedule.
+ */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { release } from './claim.js';
+import type { Config, PartnerConfig } from './config.js';
+import { type DeliveryContext, finish, handleReady, handleStale, type Result } from './delivery.js';
+import { type Observation, scanInbox } from './discover.js';
+import { ensureDir } from './fsx.js';
+import type { Logger } from './log.js';
+import { Store } from './store.js';
+
+export interface Tally {
+  accepted: number;
+  rejected: number;
+  duplicate: number;
+  retry: number;
+  waiting: number;
+}
+
+export function openStore(config: Config): Store {
+  const store = new Store(config.database);
+  for (const p of config.partners) for (const f of p.flows) store.ensureTable(f);
+  return store;
+}
+
+export async function ensureTree(config: Config): Promise<void> {
+  for (const p of config.partners) {
+    for (const d of [p.dirs.inbox, p.dirs.outbox, p.dirs.archive, p.dirs.error]) await ensureDir(d);
+    await ensureDir(p.dirs.work, 0o700);
+  }
+}
+
+/**
+ * Startup recovery, before any new delivery is taken. A committed delivery whose answer was cut short
+ * gets its stored plan carried out again; a claimed delivery that never committed goes back to the inbox.
+ */
+export async function recover(store: Store, partner: PartnerConfig, log: Logger): Promise<void> {
+  const ctx = { store, log, partner };
+  const unanswered = store.db.prepare('SELECT id FROM deliveries WHERE partner = ? AND answered_at IS NULL ORDER BY decided_at').all(partner.id) as { id: string }[];
+  for (const { id } of unanswered) {
+    const rec = store.delivery(id)!;
+    await finish({ ...ctx, log: log.child({ delivery_id: id, partner: partner.id, flow: rec.flow, file: rec.file, seq: rec.seq }) }, rec, join(partner.dirs.work, id));
+    log.info({ delivery_id: id, partner: partner.id }, 'recovered: answer completed after an interruption');
+  }
+  for (const id of await fsp.readdir(partner.dirs.work)) {
+    const dir = join(partner.dirs.work, id);
+    if (store.delivery(id)) {
+      await fsp.rm(dir, { recursive: true, force: true });
+      continue;
+    }
+    const stuck = await release(partner.dirs.inbox, dir);
+    store.event(id, 'interrupted', 'claimed but not committed: put back into the inbox');
+    if (stuck.length) log.error({ delivery_id: id, partner: partner.id, stuck, dir }, 'recovered delivery could not go back to the inbox: a file of the same name is there; left in the working directory');
+    else log.info({ delivery_id: id, partner: partner.id }, 'recovered: uncommitted delivery put back into the inbox');
+  }
+}
+
+/** Processes what is ready in one partner's inbox, in sequence order per flow. */
+export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: Tally, seen?: Map<string, Observation>): Promise<void> {
+  const { partner } = ctx;
+  const scan = await scanInbox(partner.dirs.inbox, {
+    flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(), seen,
+  });
+  tally.waiting += scan.waiting;
+  for (const stale of scan.stale) count(tally, await handleStale(ctx, stale));
+  for (const ready of scan.ready) count(tally, await handleReady(ctx, ready));
+}
+
+function count(tally: Tally, r: Result): void {
+  if (r.status !== 'skipped') tally[r.status]++;
+}
+
+export async function runOnce(config: Config, log: Logger): Promise<Tally> {
+  await ensureTree(config);
+  const store = openStore(config);
+  const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
+  try {
+    for (const partner of config.partners) await recover(store, partner, log);
+    for (const partner of config.partners) await sweepPartner({ store, log, partner }, config, tally);
+  } finally {
+    store.close();
+  }
+  return tally;
+}
