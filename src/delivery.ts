@@ -63,11 +63,12 @@ export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): P
 /** A file that can never become a delivery (incomplete too long, unknown, not a regular file). */
 export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<Result> {
   const id = newDeliveryId();
-  const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, file: stale.file });
+  const [flow, seq] = [stale.name?.flow ?? null, stale.name?.seq ?? null];
+  const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow, file: stale.file, seq });
   const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, stale.files);
   if (!dir) return { status: 'skipped' };
   const now = new Date().toISOString();
-  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow: null, file: stale.file, seq: null, sha256: null, files: stale.files, processedAt: now };
+  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow, file: stale.file, seq, sha256: null, files: stale.files, processedAt: now };
   const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, now, reject(stale.code, stale.reason), undefined));
   return finish({ ...ctx, log }, record, dir);
 }

@@ -40,6 +40,8 @@ export interface ReadyDelivery {
 
 export interface Stale {
   file: string;
+  /** flow and sequence, when the file is named like a delivery */
+  name?: ParsedName;
   files: string[];
   code: ErrorCode;
   reason: string;
@@ -74,12 +76,12 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
     const present = [e.name, sidecar, manifest].filter((n) => byName.has(n));
     present.forEach((n) => claimed.add(n));
     if (!e.regular) {
-      scan.stale.push({ file: e.name, files: present, code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file (a symbolic link or device); it was not read` });
+      scan.stale.push({ file: e.name, name, files: present, code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file (a symbolic link or device); it was not read` });
       continue;
     }
     const missing = [flow.sidecarRequired && !byName.has(sidecar) ? sidecar : undefined, flow.manifestRequired && !byName.has(manifest) ? manifest : undefined].filter((n): n is string => !!n);
     if (missing.length > 0) {
-      if (tooOld(e)) scan.stale.push({ file: e.name, files: present, code: 'INCOMPLETE', reason: `the delivery is incomplete: ${missing.join(' and ')} did not arrive within ${Math.round(opts.incompleteAfterMs / 1000)} s` });
+      if (tooOld(e)) scan.stale.push({ file: e.name, name, files: present, code: 'INCOMPLETE', reason: `the delivery is incomplete: ${missing.join(' and ')} did not arrive within ${Math.round(opts.incompleteAfterMs / 1000)} s` });
       else scan.waiting++;
       continue;
     }
