@@ -18,7 +18,8 @@ export function decoder(encoding: string): Transform {
       for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lines++;
       return text;
     } catch {
-      throw reject('BAD_ENCODING', `line ${lines}: bytes that are not valid ${encoding}`, { line: lines });
+      const line = lines + (chunk ? newlinesBeforeInvalid(encoding, chunk) : 0);
+      throw reject('BAD_ENCODING', `line ${line}: bytes that are not valid ${encoding}`, { line });
     }
   };
   return new Transform({
@@ -39,6 +40,30 @@ export function decoder(encoding: string): Transform {
       }
     },
   });
+}
+
+/**
+ * Error path only: the newlines in a chunk before its first undecodable byte. A prefix that decodes in
+ * streaming mode holds no error and longer ones fail, so bisect with fresh decoders. UTF-8 continuation
+ * bytes at the start belong to a character begun in the previous chunk and are skipped.
+ */
+function newlinesBeforeInvalid(encoding: string, chunk: Buffer): number {
+  let start = 0;
+  if (new TextDecoder(encoding).encoding === 'utf-8') while (start < 3 && ((chunk[start] ?? 0) & 0xc0) === 0x80) start++;
+  let ok = start;
+  let bad = chunk.length + 1;
+  while (bad - ok > 1) {
+    const mid = (ok + bad) >>> 1;
+    try {
+      new TextDecoder(encoding, { fatal: true }).decode(chunk.subarray(start, mid), { stream: true });
+      ok = mid;
+    } catch {
+      bad = mid;
+    }
+  }
+  // The chunk decodes on its own: the error is a character cut short at its start, begun in the previous chunk.
+  if (ok === chunk.length) return 0;
+  return new TextDecoder(encoding).decode(chunk.subarray(start, ok)).split('\n').length - 1;
 }
 
 const CSV_REASONS: Record<string, string> = {
