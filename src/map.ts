@@ -35,7 +35,7 @@ export function convert(field: FieldSpec, raw: string): Converted {
     case 'string':
       return field.maxLength !== undefined && v.length > field.maxLength ? new Bad(`is longer than ${field.maxLength} characters`) : v;
     case 'integer': {
-      if (!/^[+-]?\d+$/.test(v)) return new Bad('is not an integer');
+      if (!isDigits(v, v.charCodeAt(0) === 43 || v.charCodeAt(0) === 45 ? 1 : 0)) return new Bad('is not an integer');
       const n = Number(v);
       return Number.isSafeInteger(n) ? n : new Bad('is out of range');
     }
@@ -69,8 +69,28 @@ export function toMinorUnits(v: string, scale: number): number | Bad {
   return m[1] === '-' ? -n : n;
 }
 
+/** True when v[from..] is one or more ASCII digits. A loop, not a regex: this runs for every cell. */
+function isDigits(v: string, from: number, to = v.length): boolean {
+  if (to <= from) return false;
+  for (let i = from; i < to; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
+}
+
+const num2 = (v: string, i: number) => (v.charCodeAt(i) - 48) * 10 + v.charCodeAt(i + 1) - 48;
+
+/** The common case, already canonical: `YYYY-MM-DDTHH:MM:SSZ`, checked without a regex or a Date. */
+function canonicalUtc(v: string): boolean {
+  if (v.length !== 20 || v[4] !== '-' || v[7] !== '-' || v[10] !== 'T' || v[13] !== ':' || v[16] !== ':' || v[19] !== 'Z') return false;
+  if (!isDigits(v, 0, 4) || !isDigits(v, 5, 7) || !isDigits(v, 8, 10) || !isDigits(v, 11, 13) || !isDigits(v, 14, 16) || !isDigits(v, 17, 19)) return false;
+  return validDate(Number(v.slice(0, 4)), num2(v, 5), num2(v, 8)) && num2(v, 11) < 24 && num2(v, 14) < 60 && num2(v, 17) < 60;
+}
+
 /** ISO-8601 with `Z` or an offset -> UTC `Z`. A local time without an offset is ambiguous and refused. */
 export function toUtc(v: string): string | Bad {
+  if (canonicalUtc(v)) return v;
   const m = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i.exec(v);
   if (!m || !validDate(+m[1]!, +m[2]!, +m[3]!) || +m[4]! > 23 || +m[5]! > 59 || +(m[6] ?? 0) > 59) {
     return new Bad('is not an ISO-8601 date-time with Z or an offset');
@@ -117,14 +137,18 @@ export class RowMapper {
     this.index = this.fields.map((f) => pos.get(f.partner)!);
   }
 
-  /** The typed values in mapping order, or undefined for a bad row (its errors are recorded). */
-  map(record: readonly string[], line: number): Value[] | undefined {
+  /**
+   * The typed values in mapping order, or undefined for a bad row (its errors are recorded).
+   * The record is `cells[offset .. offset + width]`: records travel in flat batches between threads.
+   */
+  map(cells: readonly string[], offset: number, width: number, line: number): Value[] | undefined {
     this.stats.rows++;
     const out: Value[] = new Array(this.fields.length);
     let bad = false;
     for (let i = 0; i < this.fields.length; i++) {
       const field = this.fields[i]!;
-      const raw = record[this.index[i]!];
+      const at = this.index[i]!;
+      const raw = at < width ? cells[offset + at] : undefined;
       const v = raw === undefined ? new Bad('is missing') : convert(field, raw);
       if (v instanceof Bad) {
         bad = true;
@@ -136,7 +160,9 @@ export class RowMapper {
       const column = this.fields[i]!.ours;
       const sum = this.stats.sums[column];
       if (sum === undefined) continue;
-      this.stats.sums[column] = out[i] === null && record[this.index[i]!]?.trim() ? undefined : sum + ((out[i] as number | null) ?? 0);
+      // A value that could not be read makes the sum unverifiable; an empty one counts as 0.
+      const unreadable = out[i] === null && !!cells[offset + this.index[i]!]?.trim();
+      this.stats.sums[column] = unreadable ? undefined : sum + ((out[i] as number | null) ?? 0);
     }
     if (bad) {
       this.stats.badRows++;

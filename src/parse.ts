@@ -3,10 +3,9 @@
  * Undecodable bytes and structural CSV errors reject the whole file, naming the line.
  */
 import { Transform, type TransformCallback } from 'node:stream';
-import { CsvError, type Options, parse, type Parser } from 'csv-parse';
+import { CsvError, parse, type Parser } from 'csv-parse';
 import type { CsvDialect } from './config.js';
 import { reject } from './errors.js';
-import type { RowMapper, Value } from './map.js';
 
 /** Strict decoding: a byte sequence that is not valid in the declared encoding is an error, not U+FFFD. */
 export function decoder(encoding: string): Transform {
@@ -86,12 +85,12 @@ export function csvError(err: unknown): unknown {
 }
 
 /**
- * csv-parse with its own casting off (values stay strings) and records as arrays, never objects,
- * so a header such as `__proto__` is just a name. Mapping runs in `on_record` to spare a stream stage.
+ * csv-parse with its own casting off (values stay strings) and records as arrays, never objects, so a
+ * header such as `__proto__` is just a name. Consume it with `on('data')`: at that moment
+ * `parser.info.lines` is the line the record ends on, which row errors name.
  */
-export function rowParser(dialect: CsvDialect, mapper: RowMapper): Parser {
-  let headerDone = !dialect.header;
-  const options: Options<Value[], string[]> = {
+export function rowParser(dialect: CsvDialect): Parser {
+  return parse({
     delimiter: dialect.delimiter,
     quote: dialect.quote,
     bom: true,
@@ -100,14 +99,5 @@ export function rowParser(dialect: CsvDialect, mapper: RowMapper): Parser {
     relax_column_count: false,
     skip_empty_lines: true,
     max_record_size: dialect.maxRecordBytes,
-    on_record: (record: string[], ctx: { lines: number }): Value[] | null => {
-      if (!headerDone) {
-        headerDone = true;
-        mapper.header(record);
-        return null;
-      }
-      return mapper.map(record, ctx.lines) ?? null;
-    },
-  };
-  return parse(options as Options);
+  });
 }

@@ -102,10 +102,13 @@ export class Store {
     this.db.exec(SCHEMA);
   }
 
-  /** Creates the flow's target table from its mapping, or adds columns a newer mapping brought. */
+  /**
+   * Creates the flow's target table from its mapping, or adds columns a newer mapping brought.
+   * WITHOUT ROWID: rows live in the key's B-tree, so an upsert writes one B-tree, not two.
+   */
   ensureTable(t: TargetTable): void {
     const cols = t.fields.map((f) => `${q(f.ours)} ${SQL_TYPES[f.type]}${t.key.includes(f.ours) ? ' NOT NULL' : ''}`);
-    this.db.exec(`CREATE TABLE IF NOT EXISTS ${q(t.table)} (${cols.join(', ')}, _delivery_id TEXT NOT NULL, _updated_at TEXT NOT NULL, PRIMARY KEY (${t.key.map(q).join(', ')}))`);
+    this.db.exec(`CREATE TABLE IF NOT EXISTS ${q(t.table)} (${cols.join(', ')}, _delivery_id TEXT NOT NULL, _updated_at TEXT NOT NULL, PRIMARY KEY (${t.key.map(q).join(', ')})) WITHOUT ROWID`);
     const have = new Set((this.db.prepare(`PRAGMA table_info(${q(t.table)})`).all() as { name: string }[]).map((c) => c.name));
     for (const f of t.fields) {
       if (!have.has(f.ours)) this.db.exec(`ALTER TABLE ${q(t.table)} ADD COLUMN ${q(f.ours)} ${SQL_TYPES[f.type]}`);

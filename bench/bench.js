@@ -1,0 +1,130 @@
+// npm run bench [-- --rows 1000000 --factor 10]
+// Generates inventory deliveries (CSV + sidecar + manifest), ingests each end to end with the real
+// CLI, and prints rows per second and peak memory; then times the plain C-tools way of loading the
+// same file (sha256sum, then sqlite3 importing into a staging table and upserting into a keyed table
+// in one transaction) and prints inboxd's time as a ratio of it.
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+
+const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
+const ROWS = Number(args.rows ?? 1_000_000);
+const FACTOR = Number(args.factor ?? 10);
+const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
+const MAPPING = new URL('../config/mappings/acme-inventory.csv', import.meta.url).pathname;
+const extraCases = (globalThis.INBOXD_BENCH_CASES ?? []);
+
+async function generate(path, rows) {
+  const out = createWriteStream(path);
+  const hash = createHash('sha256');
+  let qty = 0;
+  const write = async (s) => {
+    hash.update(s);
+    if (!out.write(s)) await once(out, 'drain');
+  };
+  await write('SKU,Warehouse,Quantity,UnitCost,Currency,Condition,LastModified\r\n');
+  const conds = ['NEW', 'USED', 'REFURBISHED'];
+  let buf = '';
+  for (let i = 0; i < rows; i++) {
+    const q = i % 1000;
+    qty += q;
+    buf += `SKU-${i},WH${i % 7},${q},${(i % 10000) / 100},EUR,${conds[i % 3]},2025-09-16T0${i % 10}:${String(i % 60).padStart(2, '0')}:00Z\r\n`;
+    if (buf.length > 1 << 16) {
+      await write(buf);
+      buf = '';
+    }
+  }
+  await write(buf);
+  out.end();
+  await once(out, 'finish');
+  return { sha256: hash.digest('hex'), qty };
+}
+
+function config(dir) {
+  const yaml = `root: ${dir}/partners\ndatabase: ${dir}/inboxd.db\nsettle_time: 0s\nlog_level: warn\npartners:\n  acme:\n    flows:\n      inventory:\n        mapping: ${MAPPING}\n        table: inventory\n        key: [sku, warehouse]\n        totals: [qty]\n`;
+  writeFileSync(join(dir, 'inboxd.yaml'), yaml);
+  return join(dir, 'inboxd.yaml');
+}
+
+/** Runs a command, sampling its peak resident memory (VmHWM) from /proc. */
+async function measure(cmd, argv, opts = {}) {
+  const start = process.hrtime.bigint();
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'inherit'], ...opts });
+  let peakKb = 0;
+  const sample = () => {
+    try {
+      const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      if (m) peakKb = Math.max(peakKb, Number(m[1]));
+    } catch {}
+  };
+  const timer = setInterval(sample, 20);
+  const [code] = await once(child, 'exit');
+  clearInterval(timer);
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (code !== 0) throw new Error(`${cmd} ${argv.join(' ')} exited ${code}`);
+  return { seconds, peakMb: peakKb / 1024 };
+}
+
+async function inboxdCase(rows, prepare = (_p) => {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'inboxd-bench-'));
+  const inbox = join(dir, 'partners', 'acme', 'inbox');
+  mkdirSync(inbox, { recursive: true });
+  const file = 'inventory_20250916T0200Z_001.csv';
+  const { sha256, qty } = await generate(join(dir, file), rows);
+  writeFileSync(join(inbox, `${file}.sha256`), `${sha256}  ${file}\n`);
+  writeFileSync(join(inbox, `${file}.manifest.json`), JSON.stringify({ file, records: rows, sums: { qty }, sha256 }));
+  const cfg = config(dir);
+  const finalName = await prepare({ dir, inbox, file, data: join(dir, file) });
+  execFileSync('mv', [join(dir, file), join(inbox, finalName ?? file)]);
+  const r = await measure(process.execPath, [CLI, 'run', '--once', '--config', cfg]);
+  const count = execFileSync('sqlite3', [join(dir, 'inboxd.db'), 'SELECT count(*) FROM inventory']).toString().trim();
+  if (Number(count) !== rows) throw new Error(`expected ${rows} rows, found ${count}`);
+  return { ...r, dir, data: join(inbox, file) };
+}
+
+async function cToolsCase(rows) {
+  const dir = mkdtempSync(join(tmpdir(), 'inboxd-bench-c-'));
+  const data = join(dir, 'data.csv');
+  await generate(data, rows);
+  const sql = `
+PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+CREATE TABLE inventory (sku TEXT NOT NULL, warehouse TEXT NOT NULL, qty INTEGER, unit_cost INTEGER, currency TEXT, condition TEXT, updated_at TEXT, PRIMARY KEY (sku, warehouse));
+CREATE TEMP TABLE staging (sku, warehouse, qty, unit_cost, currency, condition, updated_at);
+.mode csv
+.import --skip 1 ${data} staging
+BEGIN;
+INSERT INTO inventory SELECT * FROM staging WHERE true ON CONFLICT (sku, warehouse) DO UPDATE SET qty = excluded.qty, unit_cost = excluded.unit_cost, currency = excluded.currency, condition = excluded.condition, updated_at = excluded.updated_at;
+COMMIT;
+`;
+  writeFileSync(join(dir, 'load.sql'), sql);
+  const start = process.hrtime.bigint();
+  execFileSync('sha256sum', [data], { stdio: 'ignore' });
+  execFileSync('sh', ['-c', `sqlite3 ${dir}/c.db < ${dir}/load.sql`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  rmSync(dir, { recursive: true, force: true });
+  return { seconds };
+}
+
+const fmt = (n) => Math.round(n).toLocaleString('en-US');
+function report(label, rows, r, base) {
+  const ratio = base ? `  ratio to C tools ${(r.seconds / base.seconds).toFixed(2)}` : '';
+  console.log(`${label.padEnd(28)} ${fmt(rows).padStart(11)} rows  ${r.seconds.toFixed(2).padStart(7)} s  ${fmt(rows / r.seconds).padStart(10)} rows/s  peak ${r.peakMb.toFixed(0).padStart(5)} MB${ratio}`);
+}
+
+console.log(`inboxd bench: node ${process.version}, ${ROWS} rows and ${ROWS * FACTOR} rows\n`);
+for (const rows of [ROWS, ROWS * FACTOR]) {
+  const base = await cToolsCase(rows);
+  console.log(`${'C tools (sha256sum+sqlite3)'.padEnd(28)} ${fmt(rows).padStart(11)} rows  ${base.seconds.toFixed(2).padStart(7)} s  ${fmt(rows / base.seconds).padStart(10)} rows/s`);
+  const plain = await inboxdCase(rows);
+  report('inboxd plain CSV', rows, plain, base);
+  rmSync(plain.dir, { recursive: true, force: true });
+  for (const c of extraCases) {
+    const r = await inboxdCase(rows, c.prepare);
+    report(c.label, rows, r, base);
+    rmSync(r.dir, { recursive: true, force: true });
+  }
+  console.log('');
+}
