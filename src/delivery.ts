@@ -16,7 +16,7 @@ import type { ReadyDelivery, Stale } from './discover.js';
 import { classify, InboxdError, reject } from './errors.js';
 import { openRegular, readSmall } from './fsx.js';
 import type { Logger } from './log.js';
-import { convert, type MapStats, RowMapper, toMinorUnits } from './map.js';
+import { convert, type MapStats, toMinorUnits } from './map.js';
 import { csvError, decoder, rowParser } from './parse.js';
 import { Stager } from './stage.js';
 import type { Applied, DeliveryRecord, Store } from './store.js';
@@ -120,13 +120,21 @@ async function readData(path: string, parse: { flow: FlowConfig; staging: string
     const source = fh.createReadStream({ autoClose: false, highWaterMark: 256 * 1024 });
     if (!parse) await pipeline(source, tap(hash), async (chunks: AsyncIterable<Buffer>) => { for await (const _ of chunks); });
     else {
-      const stager = new Stager(parse.staging, parse.flow.fields.length);
-      const mapper = new RowMapper(parse.flow.fields, parse.flow.totals, parse.flow.maxReportedErrors);
+      const stager = new Stager({ path: parse.staging, fields: parse.flow.fields, totals: parse.flow.totals, maxReported: parse.flow.maxReportedErrors });
       try {
-        await pipeline(source, tap(hash), decoder(parse.flow.csv.encoding), rowParser(parse.flow.csv, mapper), async (rows: AsyncIterable<ReturnType<RowMapper['map']> & {}>) => {
-          for await (const row of rows) await stager.add(row);
+        const parser = rowParser(parse.flow.csv);
+        let header = parse.flow.csv.header;
+        parser.on('data', (record: string[]) => {
+          if (header) {
+            header = false;
+            stager.header(record);
+          } else if (stager.add(record, parser.info.lines)) {
+            parser.pause();
+            stager.drained().then(() => parser.resume(), (err: Error) => parser.destroy(err));
+          }
         });
-        await stager.finish();
+        await pipeline(source, tap(hash), decoder(parse.flow.csv.encoding), parser);
+        stats = await stager.finish();
       } catch (err) {
         await stager.abort();
         // A damaged transfer shows up as broken CSV; the checksum names the real cause.
@@ -134,7 +142,6 @@ async function readData(path: string, parse: { flow: FlowConfig; staging: string
         if (sidecarHex && sha !== sidecarHex) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${sha}, the .sha256 file says ${sidecarHex}`);
         throw csvError(err);
       }
-      stats = mapper.stats;
     }
     const after = await fh.stat();
     if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) throw new InboxdError('FILE_CHANGING', 'the file changed while it was read; it will be read again');
