@@ -42,8 +42,9 @@ export async function recover(store: Store, partner: PartnerConfig, log: Logger)
   const unanswered = store.db.prepare('SELECT id FROM deliveries WHERE partner = ? AND answered_at IS NULL ORDER BY decided_at').all(partner.id) as { id: string }[];
   for (const { id } of unanswered) {
     const rec = store.delivery(id)!;
-    await finish({ ...ctx, log: log.child({ delivery_id: id, partner: partner.id, flow: rec.flow, file: rec.file, seq: rec.seq }) }, rec, join(partner.dirs.work, id));
-    log.info({ delivery_id: id, partner: partner.id }, 'recovered: answer completed after an interruption');
+    const dlog = log.child({ delivery_id: id, partner: partner.id, flow: rec.flow, file: rec.file, seq: rec.seq });
+    await finish({ ...ctx, log: dlog }, rec, join(partner.dirs.work, id));
+    dlog.info('recovered: answer completed after an interruption');
   }
   for (const id of await fsp.readdir(partner.dirs.work)) {
     const dir = join(partner.dirs.work, id);
