@@ -7,6 +7,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { PartnerDirs } from './config.js';
+import { crashPoint } from './crashpoint.js';
 import { exists, fsyncDir, writeAtomic } from './fsx.js';
 import type { RowError } from './map.js';
 
@@ -84,12 +85,14 @@ function placeAll(f: AnswerFacts, dirs: PartnerDirs, dir: 'archive' | 'error', r
 /** Carries out a plan. Every step is safe to repeat: a crash anywhere is finished by running it again. */
 export async function carryOut(plan: AnswerPlan, dirs: PartnerDirs, workDir: string): Promise<void> {
   for (const w of plan.writes) await writeAtomic(join(dirs[w.dir], w.name), w.content, 0o640);
+  crashPoint('after-ack');
   const touched = new Set<string>();
   for (const m of plan.moves) {
     const from = join(workDir, m.from);
     if (!(await exists(from))) continue; // moved before the crash
     if (m.readOnly) await fsp.chmod(from, 0o440);
     await fsp.rename(from, join(dirs[m.dir], m.to));
+    crashPoint('mid-archive');
     touched.add(dirs[m.dir]);
   }
   for (const d of touched) await fsyncDir(d);

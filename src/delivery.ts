@@ -12,6 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { type AnswerFacts, type AnswerPlan, carryOut, planAccepted, planRejected } from './answer.js';
 import { claim, INTERNAL_PREFIX, release } from './claim.js';
 import type { FlowConfig, PartnerConfig } from './config.js';
+import { crashPoint } from './crashpoint.js';
 import type { ReadyDelivery, Stale } from './discover.js';
 import { classify, InboxdError, reject } from './errors.js';
 import { openRegular, readSmall } from './fsx.js';
@@ -57,6 +58,7 @@ export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): P
     return { status: 'retry', error: e };
   }
   // Committed: from here a failure leaves the work directory for recovery to finish, never the inbox.
+  crashPoint('after-commit');
   return finish({ ...ctx, log }, record, dir);
 }
 
@@ -152,9 +154,11 @@ async function readData(path: string, parse: { flow: FlowConfig; staging: string
 }
 
 function tap(hash: Hash): Transform {
+  let chunks = 0;
   return new Transform({
     transform(chunk: Buffer, _enc, cb) {
       hash.update(chunk);
+      if (++chunks === 2) crashPoint('mid-stream');
       cb(null, chunk);
     },
   });
