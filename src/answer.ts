@@ -84,13 +84,15 @@ function placeAll(f: AnswerFacts, dirs: PartnerDirs, dir: 'archive' | 'error', r
 
 /** Carries out a plan. Every step is safe to repeat: a crash anywhere is finished by running it again. */
 export async function carryOut(plan: AnswerPlan, dirs: PartnerDirs, workDir: string): Promise<void> {
-  for (const w of plan.writes) await writeAtomic(join(dirs[w.dir], w.name), w.content, 0o640);
+  for (const w of plan.writes) await writeAtomic(join(dirs[w.dir], w.name), w.content, 0o640, dirs.work);
   crashPoint('after-ack');
   const touched = new Set<string>();
   for (const m of plan.moves) {
     const from = join(workDir, m.from);
     if (!(await exists(from))) continue; // moved before the crash
-    if (m.readOnly) await fsp.chmod(from, 0o440);
+    // The partner owns what it uploaded, so under the production permissions only the archive
+    // directory (ours alone) protects it; making the file read-only is best effort.
+    if (m.readOnly) await fsp.chmod(from, 0o440).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EPERM') throw err; });
     await fsp.rename(from, join(dirs[m.dir], m.to));
     crashPoint('mid-archive');
     touched.add(dirs[m.dir]);

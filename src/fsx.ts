@@ -48,9 +48,13 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Writes a file under a temporary name, syncs it, renames it into place and syncs the directory. */
-export async function writeAtomic(path: string, data: string, mode = 0o644): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+/**
+ * Writes a file under a temporary name, syncs it, renames it into place and syncs the directory.
+ * The temporary file lives in `tmpDir` (same filesystem) when given: in a directory a partner can
+ * write to, a file planted under the temporary name would otherwise block the answer.
+ */
+export async function writeAtomic(path: string, data: string, mode = 0o644, tmpDir = dirname(path)): Promise<void> {
+  const tmp = join(tmpDir, `.${basename(path)}.${process.pid}.tmp`);
   const fh = await fsp.open(tmp, 'w', mode);
   try {
     await fh.writeFile(data);
