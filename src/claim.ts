@@ -5,7 +5,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { ensureDir, fsyncDir, moveNoClobber } from './fsx.js';
+import { ensureDir, moveNoClobber } from './fsx.js';
 
 /** Files of ours inside a working directory, never a partner's. */
 export const INTERNAL_PREFIX = '.inboxd-';
@@ -25,8 +25,8 @@ export async function claim(inbox: string, workRoot: string, id: string, files: 
       return undefined;
     }
   }
-  await fsyncDir(dir);
-  await fsyncDir(inbox);
+  // No fsync: whether a power cut keeps the rename or not, recovery finds the files in one of the two
+  // places, and nothing has been committed or answered yet.
   return dir;
 }
 
@@ -41,7 +41,6 @@ export async function release(inbox: string, dir: string): Promise<string[]> {
     if (name.startsWith(INTERNAL_PREFIX)) continue;
     if (!(await moveNoClobber(join(dir, name), join(inbox, name)))) stuck.push(name);
   }
-  await fsyncDir(inbox);
   if (stuck.length === 0) await fsp.rm(dir, { recursive: true, force: true });
   return stuck;
 }

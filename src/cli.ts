@@ -4,9 +4,10 @@
  *   0 all good · 1 some deliveries rejected · 64 usage · 70 internal error · 75 temporary failure, try again · 78 configuration error
  */
 import { Command, CommanderError } from 'commander';
-import { loadConfig } from './config.js';
+import { type Config, loadConfig } from './config.js';
+import { Daemon } from './daemon.js';
 import { classify, EXIT, InboxdError } from './errors.js';
-import { createLogger } from './log.js';
+import { createLogger, type Logger } from './log.js';
 import { runOnce } from './run.js';
 
 const program = new Command();
@@ -20,11 +21,31 @@ program
   .action(async (opts: { config: string; once?: boolean }) => {
     const config = loadConfig(opts.config);
     const log = createLogger(config.logLevel);
-    if (!opts.once) throw new InboxdError('CONFIG_INVALID', 'the long-running daemon is not available yet: use --once');
+    if (!opts.once) return runDaemon(config, log);
     const tally = await runOnce(config, log);
     log.info({ ...tally }, 'run complete');
     process.exitCode = tally.retry > 0 ? EXIT.TEMPFAIL : tally.rejected > 0 ? EXIT.REJECTED : EXIT.OK;
   });
+
+/** Runs until SIGTERM or SIGINT: the first stops gracefully (exit 0), a second exits at once. */
+async function runDaemon(config: Config, log: Logger): Promise<void> {
+  const daemon = new Daemon(config, log);
+  let signals = 0;
+  const stopped = new Promise<void>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (++signals > 1) {
+        log.warn({ signal: sig }, 'second signal: exiting at once');
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      }
+      log.info({ signal: sig }, 'signal received');
+      daemon.stop().then(resolve, resolve);
+    };
+    process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
+  });
+  await daemon.start();
+  await stopped;
+  process.exitCode = EXIT.OK;
+}
 
 program
   .command('check-config')

@@ -5,11 +5,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { CronExpressionParser } from 'cron-parser';
+import cron from 'node-cron';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { InboxdError } from './errors.js';
 import { type FieldSpec, loadMapping } from './mapping.js';
+import { parseRetryPolicy, type RetryPolicy } from './retry.js';
 
 const ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -37,6 +40,14 @@ const flowSchema = z.strictObject({
   manifest_name: z.string().default('{file}.manifest.json'),
   max_bad_rows: badRows.default(0),
   max_reported_errors: z.number().int().positive().default(1000),
+  sequence_gap: z.enum(['wait', 'warn', 'ignore']).default('wait'),
+  gap_wait: duration.default('15m'),
+  window: z.strictObject({
+    cron: z.string().refine(validCron, 'expected a cron expression such as "0 2 * * *"'),
+    duration: duration,
+    timezone: z.string().refine(validZone, 'expected an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
+    at_risk: duration.optional(),
+  }).optional(),
 });
 
 const partnerSchema = z.strictObject({
@@ -47,10 +58,19 @@ const configSchema = z.strictObject({
   root: z.string(),
   database: z.string(),
   work_dir: z.string().optional(),
-  settle_time: duration.default('2s'),
+  settle_time: duration.default('500ms'),
   incomplete_after: duration.default('15m'),
   temp_patterns: z.array(z.string()).default(['*.tmp', '*.part', '*.filepart', '.*']),
   log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+  max_parallel: z.number().int().min(1).max(64).default(2),
+  watch: z.boolean().default(true),
+  sweep: z.string().refine(validCron, 'expected a cron expression (5 or 6 fields)').default('*/30 * * * * *'),
+  shutdown_timeout: duration.default('30s'),
+  alert: z.strictObject({
+    command: z.array(z.string()).min(1).optional(),
+    http: z.strictObject({ url: z.url(), timeout: duration.default('10s') }).optional(),
+    retry: z.string().default('5,600000,full'),
+  }).refine((a) => !!a.command !== !!a.http, 'give exactly one of command or http').optional(),
   partners: z.record(z.string().regex(ID, 'partner ids are lower-case letters, digits, _ and -'), partnerSchema),
 });
 
@@ -78,6 +98,23 @@ export interface FlowConfig {
   /** bad rows tolerated: an absolute count or a fraction of rows read */
   maxBadRows: { count: number } | { fraction: number };
   maxReportedErrors: number;
+  /** a sequence number skipped: wait for it (up to gapWaitMs, then alert and go on), warn and go on, or ignore */
+  sequenceGap: 'wait' | 'warn' | 'ignore';
+  gapWaitMs: number;
+  window?: WindowSpec;
+}
+
+export interface WindowSpec {
+  cron: string;
+  durationMs: number;
+  timezone: string;
+  atRiskMs?: number;
+}
+
+export interface AlertAction {
+  command?: readonly string[];
+  http?: { url: string; timeoutMs: number };
+  retry: RetryPolicy;
 }
 
 export interface PartnerDirs {
@@ -104,6 +141,11 @@ export interface Config {
   incompleteAfterMs: number;
   tempPatterns: readonly RegExp[];
   logLevel: string;
+  maxParallel: number;
+  watch: boolean;
+  sweep: string;
+  shutdownTimeoutMs: number;
+  alert?: AlertAction;
   partners: readonly PartnerConfig[];
 }
 
@@ -154,6 +196,15 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
     incompleteAfterMs: parseDuration(raw.incomplete_after)!,
     tempPatterns: raw.temp_patterns.map(globToRegExp),
     logLevel: raw.log_level,
+    maxParallel: raw.max_parallel,
+    watch: raw.watch,
+    sweep: raw.sweep,
+    shutdownTimeoutMs: parseDuration(raw.shutdown_timeout)!,
+    alert: raw.alert && {
+      command: raw.alert.command,
+      http: raw.alert.http && { url: raw.alert.http.url, timeoutMs: parseDuration(raw.alert.http.timeout)! },
+      retry: retryPolicy(file, 'alert.retry', raw.alert.retry),
+    },
     partners,
   };
 }
@@ -198,6 +249,14 @@ function resolveFlow(file: string, base: string, partner: string, id: string, f:
     manifestName: f.manifest_name,
     maxBadRows: typeof f.max_bad_rows === 'number' ? { count: f.max_bad_rows } : { fraction: Number(f.max_bad_rows.slice(0, -1)) / 100 },
     maxReportedErrors: f.max_reported_errors,
+    sequenceGap: f.sequence_gap,
+    gapWaitMs: parseDuration(f.gap_wait)!,
+    window: f.window && {
+      cron: f.window.cron,
+      durationMs: parseDuration(f.window.duration)!,
+      timezone: f.window.timezone,
+      atRiskMs: f.window.at_risk === undefined ? undefined : parseDuration(f.window.at_risk),
+    },
   };
 }
 
@@ -219,6 +278,32 @@ function compilePattern(file: string, path: string, source: string): RegExp {
   }
   if (!source.includes('(?<seq>')) throw configError(file, path, 'the pattern needs a named group (?<seq>...) for the sequence number');
   return re;
+}
+
+function validCron(expr: string): boolean {
+  try {
+    CronExpressionParser.parse(expr);
+    return cron.validate(expr);
+  } catch {
+    return false;
+  }
+}
+
+function validZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function retryPolicy(file: string, path: string, spec: string): RetryPolicy {
+  try {
+    return parseRetryPolicy(spec);
+  } catch (err) {
+    throw configError(file, path, (err as Error).message);
+  }
 }
 
 function checkEncoding(file: string, path: string, encoding: string): string {

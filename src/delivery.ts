@@ -27,6 +27,8 @@ export interface DeliveryContext {
   store: Store;
   log: Logger;
   partner: PartnerConfig;
+  /** aborts a delivery in flight (shutdown): it is rolled back and goes back to the inbox */
+  signal?: AbortSignal;
 }
 
 export type Result = { status: 'accepted' | 'rejected' | 'duplicate'; record: DeliveryRecord } | { status: 'retry' | 'skipped'; error?: InboxdError };
@@ -86,7 +88,7 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     manifest = ready.manifest ? parseManifest(await readSmall(join(dir, ready.manifest), 1 << 20), ready.file) : undefined;
     // A sequence already applied needs only its hash to tell a resend from a conflict: no parsing.
     const already = store.applied(partner.id, flow.id, ready.name.seq);
-    found = await readData(join(dir, ready.file), already ? undefined : { flow, staging }, sidecarHex);
+    found = await readData(join(dir, ready.file), already ? undefined : { flow, staging }, sidecarHex, ctx.signal);
     facts.sha256 = found.sha256;
     if (sidecarHex && sidecarHex !== found.sha256) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${found.sha256}, the .sha256 file says ${sidecarHex}`);
     if (found.stats) {
@@ -100,8 +102,13 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     return store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, e, found?.stats));
   }
   const stats = found.stats;
-  return store.commit(seqKey, stats ? { path: staging, target: flow } : undefined, (applied) => {
+  return store.commit(seqKey, stats ? { path: staging, target: flow } : undefined, (applied, lastSeq) => {
     if (applied) return duplicateRecord(ctx, facts, receivedAt, applied);
+    if (flow.sequenceGap !== 'ignore' && lastSeq !== undefined && ready.name.seq < lastSeq) {
+      // Applying an older file after a newer one would put stale data back: kept in error/ for a deliberate replay.
+      const e = reject('SEQUENCE_OUT_OF_ORDER', `sequence ${ready.name.seq} arrived after sequence ${lastSeq} was applied; it was not applied, so newer data is not overwritten`);
+      return rejectedRecord(ctx, facts, receivedAt, e, undefined);
+    }
     if (!stats) throw new InboxdError('IO_ERROR', 'the sequence was applied a moment ago and is no longer; taking the delivery again');
     const totals = JSON.stringify({ expected: manifest ? { records: manifest.records, sums: manifest.sums } : null, found: { records: stats.rows, sums: stats.sums } });
     const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, partner.dirs);
@@ -113,14 +120,14 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
  * One pass over the data file: hashing, decoding, parsing, mapping and staging. The file is opened
  * without following symlinks, and a file that changed while being read is retried, not rejected.
  */
-async function readData(path: string, parse: { flow: FlowConfig; staging: string } | undefined, sidecarHex: string | undefined): Promise<{ sha256: string; stats?: MapStats }> {
+async function readData(path: string, parse: { flow: FlowConfig; staging: string } | undefined, sidecarHex: string | undefined, signal?: AbortSignal): Promise<{ sha256: string; stats?: MapStats }> {
   const fh = await openRegular(path);
   const hash = createHash('sha256');
   let stats: MapStats | undefined;
   try {
     const before = await fh.stat();
     const source = fh.createReadStream({ autoClose: false, highWaterMark: 256 * 1024 });
-    if (!parse) await pipeline(source, tap(hash), async (chunks: AsyncIterable<Buffer>) => { for await (const _ of chunks); });
+    if (!parse) await pipeline(source, tap(hash), async (chunks: AsyncIterable<Buffer>) => { for await (const _ of chunks); }, { signal });
     else {
       const stager = new Stager({ path: parse.staging, fields: parse.flow.fields, totals: parse.flow.totals, maxReported: parse.flow.maxReportedErrors });
       try {
@@ -135,10 +142,11 @@ async function readData(path: string, parse: { flow: FlowConfig; staging: string
             stager.drained().then(() => parser.resume(), (err: Error) => parser.destroy(err));
           }
         });
-        await pipeline(source, tap(hash), decoder(parse.flow.csv.encoding), parser);
+        await pipeline(source, tap(hash), decoder(parse.flow.csv.encoding), parser, { signal });
         stats = await stager.finish();
       } catch (err) {
         await stager.abort();
+        if (signal?.aborted) throw err;
         // A damaged transfer shows up as broken CSV; the checksum names the real cause.
         const sha = await hashFile(path);
         if (sidecarHex && sha !== sidecarHex) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${sha}, the .sha256 file says ${sidecarHex}`);

@@ -32,6 +32,8 @@ export interface Observation {
 export interface ReadyDelivery {
   file: string;
   name: ParsedName;
+  /** the data file's modification time: when it arrived, on our clock */
+  mtimeMs: number;
   sidecar?: string;
   manifest?: string;
   /** every file of the delivery, data file first */
@@ -89,7 +91,7 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
       scan.waiting++;
       continue;
     }
-    scan.ready.push({ file: e.name, name, sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
+    scan.ready.push({ file: e.name, name, mtimeMs: e.mtimeMs, sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
   }
 
   // Whatever belongs to no data file: a companion waiting for its data file, or a stray file.

@@ -26,6 +26,7 @@ export const CODES = {
   ROW_ERRORS: 'reject',
   DUPLICATE: 'reject',
   SEQUENCE_CONFLICT: 'reject',
+  SEQUENCE_OUT_OF_ORDER: 'reject',
   DECRYPT_FAILED: 'reject',
   SIGNATURE_REQUIRED: 'reject',
   SIGNATURE_UNKNOWN_KEY: 'reject',

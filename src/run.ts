@@ -5,9 +5,9 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { release } from './claim.js';
-import type { Config, PartnerConfig } from './config.js';
+import type { Config, FlowConfig, PartnerConfig } from './config.js';
 import { type DeliveryContext, finish, handleReady, handleStale, type Result } from './delivery.js';
-import { type Observation, scanInbox } from './discover.js';
+import { type Observation, type ReadyDelivery, scanInbox } from './discover.js';
 import { ensureDir } from './fsx.js';
 import type { Logger } from './log.js';
 import { Store } from './store.js';
@@ -46,8 +46,14 @@ export async function recover(store: Store, partner: PartnerConfig, log: Logger)
     await finish({ ...ctx, log: dlog }, rec, join(partner.dirs.work, id));
     dlog.info('recovered: answer completed after an interruption');
   }
-  for (const id of await fsp.readdir(partner.dirs.work)) {
+  for (const entry of await fsp.readdir(partner.dirs.work, { withFileTypes: true })) {
+    const id = entry.name;
     const dir = join(partner.dirs.work, id);
+    // A file here is an answer's temporary file (fsx.writeAtomic) cut short by a crash, never a delivery.
+    if (!entry.isDirectory()) {
+      await fsp.rm(dir, { force: true });
+      continue;
+    }
     if (store.delivery(id)) {
       await fsp.rm(dir, { recursive: true, force: true });
       continue;
@@ -59,15 +65,50 @@ export async function recover(store: Store, partner: PartnerConfig, log: Logger)
   }
 }
 
+export interface SweepHooks {
+  /** observations from earlier scans, for the settle check */
+  seen?: Map<string, Observation>;
+  /** a sequence gap that is no longer waited for */
+  gap?: (flow: FlowConfig, expected: number, got: number) => void;
+  accepted?: (flow: FlowConfig, deliveryId: string) => void;
+}
+
 /** Processes what is ready in one partner's inbox, in sequence order per flow. */
-export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: Tally, seen?: Map<string, Observation>): Promise<void> {
+export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: Tally, hooks: SweepHooks = {}): Promise<void> {
   const { partner } = ctx;
   const scan = await scanInbox(partner.dirs.inbox, {
-    flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(), seen,
+    flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(), seen: hooks.seen,
   });
   tally.waiting += scan.waiting;
   for (const stale of scan.stale) count(tally, await handleStale(ctx, stale));
-  for (const ready of scan.ready) count(tally, await handleReady(ctx, ready));
+  const held = new Set<string>();
+  for (const ready of scan.ready) {
+    const flow = partner.flows.find((f) => f.id === ready.name.flow)!;
+    if (held.has(flow.id) || gapGate(ctx, flow, ready, hooks) === 'hold') {
+      held.add(flow.id); // later sequences of the flow wait behind the missing one
+      tally.waiting++;
+      continue;
+    }
+    const r = await handleReady(ctx, ready);
+    count(tally, r);
+    if (r.status === 'accepted') hooks.accepted?.(flow, r.record.id);
+  }
+}
+
+/**
+ * A sequence gap (002 ready, 001 never came): `wait` holds the flow until the missing file arrives or
+ * gap_wait has passed since the later file arrived, then reports the gap and goes on; `warn` reports
+ * and goes on at once; `ignore` does neither.
+ */
+function gapGate(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): 'go' | 'hold' {
+  if (flow.sequenceGap === 'ignore') return 'go';
+  const last = ctx.store.lastSeq(flow.partner, flow.id);
+  const expected = last === undefined ? undefined : last + 1;
+  if (expected === undefined || ready.name.seq <= expected) return 'go';
+  if (flow.sequenceGap === 'wait' && Date.now() - ready.mtimeMs < flow.gapWaitMs) return 'hold';
+  ctx.log.warn({ partner: flow.partner, flow: flow.id, expected, seq: ready.name.seq, file: ready.file, event: 'sequence.gap' }, `sequence gap: expected ${expected}, got ${ready.name.seq}; going on`);
+  hooks.gap?.(flow, expected, ready.name.seq);
+  return 'go';
 }
 
 function count(tally: Tally, r: Result): void {

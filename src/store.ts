@@ -67,7 +67,8 @@ const SCHEMA = `
 CREATE TABLE IF NOT EXISTS deliveries (
   id TEXT PRIMARY KEY, partner TEXT NOT NULL, flow TEXT, file TEXT NOT NULL, seq INTEGER, file_time TEXT,
   sha256 TEXT, size INTEGER, outcome TEXT NOT NULL, code TEXT, reason TEXT, records INTEGER, bad_rows INTEGER,
-  totals TEXT, received_at TEXT NOT NULL, decided_at TEXT NOT NULL, answered_at TEXT, plan TEXT NOT NULL, replay_of TEXT
+  totals TEXT, received_at TEXT NOT NULL, decided_at TEXT NOT NULL, answered_at TEXT, plan TEXT NOT NULL, replay_of TEXT,
+  late INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_flow ON deliveries (partner, flow, decided_at);
 CREATE INDEX IF NOT EXISTS deliveries_unanswered ON deliveries (answered_at) WHERE answered_at IS NULL;
@@ -79,7 +80,28 @@ CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY, delivery_id TEXT NOT NULL, at TEXT NOT NULL, step TEXT NOT NULL, detail TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_delivery ON events (delivery_id, id);
+CREATE TABLE IF NOT EXISTS windows (
+  partner TEXT NOT NULL, flow TEXT NOT NULL, opens_at TEXT NOT NULL, closes_at TEXT NOT NULL,
+  status TEXT NOT NULL, at_risk_at TEXT, late_at TEXT, resolved_at TEXT, resolved_by TEXT,
+  PRIMARY KEY (partner, flow, opens_at)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
 `;
+
+export type WindowStatus = 'open' | 'ok' | 'late' | 'resolved';
+
+export interface WindowRecord {
+  partner: string;
+  flow: string;
+  opensAt: string;
+  closesAt: string;
+  status: WindowStatus;
+  atRiskAt: string | null;
+  lateAt: string | null;
+  resolvedAt: string | null;
+  resolvedBy: string | null;
+}
 
 const SQL_TYPES: Record<FieldSpec['type'], string> = {
   string: 'TEXT', integer: 'INTEGER', amount: 'INTEGER', datetime: 'TEXT', date: 'TEXT', boolean: 'INTEGER', currency: 'TEXT', enum: 'TEXT',
@@ -88,6 +110,7 @@ const SQL_TYPES: Record<FieldSpec['type'], string> = {
 const q = (ident: string) => `"${ident.replaceAll('"', '""')}"`;
 const COLUMNS = ['id', 'partner', 'flow', 'file', 'seq', 'file_time', 'sha256', 'size', 'outcome', 'code', 'reason', 'records', 'bad_rows', 'totals', 'received_at', 'decided_at', 'answered_at', 'plan', 'replay_of'];
 const camel = (c: string) => c.replace(/_(\w)/g, (_, x: string) => x.toUpperCase());
+const WINDOW_COLUMNS = ['partner', 'flow', 'opens_at', 'closes_at', 'status', 'at_risk_at', 'late_at', 'resolved_at', 'resolved_by'].map((c) => `${c} AS ${camel(c)}`).join(', ');
 
 export class Store {
   readonly db: Database.Database;
@@ -120,15 +143,16 @@ export class Store {
   }
 
   /**
-   * The one transaction of a delivery. `decide` runs inside it, sees the dedupe row as it is now, and
+   * The one transaction of a delivery. `decide` runs inside it, sees the dedupe row and the flow's
+   * last applied sequence as they are now, and
    * returns the outcome; when that is `accepted` the staged rows are upserted and the dedupe row written.
    */
-  commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: (applied: Applied | undefined) => DeliveryRecord): DeliveryRecord {
+  commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: (applied: Applied | undefined, lastSeq: number | undefined) => DeliveryRecord): DeliveryRecord {
     const stagingPath = staged?.path;
     if (stagingPath) this.db.prepare('ATTACH DATABASE ? AS stg').run(stagingPath);
     try {
       return this.db.transaction(() => {
-        const rec = decide(seqKey && this.applied(seqKey.partner, seqKey.flow, seqKey.seq));
+        const rec = seqKey ? decide(this.applied(seqKey.partner, seqKey.flow, seqKey.seq), this.lastSeq(seqKey.partner, seqKey.flow)) : decide(undefined, undefined);
         if (rec.outcome === 'accepted') {
           if (!staged) throw new Error('an accepted delivery needs its staged rows');
           this.upsertStaged(staged.target, rec.id, rec.decidedAt);
@@ -150,6 +174,58 @@ export class Store {
     const updates = [...t.fields.filter((f) => !t.key.includes(f.ours)).map((f) => q(f.ours)), '_delivery_id', '_updated_at'].map((c) => `${c} = excluded.${c}`);
     // WHERE true: SQLite's parser needs it between SELECT ... and ON CONFLICT. ORDER BY rowid: the last row of a key wins.
     this.db.prepare(`INSERT INTO ${q(t.table)} (${cols.join(', ')}, _delivery_id, _updated_at) SELECT ${staged.join(', ')}, ?, ? FROM stg.rows WHERE true ORDER BY rowid ON CONFLICT (${t.key.map(q).join(', ')}) DO UPDATE SET ${updates.join(', ')}`).run(deliveryId, at);
+  }
+
+  /** When this database was created: windows before it are nobody's business. */
+  createdAt(): string {
+    return (this.db.prepare("SELECT value FROM meta WHERE key = 'created_at'").get() as { value: string }).value;
+  }
+
+  /** The highest sequence applied for a flow: what a gap or an out-of-order file is measured against. */
+  lastSeq(partner: string, flow: string): number | undefined {
+    const row = this.db.prepare('SELECT max(seq) AS seq FROM dedupe WHERE partner = ? AND flow = ?').get(partner, flow) as { seq: number | null };
+    return row.seq ?? undefined;
+  }
+
+  /** Whether a delivery of the flow was accepted with its receipt inside [from, to]. */
+  acceptedBetween(partner: string, flow: string, from: string, to: string): boolean {
+    return !!this.db.prepare("SELECT 1 FROM deliveries WHERE partner = ? AND flow = ? AND outcome = 'accepted' AND received_at BETWEEN ? AND ? LIMIT 1").get(partner, flow, from, to);
+  }
+
+  window(partner: string, flow: string, opensAt: string): WindowRecord | undefined {
+    return this.db.prepare(`SELECT ${WINDOW_COLUMNS} FROM windows WHERE partner = ? AND flow = ? AND opens_at = ?`).get(partner, flow, opensAt) as WindowRecord | undefined;
+  }
+
+  lateWindows(partner?: string, flow?: string): WindowRecord[] {
+    return this.db.prepare(`SELECT ${WINDOW_COLUMNS} FROM windows WHERE status = 'late' AND (@partner IS NULL OR partner = @partner) AND (@flow IS NULL OR flow = @flow) ORDER BY opens_at`)
+      .all({ partner: partner ?? null, flow: flow ?? null }) as WindowRecord[];
+  }
+
+  /** The verdict on a closed window; the first verdict stands, so a restart never alerts twice. */
+  judgeWindow(partner: string, flow: string, opensAt: string, closesAt: string, status: 'ok' | 'late'): boolean {
+    const r = this.db.prepare("INSERT INTO windows (partner, flow, opens_at, closes_at, status, late_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET status = excluded.status, late_at = excluded.late_at WHERE status = 'open'")
+      .run(partner, flow, opensAt, closesAt, status, status === 'late' ? new Date().toISOString() : null);
+    return r.changes === 1;
+  }
+
+  /** Records an at-risk warning once per window; false when it was recorded already. */
+  markAtRisk(partner: string, flow: string, opensAt: string, closesAt: string): boolean {
+    const now = new Date().toISOString();
+    const r = this.db.prepare("INSERT INTO windows (partner, flow, opens_at, closes_at, status, at_risk_at) VALUES (?, ?, ?, ?, 'open', ?) ON CONFLICT DO UPDATE SET at_risk_at = excluded.at_risk_at WHERE at_risk_at IS NULL")
+      .run(partner, flow, opensAt, closesAt, now);
+    return r.changes === 1;
+  }
+
+  /** A late delivery arrived: every late window of its flow is resolved by it, and it is marked late. */
+  resolveLate(partner: string, flow: string, deliveryId: string): WindowRecord[] {
+    return this.db.transaction(() => {
+      const late = this.lateWindows(partner, flow);
+      if (late.length === 0) return late;
+      this.db.prepare("UPDATE windows SET status = 'resolved', resolved_at = ?, resolved_by = ? WHERE partner = ? AND flow = ? AND status = 'late'").run(new Date().toISOString(), deliveryId, partner, flow);
+      this.db.prepare('UPDATE deliveries SET late = 1 WHERE id = ?').run(deliveryId);
+      this.event(deliveryId, 'late', `resolves the window${late.length > 1 ? 's' : ''} opened ${late.map((w) => w.opensAt).join(', ')}`);
+      return late;
+    })();
   }
 
   event(deliveryId: string, step: string, detail?: string): void {

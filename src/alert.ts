@@ -1,0 +1,42 @@
+/**
+ * The alert action: a command run with the alert as JSON on its standard input, or an HTTP POST of
+ * that JSON. Failures are retried with backoff and full jitter; an alert that still fails is the
+ * caller's to log. It never throws into the daemon.
+ */
+import { execFile } from 'node:child_process';
+import type { AlertAction } from './config.js';
+import { InboxdError } from './errors.js';
+import { withRetry } from './retry.js';
+
+export interface Alert {
+  event: 'window.late' | 'window.at_risk' | 'window.resolved' | 'sequence.gap';
+  severity: 'critical' | 'warning' | 'info';
+  partner: string;
+  flow: string;
+  message: string;
+  at: string;
+  [key: string]: unknown;
+}
+
+function runCommand(argv: readonly string[], body: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(argv[0]!, argv.slice(1), { timeout: 30_000 }, (err, _out, stderr) => {
+      if (err) reject(new InboxdError('IO_ERROR', `alert command ${argv[0]} failed: ${err.message}${stderr ? `: ${stderr.trim()}` : ''}`));
+      else resolve();
+    });
+    child.stdin?.end(body);
+  });
+}
+
+async function post(url: string, body: string, timeoutMs: number): Promise<void> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(timeoutMs) });
+  if (!res.ok) throw new InboxdError('IO_ERROR', `alert POST to ${url} answered ${res.status}`);
+}
+
+export async function sendAlert(action: AlertAction, alert: Alert, onRetry?: (err: unknown, attempt: number, delayMs: number) => void): Promise<void> {
+  const body = JSON.stringify(alert);
+  await withRetry(() => (action.command ? runCommand(action.command, body) : post(action.http!.url, body, action.http!.timeoutMs)), action.retry, {
+    onRetry,
+    isRetryable: () => true,
+  });
+}

@@ -1,0 +1,163 @@
+/**
+ * The daemon loop: finish interrupted work, then take deliveries as the watcher reports them and as
+ * the scheduled sweep finds them. Partners are swept in parallel up to `max_parallel`; one partner's
+ * sweep is never run twice at once, so a flow's deliveries are applied one after another in order.
+ *
+ * Stopping is idempotent and ordered: intake stops first (watcher, schedule, deadlines), deliveries in
+ * flight get `shutdown_timeout` to finish, then are aborted (rolled back: their files go back to the
+ * inbox), and the database is closed last.
+ */
+import cron, { type ScheduledTask } from 'node-cron';
+import { type Alert, sendAlert } from './alert.js';
+import type { Config, PartnerConfig } from './config.js';
+import { DeadlineKeeper } from './deadlines.js';
+import type { Observation } from './discover.js';
+import type { Logger } from './log.js';
+import { ensureTree, openStore, recover, sweepPartner, type Tally } from './run.js';
+import type { Store } from './store.js';
+import { watchInboxes, type Watched } from './watch.js';
+
+interface PartnerState {
+  partner: PartnerConfig;
+  running?: Promise<void>;
+  /** asked for again while running: sweep once more when done */
+  again: boolean;
+  timer?: NodeJS.Timeout;
+  seen: Map<string, Observation>;
+}
+
+export class Daemon {
+  private store!: Store;
+  private watcher?: Watched;
+  private schedule?: ScheduledTask;
+  private deadlines?: DeadlineKeeper;
+  private readonly states = new Map<string, PartnerState>();
+  private readonly abort = new AbortController();
+  private slots: number;
+  private readonly queue: Array<() => void> = [];
+  private stopping?: Promise<void>;
+  /** totals since start */
+  readonly tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
+
+  constructor(private readonly config: Config, private readonly log: Logger) {
+    this.slots = config.maxParallel;
+    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false, seen: new Map() });
+  }
+
+  async start(): Promise<void> {
+    await ensureTree(this.config);
+    this.store = openStore(this.config);
+    // Interrupted work first: nothing new is taken before it is finished or put back.
+    for (const partner of this.config.partners) await recover(this.store, partner, this.log);
+    this.deadlines = new DeadlineKeeper(this.store, this.config.partners, this.log, (a) => this.alert(a));
+    this.deadlines.start();
+    if (this.config.watch) {
+      const inboxes = new Map(this.config.partners.map((p) => [p.dirs.inbox, p.id]));
+      this.watcher = watchInboxes(inboxes, (id) => this.kick(id, this.config.settleMs), (err) => this.log.error({ err }, 'watcher error; the scheduled sweep still runs'));
+    }
+    this.schedule = cron.schedule(this.config.sweep, () => this.kickAll(), { name: 'inboxd-sweep', noOverlap: true });
+    this.log.info({ partners: this.config.partners.length, max_parallel: this.config.maxParallel, watch: this.config.watch, sweep: this.config.sweep }, 'inboxd started');
+    this.kickAll();
+  }
+
+  kickAll(): void {
+    for (const id of this.states.keys()) this.kick(id, 0);
+  }
+
+  /** Asks for a sweep of one partner after `delayMs`; requests while one is pending or running coalesce. */
+  kick(id: string, delayMs: number): void {
+    const st = this.states.get(id);
+    if (!st || this.stopping) return;
+    if (st.running) {
+      st.again = true;
+      return;
+    }
+    if (st.timer) return;
+    st.timer = setTimeout(() => {
+      st.timer = undefined;
+      st.running = this.sweep(st).then((waiting) => {
+        st.running = undefined;
+        // Something not settled yet (or waiting for a missing sequence): look again soon.
+        if (st.again || waiting > 0) this.kick(id, st.again ? 0 : Math.max(this.config.settleMs, 250));
+        st.again = false;
+      });
+    }, delayMs);
+  }
+
+  /** One sweep of one partner; returns how many deliveries are waiting. Never throws. */
+  private async sweep(st: PartnerState): Promise<number> {
+    await this.acquire();
+    const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
+    try {
+      if (this.stopping) return 0;
+      const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal };
+      await recover(this.store, st.partner, this.log);
+      await sweepPartner(ctx, this.config, tally, {
+        seen: st.seen,
+        accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
+        gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),
+      });
+    } catch (err) {
+      this.log.error({ err, partner: st.partner.id }, 'sweep failed; it will be tried again');
+    } finally {
+      this.release();
+    }
+    this.log.debug({ partner: st.partner.id, ...tally }, 'sweep done');
+    for (const k of ['accepted', 'rejected', 'duplicate', 'retry'] as const) this.tally[k] += tally[k];
+    return tally.waiting + tally.retry;
+  }
+
+  private acquire(): Promise<void> {
+    if (this.slots > 0) {
+      this.slots--;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.queue.push(resolve));
+  }
+
+  private release(): void {
+    const next = this.queue.shift();
+    if (next) next();
+    else this.slots++;
+  }
+
+  /** Alerts are observers: they run in the background and their failures are only logged. */
+  private alert(a: Alert): void {
+    const action = this.config.alert;
+    if (!action) return;
+    sendAlert(action, a, (err, attempt, ms) => this.log.warn({ err: String(err), attempt, retry_in_ms: Math.round(ms), event: a.event }, 'alert failed; retrying'))
+      .then(() => this.log.info({ event: a.event, partner: a.partner, flow: a.flow }, 'alert sent'))
+      .catch((err) => this.log.error({ err: String(err), event: a.event, partner: a.partner, flow: a.flow }, 'alert could not be sent'));
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.log.info('stopping: no new deliveries are taken');
+    const releases: Array<[string, () => unknown]> = [
+      ['schedule', () => this.schedule?.stop()],
+      ['deadlines', () => this.deadlines?.stop()],
+      ['watcher', () => this.watcher?.close()],
+      ['timers', () => this.states.forEach((st) => clearTimeout(st.timer))],
+    ];
+    for (const [name, fn] of releases) {
+      try {
+        await fn();
+      } catch (err) {
+        this.log.error({ err, resource: name }, 'release failed during shutdown');
+      }
+    }
+    const inFlight = () => Promise.allSettled([...this.states.values()].map((st) => st.running));
+    const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), this.config.shutdownTimeoutMs).unref());
+    if ((await Promise.race([inFlight(), timeout])) === 'timeout') {
+      this.log.warn({ timeout_ms: this.config.shutdownTimeoutMs }, 'deliveries still in flight: rolling them back');
+      this.abort.abort();
+      await inFlight();
+    }
+    this.store?.close();
+    this.log.info('stopped');
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * The deadline keeper: delivery windows per flow ("file@02:00Z daily"). When a window closes without
+ * an accepted delivery, a late event is recorded, logged at error level and alerted; an at-risk warning
+ * can come a set time before the close. A delivery accepted later is marked late and resolves the alert.
+ * Verdicts are stored, so a restart judges windows it missed and never alerts twice.
+ */
+import type { FlowConfig, PartnerConfig } from './config.js';
+import type { Alert } from './alert.js';
+import type { Logger } from './log.js';
+import type { Store } from './store.js';
+import { closedBetween, latestWindow, nextWindow, type Window } from './windows.js';
+
+const MAX_TIMER = 2 ** 31 - 1;
+const DAY = 86_400_000;
+
+export class DeadlineKeeper {
+  private timers = new Set<NodeJS.Timeout>();
+  private stopped = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly partners: readonly PartnerConfig[],
+    private readonly log: Logger,
+    private readonly notify: (alert: Alert) => void,
+  ) {}
+
+  start(now = new Date()): void {
+    const since = new Date(Math.max(now.getTime() - DAY, Date.parse(this.store.createdAt())));
+    for (const { flow } of this.windowed()) {
+      for (const w of closedBetween(flow.window!, since, now)) this.judge(flow, w);
+      this.plan(flow, now);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.timers.forEach(clearTimeout);
+    this.timers.clear();
+  }
+
+  /** Called for every accepted delivery: a late one resolves its flow's open late windows. */
+  accepted(partner: string, flow: string, deliveryId: string): void {
+    const resolved = this.store.resolveLate(partner, flow, deliveryId);
+    if (resolved.length === 0) return;
+    const windows = resolved.map((w) => ({ opens_at: w.opensAt, closes_at: w.closesAt }));
+    this.log.warn({ partner, flow, delivery_id: deliveryId, windows }, 'late delivery arrived: window alert resolved');
+    this.notify({ event: 'window.resolved', severity: 'info', partner, flow, delivery_id: deliveryId, windows, message: `the late delivery for ${partner}/${flow} arrived`, at: new Date().toISOString() });
+  }
+
+  private *windowed(): Generator<{ partner: PartnerConfig; flow: FlowConfig }> {
+    for (const partner of this.partners) for (const flow of partner.flows) if (flow.window) yield { partner, flow };
+  }
+
+  /** Timers for the window open now (at-risk, close), or else for the next one to open. */
+  private plan(flow: FlowConfig, now: Date): void {
+    if (this.stopped) return;
+    const spec = flow.window!;
+    const current = latestWindow(spec, now);
+    const w = current.closesAt > now ? current : nextWindow(spec, now);
+    if (spec.atRiskMs !== undefined) {
+      const atRisk = new Date(w.closesAt.getTime() - spec.atRiskMs);
+      if (atRisk > now) this.at(atRisk, () => this.warnAtRisk(flow, w));
+    }
+    this.at(w.closesAt, () => {
+      this.judge(flow, w);
+      this.plan(flow, new Date(Math.max(Date.now(), w.closesAt.getTime() + 1)));
+    });
+  }
+
+  private at(when: Date, fn: () => void): void {
+    const ms = when.getTime() - Date.now();
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (this.stopped) return;
+      if (Date.now() < when.getTime()) this.at(when, fn); // a long wait is done in steps
+      else this.guard(fn);
+    }, Math.max(0, Math.min(ms, MAX_TIMER)));
+    t.unref();
+    this.timers.add(t);
+  }
+
+  private judge(flow: FlowConfig, w: Window): void {
+    const [opens, closes] = [w.opensAt.toISOString(), w.closesAt.toISOString()];
+    const ok = this.store.acceptedBetween(flow.partner, flow.id, opens, closes);
+    if (!this.store.judgeWindow(flow.partner, flow.id, opens, closes, ok ? 'ok' : 'late') || ok) return;
+    const message = `no complete delivery for ${flow.partner}/${flow.id} in its window ${opens} - ${closes}`;
+    this.log.error({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, event: 'window.late' }, message);
+    this.notify({ event: 'window.late', severity: 'critical', partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, message, at: new Date().toISOString() });
+  }
+
+  private warnAtRisk(flow: FlowConfig, w: Window): void {
+    const [opens, closes] = [w.opensAt.toISOString(), w.closesAt.toISOString()];
+    if (this.store.acceptedBetween(flow.partner, flow.id, opens, new Date().toISOString())) return;
+    if (!this.store.markAtRisk(flow.partner, flow.id, opens, closes)) return;
+    const message = `nothing received yet for ${flow.partner}/${flow.id}; its window closes at ${closes}`;
+    this.log.warn({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, event: 'window.at_risk' }, message);
+    this.notify({ event: 'window.at_risk', severity: 'warning', partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, message, at: new Date().toISOString() });
+  }
+
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log.error({ err }, 'deadline keeper failed; it goes on');
+    }
+  }
+}
