@@ -1,0 +1,338 @@
+/**
+ * The playbook's file scenarios and the delivery contract of issue 2, end to end: the real CLI on a
+ * fresh tree per test, asserting what a user would check (table rows, ACK, error reports, archive).
+ */
+import { promises as fsp } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { fixture, nameFor, row, rowsOf } from './helpers/fixture.js';
+
+describe.concurrent('B-003: a delivery with sidecar and manifest', () => {
+  it('upserts typed rows, drops an ACK in outbox/, archives the originals read-only, exits 0', async (t) => {
+    const fx = await fixture(t);
+    const d = await fx.makeDelivery({
+      name: 'inventory_20250916T0200Z_001.csv',
+      rows: [
+        row(1, { UnitCost: '12.50', Active: 'true', LastModified: '2025-09-16T01:55:00Z' }),
+        row(2, { UnitCost: '3.99', Condition: 'USED', Active: 'no', LastModified: '2025-09-16T03:55:00+02:00' }),
+        row(3, { UnitCost: '0.45', Currency: 'USD', Active: '', ContactEmail: '', LastModified: '2025-09-15T21:58:30.5-04:00' }),
+      ],
+    });
+    const run = await fx.runOnce();
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+
+    const rows = fx.rows();
+    expect(rows.map(({ _delivery_id, _updated_at, ...r }) => r)).toEqual([
+      { sku: 'A-101', warehouse: 'BER1', qty: 11, unit_cost: 1250, currency: 'EUR', condition: 'NEW', active: 1, contact: 'buyer1@example.com', updated_at: '2025-09-16T01:55:00Z' },
+      { sku: 'A-102', warehouse: 'BER1', qty: 12, unit_cost: 399, currency: 'EUR', condition: 'USED', active: 0, contact: 'buyer2@example.com', updated_at: '2025-09-16T01:55:00Z' },
+      { sku: 'A-103', warehouse: 'BER1', qty: 13, unit_cost: 45, currency: 'USD', condition: 'NEW', active: null, contact: null, updated_at: '2025-09-16T01:58:30.500Z' },
+    ]);
+    const [delivery] = fx.query('SELECT * FROM deliveries');
+    expect(delivery).toMatchObject({ partner: 'acme', flow: 'inventory', file: d.name, seq: 1, sha256: d.sha256, outcome: 'accepted', records: 3, bad_rows: 0 });
+    expect(delivery!.answered_at).toEqual(expect.any(String));
+    expect(new Set(rows.map((r) => r._delivery_id))).toEqual(new Set([delivery!.id]));
+    expect(fx.query('SELECT partner, flow, seq, sha256, delivery_id FROM dedupe')).toEqual([{ partner: 'acme', flow: 'inventory', seq: 1, sha256: d.sha256, delivery_id: delivery!.id }]);
+
+    expect(fx.listDir('outbox')).toEqual([`${d.name}.ack.json`]);
+    const ack = await fx.readJson('outbox', `${d.name}.ack.json`);
+    expect(ack).toMatchObject({ status: 'accepted', file: d.name, sequence: 1, sha256: d.sha256, records: 3, sums: { qty: 36 }, delivery_id: delivery!.id });
+    expect(Date.parse(ack.processed_at)).not.toBeNaN();
+
+    expect(fx.listDir('archive')).toEqual([...d.files].sort());
+    for (const f of d.files) {
+      const st = await fsp.stat(fx.path('archive', f));
+      expect(st.mode & 0o222, `${f} is read-only`).toBe(0);
+    }
+    expect(await fsp.readFile(fx.path('archive', d.name))).toEqual(d.data);
+    expect(fx.listDir('inbox')).toEqual([]);
+    expect(fx.listDir('error')).toEqual([]);
+    expect(fx.listWork()).toEqual([]);
+  });
+
+  it('parses the long form partner_flow_YYYYMMDDThhmmssZ_seq and records its time', async (t) => {
+    const fx = await fixture(t);
+    const d = await fx.makeDelivery({ name: 'acme_inventory_20250916T020012Z_000042.csv' });
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.query('SELECT seq, outcome FROM deliveries')).toEqual([{ seq: 42, outcome: 'accepted' }]);
+    expect((await fx.readJson('outbox', `${d.name}.ack.json`)).sequence).toBe(42);
+  });
+});
+
+describe.concurrent('B-101: the same delivery resent', () => {
+  it('changes nothing, records the duplicate and leaves a DUPLICATE notice in error/', async (t) => {
+    const fx = await fixture(t);
+    const first = await fx.makeDelivery({ seq: 1 });
+    expect((await fx.runOnce()).code).toBe(0);
+    const before = fx.rows();
+    const ackBefore = await fx.readText('outbox', `${first.name}.ack.json`);
+
+    await fx.makeDelivery({ seq: 1 });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(0); // a resend is answered, not an error of ours or a rejected delivery
+    expect(fx.rows()).toEqual(before);
+    expect(await fx.readText('outbox', `${first.name}.ack.json`)).toBe(ackBefore);
+    expect(fx.listDir('outbox')).toEqual([`${first.name}.ack.json`]);
+
+    const report = await fx.errorReport();
+    expect(report).toMatchObject({ status: 'duplicate', code: 'DUPLICATE', file: first.name, sequence: 1, sha256: first.sha256 });
+    expect(report.reason).toMatch(/already applied/);
+    expect(fx.listDir('error')).toEqual([...first.files, `${first.name}.error.json`].sort());
+
+    const deliveries = fx.query('SELECT id, outcome, code, answered_at FROM deliveries ORDER BY decided_at, rowid');
+    expect(deliveries.map((x) => [x.outcome, x.code])).toEqual([['accepted', null], ['duplicate', 'DUPLICATE']]);
+    expect(deliveries.every((x) => x.answered_at)).toBe(true);
+    expect(fx.query('SELECT seq, delivery_id FROM dedupe')).toEqual([{ seq: 1, delivery_id: deliveries[0]!.id }]);
+    expect(fx.listDir('inbox')).toEqual([]);
+  });
+
+  it('a third copy does not overwrite the second one\'s notice', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 1 });
+    await fx.runOnce();
+    await fx.makeDelivery({ seq: 1 });
+    await fx.runOnce();
+    await fx.makeDelivery({ seq: 1 });
+    await fx.runOnce();
+    expect(fx.listDir('error').filter((n) => n.endsWith('.error.json'))).toHaveLength(2);
+    expect(fx.listDir('error').filter((n) => n.startsWith(nameFor(1)) && !n.includes('.error.json') && !n.includes('.sha256') && !n.includes('.manifest'))).toHaveLength(2);
+  });
+});
+
+describe.concurrent('sequence conflict', () => {
+  it('same sequence with different content is rejected and applies nothing', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 1 });
+    await fx.runOnce();
+    const before = fx.rows();
+    const other = await fx.makeDelivery({ seq: 1, rows: [row(1, { Quantity: '999' })] });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(1);
+    expect(fx.rows()).toEqual(before);
+    const report = await fx.errorReport();
+    expect(report).toMatchObject({ status: 'rejected', code: 'SEQUENCE_CONFLICT', sha256: other.sha256 });
+    expect(fx.query("SELECT outcome, code FROM deliveries WHERE code IS NOT NULL")).toEqual([{ outcome: 'rejected', code: 'SEQUENCE_CONFLICT' }]);
+  });
+});
+
+describe.concurrent('truncated upload (no rename)', () => {
+  it.for(['x.csv.part', 'x.csv.tmp', 'x.csv.filepart', '.x.csv'])('a file named like %s is never read', async (pattern, t) => {
+    const fx = await fixture(t, { incomplete_after: '1s' });
+    const final = nameFor(1);
+    const temp = pattern.replace('x.csv', final);
+    await fsp.mkdir(fx.path('inbox'), { recursive: true });
+    const partial = 'SKU,Warehouse,Quantity\nA-1,BER1,1'; // cut short mid-upload
+    await fsp.writeFile(fx.path('inbox', temp), partial);
+    const past = new Date(Date.now() - 3_600_000); // long past settle time and incomplete_after
+    await fsp.utimes(fx.path('inbox', temp), past, past);
+    const run = await fx.runOnce();
+    expect(run.code).toBe(0);
+    expect(fx.listDir('inbox')).toEqual([temp]);
+    expect(await fsp.readFile(fx.path('inbox', temp), 'utf8')).toBe(partial);
+    expect(fx.query('SELECT * FROM deliveries')).toEqual([]);
+    expect(fx.rows()).toEqual([]);
+    expect([...fx.listDir('error'), ...fx.listDir('outbox'), ...fx.listDir('archive')]).toEqual([]);
+    expect(run.stdout).not.toContain(temp);
+  });
+
+  it('is taken once renamed to its final name', async (t) => {
+    const fx = await fixture(t);
+    const d = await fx.makeDelivery({ seq: 1 });
+    await fsp.rename(fx.path('inbox', d.name), fx.path('inbox', `${d.name}.part`));
+    await fx.runOnce();
+    expect(fx.rows()).toEqual([]);
+    expect(fx.listDir('inbox')).toEqual([...d.files.slice(1), `${d.name}.part`].sort());
+    await fsp.rename(fx.path('inbox', `${d.name}.part`), fx.path('inbox', d.name));
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.rows()).toHaveLength(3);
+    expect(fx.listDir('inbox')).toEqual([]);
+  });
+});
+
+describe.concurrent('wrong checksum', () => {
+  it('is rejected CHECKSUM_MISMATCH; the table is unchanged; original and report in error/', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 1 });
+    await fx.runOnce();
+    const before = fx.rows();
+    const d = await fx.makeDelivery({ seq: 2, rows: [row(1, { Quantity: '1111' })], corrupt: true });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(1);
+    expect(fx.rows()).toEqual(before);
+    const report = await fx.errorReport();
+    expect(report).toMatchObject({ status: 'rejected', code: 'CHECKSUM_MISMATCH', file: d.name, sequence: 2 });
+    expect(report.reason).toContain(d.sha256);
+    expect(fx.listDir('error')).toEqual([...d.files, `${d.name}.error.json`].sort());
+    expect(await fsp.readFile(fx.path('error', d.name))).toEqual(d.data);
+    expect(fx.listDir('outbox')).toEqual([`${nameFor(1)}.ack.json`]);
+    expect(fx.query('SELECT seq FROM dedupe')).toEqual([{ seq: 1 }]);
+    expect(fx.listDir('inbox')).toEqual([]);
+  });
+});
+
+describe.concurrent('a delivery whose companion has not arrived', () => {
+  it('waits for a missing manifest, then is rejected INCOMPLETE naming it', async (t) => {
+    const fx = await fixture(t, { incomplete_after: '20s' });
+    const d = await fx.makeDelivery({ seq: 1, manifest: false, ageMs: 0 });
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.listDir('inbox')).toEqual(d.files.sort());
+    expect(fx.query('SELECT * FROM deliveries')).toEqual([]);
+
+    const past = new Date(Date.now() - 60_000);
+    for (const f of d.files) await fsp.utimes(fx.path('inbox', f), past, past);
+    const run = await fx.runOnce();
+    expect(run.code).toBe(1);
+    const report = await fx.errorReport();
+    expect(report).toMatchObject({ code: 'INCOMPLETE', file: d.name });
+    expect(report.reason).toContain(`${d.name}.manifest.json`);
+    expect(report).toMatchObject({ flow: 'inventory', sequence: 1 });
+    expect(fx.listDir('error')).toEqual([...d.files, `${d.name}.error.json`].sort());
+    expect(fx.listDir('inbox')).toEqual([]);
+    expect(fx.rows()).toEqual([]);
+  });
+
+  it('names a missing sidecar too; an optional one is not waited for', async (t) => {
+    const fx = await fixture(t, { incomplete_after: '1s' });
+    const d = await fx.makeDelivery({ seq: 1, sidecar: false, ageMs: 5_000 });
+    expect((await fx.runOnce()).code).toBe(1);
+    expect((await fx.errorReport()).reason).toContain(`${d.name}.sha256`);
+
+    const fx2 = await fixture(t, { flow: { sidecar: 'optional', manifest: 'optional' } });
+    await fx2.makeDelivery({ seq: 1, sidecar: false, manifest: false });
+    expect((await fx2.runOnce()).code).toBe(0);
+    expect(fx2.rows()).toHaveLength(3);
+  });
+
+  it('a manifest arriving within the grace period completes the delivery', async (t) => {
+    const fx = await fixture(t, { incomplete_after: '1h' });
+    const full = await fx.makeDelivery({ seq: 1 });
+    const manifest = await fsp.readFile(fx.path('inbox', full.manifest!));
+    await fsp.rm(fx.path('inbox', full.manifest!));
+    await fx.runOnce();
+    expect(fx.listDir('inbox')).toHaveLength(2);
+    await fsp.writeFile(fx.path('inbox', full.manifest!), manifest);
+    await fsp.utimes(fx.path('inbox', full.manifest!), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.rows()).toHaveLength(3);
+  });
+});
+
+describe.concurrent('settle time', () => {
+  it('a file modified just now is not read yet', async (t) => {
+    const fx = await fixture(t, { settle_time: '60s' }); // generous: the run must start well within it
+    const d = await fx.makeDelivery({ seq: 1, ageMs: 0 });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(0);
+    expect(fx.listDir('inbox')).toEqual([...d.files].sort());
+    expect(fx.query('SELECT * FROM deliveries')).toEqual([]);
+    expect(run.logs.at(-1)).toMatchObject({ msg: 'run complete', waiting: 1, accepted: 0 });
+
+    const past = new Date(Date.now() - 120_000);
+    for (const f of d.files) await fsp.utimes(fx.path('inbox', f), past, past);
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.rows()).toHaveLength(3);
+  });
+});
+
+describe.concurrent('only regular files are read', () => {
+  it('a symlink named like a delivery is not followed: NOT_A_REGULAR_FILE, the target untouched', async (t) => {
+    const fx = await fixture(t);
+    const secret = `${fx.dir}/secret.csv`;
+    const content = 'SKU,Warehouse,Quantity\nTOP,SECRET,1\n';
+    await fsp.writeFile(secret, content);
+    const d = await fx.makeDelivery({ seq: 1 });
+    await fsp.rm(fx.path('inbox', d.name));
+    await fsp.symlink(secret, fx.path('inbox', d.name));
+    const run = await fx.runOnce();
+    expect(run.code).toBe(1);
+    expect(await fx.errorReport()).toMatchObject({ code: 'NOT_A_REGULAR_FILE', file: d.name });
+    expect(await fsp.readFile(secret, 'utf8')).toBe(content);
+    expect((await fsp.stat(secret)).mode & 0o777).toBe(0o644);
+    expect((await fsp.lstat(fx.path('error', d.name))).isSymbolicLink()).toBe(true);
+    expect(fx.rows()).toEqual([]);
+    expect(run.stdout).not.toContain('SECRET');
+  });
+
+  it('a symlinked manifest is not followed either', async (t) => {
+    const fx = await fixture(t);
+    const d = await fx.makeDelivery({ seq: 1 });
+    const elsewhere = `${fx.dir}/manifest.json`;
+    await fsp.rename(fx.path('inbox', d.manifest!), elsewhere);
+    await fsp.symlink(elsewhere, fx.path('inbox', d.manifest!));
+    expect((await fx.runOnce()).code).toBe(1);
+    expect(await fx.errorReport()).toMatchObject({ code: 'NOT_A_REGULAR_FILE' });
+    expect(fx.rows()).toEqual([]);
+    expect((await fsp.stat(elsewhere)).mode & 0o222).not.toBe(0);
+  });
+
+  it('a hard-linked file (two links, as during an OpenSSH rename) is processed normally', async (t) => {
+    const fx = await fixture(t);
+    const d = await fx.makeDelivery({ seq: 1 });
+    await fsp.link(fx.path('inbox', d.name), `${fx.dir}/second-link.csv`);
+    expect((await fsp.stat(fx.path('inbox', d.name))).nlink).toBe(2);
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.rows()).toHaveLength(3);
+    expect(fx.listDir('archive')).toContain(d.name);
+  });
+});
+
+describe.concurrent('sequence order', () => {
+  it('002 and 001 in the inbox together are applied 001 then 002', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 2, rows: [row(1, { Quantity: '222' })] });
+    await fx.makeDelivery({ seq: 1, rows: [row(1, { Quantity: '111' }), row(2)] });
+    expect((await fx.runOnce()).code).toBe(0);
+    const deliveries = fx.query('SELECT id, seq FROM deliveries ORDER BY decided_at, rowid');
+    expect(deliveries.map((x) => x.seq)).toEqual([1, 2]);
+    const rows = fx.rows();
+    expect(rows.map((r) => [r.sku, r.qty, r._delivery_id])).toEqual([['A-101', 222, deliveries[1]!.id], ['A-102', 12, deliveries[0]!.id]]);
+  });
+
+  it('within one file the last row of a key wins', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 1, rows: [row(1, { Quantity: '1' }), row(1, { Quantity: '2' }), row(1, { Quantity: '3' })] });
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.rows().map((r) => r.qty)).toEqual([3]);
+  });
+});
+
+describe.concurrent('exit codes', () => {
+  it('0 when all is good or nothing to do, 1 when some delivery was rejected', async (t) => {
+    const fx = await fixture(t);
+    expect((await fx.runOnce()).code).toBe(0);
+    await fx.makeDelivery({ seq: 1 });
+    await fx.makeDelivery({ seq: 2, corrupt: true });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(1);
+    expect(run.logs.at(-1)).toMatchObject({ msg: 'run complete', accepted: 1, rejected: 1 });
+    expect(fx.rows()).toHaveLength(3);
+  });
+});
+
+describe.concurrent('logs', () => {
+  it('are JSON lines, and every line about a delivery names partner, flow, file, seq and delivery id', async (t) => {
+    const fx = await fixture(t, { incomplete_after: '1s' });
+    await fx.makeDelivery({ seq: 1 });
+    await fx.makeDelivery({ seq: 2, corrupt: true });
+    await fx.makeDelivery({ seq: 3, manifest: false, ageMs: 10_000 });
+    await fsp.writeFile(fx.path('inbox', 'notes.txt'), 'hello');
+    await fsp.utimes(fx.path('inbox', 'notes.txt'), new Date(Date.now() - 10_000), new Date(Date.now() - 10_000));
+    const run = await fx.runOnce();
+    await fx.makeDelivery({ seq: 1 });
+    const run2 = await fx.runOnce();
+    expect(run.other).toEqual([]);
+    const lines = [...run.logs, ...run2.logs];
+    const about = lines.filter((l) => 'delivery_id' in l || 'file' in l);
+    expect(about.length).toBeGreaterThanOrEqual(8);
+    for (const l of about) {
+      expect(l, JSON.stringify(l)).toMatchObject({ partner: 'acme', delivery_id: expect.any(String), file: expect.any(String) });
+      expect(l, JSON.stringify(l)).toHaveProperty('flow');
+      expect(l, JSON.stringify(l)).toHaveProperty('seq');
+      if (l.file !== 'notes.txt') expect(l, JSON.stringify(l)).toMatchObject({ flow: 'inventory', seq: expect.any(Number) });
+    }
+    const outcomes = lines.filter((l) => l.outcome).map((l) => [l.file, l.outcome, l.code]);
+    expect(outcomes).toEqual(expect.arrayContaining([
+      [nameFor(1), 'accepted', null], [nameFor(2), 'rejected', 'CHECKSUM_MISMATCH'], [nameFor(3), 'rejected', 'INCOMPLETE'],
+      ['notes.txt', 'rejected', 'UNKNOWN_FILE'], [nameFor(1), 'duplicate', 'DUPLICATE'],
+    ]));
+  });
+});

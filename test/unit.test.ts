@@ -1,0 +1,273 @@
+/** The pure pieces: sidecar and manifest parsing, totals, value conversion, names, CSV cells, decoding; and the layering. */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { csvCell, errorsCsv } from '../src/answer.js';
+import { defaultPattern, globToRegExp } from '../src/config.js';
+import { parseDuration } from '../src/units.js';
+import type { FieldSpec } from '../src/mapping.js';
+import { convert, toMinorUnits, toUtc } from '../src/map.js';
+import { isTempName, manifestName, parseCompactTime, parseName } from '../src/naming.js';
+import { decoder } from '../src/parse.js';
+import { checkTotals, parseManifest, parseSidecar } from '../src/verify.js';
+
+const HEX = 'ab'.repeat(32);
+const FILE = 'inventory_20250916T0200Z_001.csv';
+const code = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (err) {
+    return (err as { code?: string }).code;
+  }
+  return 'no error';
+};
+
+describe('sidecar', () => {
+  it.each([
+    ['bare', `${HEX}\n`],
+    ['bare, no newline', HEX],
+    ['GNU text', `${HEX}  ${FILE}\n`],
+    ['GNU binary', `${HEX} *${FILE}\n`],
+    ['GNU with a path', `${HEX}  ./out/${FILE}\n`],
+    ['BSD', `SHA256 (${FILE}) = ${HEX}\n`],
+    ['upper case', `${HEX.toUpperCase()}  ${FILE}\r\n`],
+    ['surrounding blank lines', `\n${HEX}  ${FILE}\n\n`],
+  ])('accepts %s', (_label, text) => {
+    expect(parseSidecar(text, FILE)).toBe(HEX);
+  });
+
+  it.each([
+    ['another file', `${HEX}  other.csv`],
+    ['another file, BSD', `SHA256 (other.csv) = ${HEX}`],
+    ['a short digest', `${HEX.slice(2)}  ${FILE}`],
+    ['two digests', `${HEX}\n${HEX}`],
+    ['nothing', ''],
+    ['MD5 in BSD form', `MD5 (${FILE}) = d41d8cd98f00b204e9800998ecf8427e`],
+  ])('refuses %s', (_label, text) => {
+    expect(code(() => parseSidecar(text, FILE))).toBe('BAD_SIDECAR');
+  });
+});
+
+describe('manifest', () => {
+  const good = { file: FILE, records: 3, sums: { qty: 36 }, generated_at: '2025-09-16T02:00:03Z', sha256: HEX, schema_version: 1 };
+  const parse = (m: unknown) => parseManifest(JSON.stringify(m), FILE);
+
+  it('reads the playbook example', () => {
+    expect(parse(good)).toMatchObject({ file: FILE, records: 3, sums: { qty: 36 } });
+    expect(parse({ file: FILE, records: 0 }).sums).toEqual({});
+  });
+
+  it.each([
+    ['../', `../${FILE}`], ['a directory', `in/${FILE}`], ['a Windows directory', `in\\${FILE}`], ['..', '..'], ['.', '.'], ['another file', 'other.csv'],
+  ])('refuses a file naming %s', (_label, file) => {
+    expect(code(() => parse({ ...good, file }))).toBe('BAD_MANIFEST');
+  });
+
+  it.each([
+    ['records missing', { ...good, records: undefined }], ['records negative', { ...good, records: -1 }], ['records fractional', { ...good, records: 1.5 }],
+    ['sha256 not hex', { ...good, sha256: 'b2f0…' }], ['not an object', [good]],
+  ])('refuses %s', (_label, m) => {
+    expect(code(() => parse(m))).toBe('BAD_MANIFEST');
+  });
+
+  it('not JSON at all', () => {
+    expect(code(() => parseManifest('{"file": ', FILE))).toBe('BAD_MANIFEST');
+  });
+});
+
+describe('control totals', () => {
+  const found = { sha256: HEX, records: 3, sums: { qty: 36 } };
+  const toMinor = (_c: string, v: number | string) => (typeof v === 'number' ? v : Number.isNaN(Number(v)) ? undefined : Number(v));
+  const manifest = (over: object = {}) => ({ file: FILE, records: 3, sums: { qty: 36 }, ...over });
+
+  it('match', () => {
+    expect(() => checkTotals(manifest(), found, toMinor)).not.toThrow();
+    expect(() => checkTotals(manifest({ sha256: HEX.toUpperCase() }), found, toMinor)).not.toThrow();
+  });
+
+  it('each mismatch has its code', () => {
+    expect(code(() => checkTotals(manifest({ sha256: 'cd'.repeat(32) }), found, toMinor))).toBe('MANIFEST_CHECKSUM_MISMATCH');
+    expect(code(() => checkTotals(manifest({ records: 4 }), found, toMinor))).toBe('RECORD_COUNT_MISMATCH');
+    expect(code(() => checkTotals(manifest({ sums: { qty: 35 } }), found, toMinor))).toBe('CONTROL_TOTAL_MISMATCH');
+    expect(code(() => checkTotals(manifest({ sums: {} }), found, toMinor))).toBe('BAD_MANIFEST');
+    expect(code(() => checkTotals(manifest({ sums: { qty: 36, other: 1 } }), found, toMinor))).toBe('BAD_MANIFEST');
+    expect(code(() => checkTotals(manifest({ sums: { qty: 'many' } }), found, toMinor))).toBe('BAD_MANIFEST');
+  });
+
+  it('a sum that could not be computed (a bad value in a tolerated bad row) is not compared', () => {
+    expect(() => checkTotals(manifest({ sums: { qty: 1 } }), { ...found, sums: { qty: undefined } }, toMinor)).not.toThrow();
+  });
+});
+
+describe('values are typed by the mapping', () => {
+  const f = (type: FieldSpec['type'], extra: Partial<FieldSpec> = {}): FieldSpec => ({ ours: 'c', partner: 'C', type, required: false, pii: false, notes: '', ...extra });
+  const bad = (v: unknown) => typeof v === 'object' && v !== null;
+
+  it('integer: decimal digits only', () => {
+    expect(convert(f('integer'), '00123')).toBe(123);
+    expect(convert(f('integer'), ' +7 ')).toBe(7);
+    expect(convert(f('integer'), '-12')).toBe(-12);
+    for (const v of ['0x10', '1e3', '1.0', '12abc', '9007199254740993', 'Infinity', '١٢']) expect(bad(convert(f('integer'), v)), v).toBe(true);
+  });
+
+  it('string: kept exactly, never cast', () => {
+    for (const v of ['00123', '0x10', 'true', ' padded ', '1e3']) expect(convert(f('string'), v)).toBe(v);
+    expect(bad(convert(f('string', { maxLength: 3 }), 'abcd'))).toBe(true);
+  });
+
+  it('empty: null, or an error when required', () => {
+    expect(convert(f('integer'), '  ')).toBeNull();
+    expect(convert(f('string'), '')).toBeNull();
+    expect(bad(convert(f('string', { required: true }), ''))).toBe(true);
+  });
+
+  it('amount: decimal to integer minor units, never through floating point', () => {
+    expect(toMinorUnits('12.50', 2)).toBe(1250);
+    expect(toMinorUnits('0.45', 2)).toBe(45);
+    expect(toMinorUnits('1.10', 2)).toBe(110);
+    expect(toMinorUnits('-3', 2)).toBe(-300);
+    expect(toMinorUnits('2.500', 2)).toBe(250);
+    expect(toMinorUnits('1.005', 3)).toBe(1005);
+    expect(toMinorUnits('0.29', 2)).toBe(29); // 0.29 * 100 = 28.999999999999996 in floating point
+    for (const v of ['1.005', '1,50', '1.', '.5', '1e2', '$1']) expect(bad(toMinorUnits(v, 2)), v).toBe(true);
+  });
+
+  it('datetime: ISO-8601 with Z or an offset, stored as UTC Z', () => {
+    expect(toUtc('2025-09-16T03:55:00+02:00')).toBe('2025-09-16T01:55:00Z');
+    expect(toUtc('2025-09-15T21:40:00-04:00')).toBe('2025-09-16T01:40:00Z');
+    expect(toUtc('2025-09-16T01:55:00Z')).toBe('2025-09-16T01:55:00Z');
+    expect(toUtc('2025-09-16 01:55Z')).toBe('2025-09-16T01:55:00Z');
+    expect(toUtc('2025-09-16T01:55:00.5+0100')).toBe('2025-09-16T00:55:00.500Z');
+    expect(toUtc('2025-01-01T00:30:00+01:00')).toBe('2024-12-31T23:30:00Z');
+    for (const v of ['2025-09-16T01:55:00', '2025-02-29T00:00:00Z', '2025-09-16T24:00:00Z', '16.09.2025 01:55', '2025-09-16']) expect(bad(toUtc(v)), v).toBe(true);
+  });
+
+  it('date, boolean, currency, enum', () => {
+    expect(convert(f('date'), '2024-02-29')).toBe('2024-02-29');
+    expect(bad(convert(f('date'), '2025-02-29'))).toBe(true);
+    expect(bad(convert(f('date'), '2025-9-1'))).toBe(true);
+    expect(['true', 'YES', 'y', '1', 'false', 'No', '0'].map((v) => convert(f('boolean'), v))).toEqual([1, 1, 1, 1, 0, 0, 0]);
+    expect(bad(convert(f('boolean'), 'maybe'))).toBe(true);
+    expect(convert(f('currency'), 'EUR')).toBe('EUR');
+    for (const v of ['eur', 'XYZ', 'EURO']) expect(bad(convert(f('currency'), v)), v).toBe(true);
+    expect(convert(f('enum', { values: ['NEW', 'USED'] }), 'USED')).toBe('USED');
+    expect(bad(convert(f('enum', { values: ['NEW', 'USED'] }), 'used'))).toBe(true);
+    expect(bad(convert(f('enum', { values: ['NEW'] }), 'constructor'))).toBe(true);
+  });
+});
+
+describe('file names', () => {
+  const flows = [{ id: 'inventory', pattern: new RegExp(defaultPattern('acme', 'inventory')), manifestName: '{file}.manifest.json' }];
+
+  it('the playbook example and the long form parse', () => {
+    expect(parseName('inventory_20250916T0200Z_001.csv', flows)).toEqual({ flow: 'inventory', seq: 1, fileTime: '2025-09-16T02:00:00Z' });
+    expect(parseName('acme_inventory_20250916T020012Z_000042.csv', flows)).toEqual({ flow: 'inventory', seq: 42, fileTime: '2025-09-16T02:00:12Z' });
+    expect(parseName('acme_inventory_20250916T020012Z_7.csv.pgp', flows)).toMatchObject({ seq: 7 });
+  });
+
+  it('other names are not deliveries', () => {
+    for (const name of ['inventory_20250230T0200Z_001.csv', 'inventory_20250916T2400Z_001.csv', 'globex_inventory_20250916T0200Z_001.csv', 'inventory_20250916T0200Z_001.csv.sha256',
+      'inventory_20250916T0200Z_001.csv.manifest.json', 'inventory_20250916T0200_001.csv', 'inventory_20250916T0200Z_.csv', 'x/inventory_20250916T0200Z_001.csv']) {
+      expect(parseName(name, flows), name).toBeUndefined();
+    }
+    expect(parseCompactTime('20241231T235960Z')).toBeUndefined();
+  });
+
+  it('manifest names from a template', () => {
+    expect(manifestName('{file}.manifest.json', FILE)).toBe(`${FILE}.manifest.json`);
+    expect(manifestName('{stem}.manifest.json', FILE)).toBe('inventory_20250916T0200Z_001.manifest.json');
+  });
+
+  it('temporary names', () => {
+    const temp = ['*.tmp', '*.part', '*.filepart', '.*'].map(globToRegExp);
+    for (const n of [`${FILE}.part`, `${FILE}.tmp`, `${FILE}.filepart`, `.${FILE}`, '.inboxd-x']) expect(isTempName(n, temp), n).toBe(true);
+    for (const n of [FILE, `${FILE}.sha256`, 'part', 'xtmp']) expect(isTempName(n, temp), n).toBe(false);
+    expect(globToRegExp('a?c.(x)').test('abc.(x)')).toBe(true);
+    expect(globToRegExp('a?c.(x)').test('abcx(x)')).toBe(false);
+  });
+
+  it('durations', () => {
+    expect([parseDuration('500ms'), parseDuration('30s'), parseDuration('1.5m'), parseDuration('2h'), parseDuration('1d'), parseDuration(250)]).toEqual([500, 30_000, 90_000, 7_200_000, 86_400_000, 250]);
+    for (const v of ['soon', '5', '-1s', '1 week', '']) expect(parseDuration(v), v).toBeUndefined();
+    expect(parseDuration(-5)).toBeUndefined();
+  });
+});
+
+describe('line-error CSV is spreadsheet-safe', () => {
+  it('prefixes a cell that would start a formula with an apostrophe', () => {
+    expect(csvCell('=HYPERLINK("http://evil.example","x")')).toBe(`"'=HYPERLINK(""http://evil.example"",""x"")"`);
+    for (const v of ['+1', '-1', '@SUM(A1)', '\tx', '%x', '|x']) expect(csvCell(v).replace(/^"/, '')).toMatch(/^'/);
+    expect(csvCell('plain')).toBe('plain');
+    expect(csvCell('a,b')).toBe('"a,b"');
+    expect(csvCell('12')).toBe('12');
+  });
+
+  it('writes a header and CRLF rows', () => {
+    expect(errorsCsv([{ line: 3, column: 'Quantity', reason: '=1+1' }])).toBe("line,column,reason\r\n3,Quantity,'=1+1\r\n");
+  });
+});
+
+describe('decoder', () => {
+  async function decode(chunks: Buffer[], encoding = 'utf-8'): Promise<string> {
+    let out = '';
+    for await (const s of Readable.from(chunks, { objectMode: false }).pipe(decoder(encoding))) out += s;
+    return out;
+  }
+  const lineOf = async (chunks: Buffer[], encoding?: string) => decode(chunks, encoding).then(() => 'decoded', (e: { code: string; details: { line: number } }) => `${e.code} ${e.details.line}`);
+
+  it('a character split across chunks decodes', async () => {
+    const bytes = Buffer.from('a\nb\ncafé\n');
+    const at = bytes.indexOf(0xc3) + 1;
+    expect(await decode([bytes.subarray(0, at), bytes.subarray(at)])).toBe('a\nb\ncafé\n');
+  });
+
+  it('names the line of the first undecodable byte, wherever the chunks break', async () => {
+    const bytes = Buffer.concat([Buffer.from('l1\nl2\nl3 é\nl4 '), Buffer.from([0xff]), Buffer.from('\nl5\n')]);
+    expect(await lineOf([bytes])).toBe('BAD_ENCODING 4');
+    for (let cut = 1; cut < bytes.length; cut++) expect(await lineOf([bytes.subarray(0, cut), bytes.subarray(cut)]), `cut at ${cut}`).toBe('BAD_ENCODING 4');
+  });
+
+  it('a character cut short at the end of the file', async () => {
+    expect(await lineOf([Buffer.from('l1\nl2 caf'), Buffer.from([0xc3])])).toBe('BAD_ENCODING 2');
+  });
+
+  it('latin1 decodes any byte', async () => {
+    expect(await decode([Buffer.from([0x63, 0x61, 0x66, 0xe9])], 'latin1')).toBe('café');
+  });
+});
+
+describe('layering', () => {
+  const src = fileURLToPath(new URL('../src/', import.meta.url));
+  const STEPS = ['naming', 'discover', 'claim', 'verify', 'map', 'parse', 'stage', 'stage-worker', 'answer', 'mapping', 'fsx', 'errors', 'units', 'crashpoint'];
+  /** Value imports only: `import type` and `import { type X }`-only lines vanish at runtime. */
+  const imports = (mod: string) => [...readFileSync(join(src, `${mod}.ts`), 'utf8').matchAll(/^import\s+(?!type\s)([^;]*?)\s+from\s+'\.\/([\w-]+)\.js';/gm)]
+    .filter(([, what]) => !/^\{\s*(type\s+\w+\s*,?\s*)+\}$/.test(what!))
+    .map(([, , target]) => target!);
+
+  it('steps do not import the store, the configuration loader, the logger or the orchestrators', () => {
+    for (const step of STEPS) {
+      expect(imports(step).filter((m) => ['store', 'config', 'log', 'run', 'delivery', 'cli'].includes(m)), `${step}.ts`).toEqual([]);
+    }
+  });
+
+  it('the core has no import cycles', () => {
+    const core = readdirSync(src).filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3));
+    const graph = new Map(core.map((m) => [m, imports(m).filter((t) => core.includes(t))]));
+    expect(graph.get('delivery')).toEqual(expect.arrayContaining(['answer', 'claim', 'verify'])); // the reader works
+    const visiting = new Set<string>();
+    const done = new Set<string>();
+    const cycles: string[] = [];
+    const visit = (m: string, path: string[]) => {
+      if (done.has(m)) return;
+      if (visiting.has(m)) return void cycles.push([...path.slice(path.indexOf(m)), m].join(' -> '));
+      visiting.add(m);
+      for (const t of graph.get(m) ?? []) visit(t, [...path, m]);
+      visiting.delete(m);
+      done.add(m);
+    };
+    for (const m of core) visit(m, []);
+    expect(cycles).toEqual([]);
+  });
+});
