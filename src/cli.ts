@@ -5,8 +5,10 @@
  */
 import { Command, CommanderError } from 'commander';
 import { type Config, loadConfig } from './config.js';
+import { registerKeysCommands } from './cli-keys.js';
 import { Daemon } from './daemon.js';
 import { classify, EXIT, InboxdError } from './errors.js';
+import { keySources } from './keyring.js';
 import { createLogger, type Logger } from './log.js';
 import { runOnce } from './run.js';
 
@@ -56,6 +58,8 @@ program
     const flows = config.partners.reduce((n, p) => n + p.flows.length, 0);
     process.stdout.write(`${config.file}: ok (${config.partners.length} partners, ${flows} flows)\n`);
   });
+
+registerKeysCommands(program, async (file) => keySources(loadConfig(file)));
 
 export async function main(argv: string[]): Promise<number> {
   try {

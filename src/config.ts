@@ -9,7 +9,7 @@ import { CronExpressionParser } from 'cron-parser';
 import cron from 'node-cron';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { parseDuration } from './duration.js';
+import { parseDuration, parseSize } from './units.js';
 import { InboxdError } from './errors.js';
 import { type FieldSpec, loadMapping } from './mapping.js';
 import { parseRetryPolicy, type RetryPolicy } from './retry.js';
@@ -19,6 +19,9 @@ const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 const duration = z.union([z.number(), z.string()]).refine((v) => parseDuration(v) !== undefined, {
   message: 'expected a duration: milliseconds, or a number with ms, s, m, h or d (e.g. "30s")',
+});
+const size = z.union([z.number(), z.string()]).refine((v) => parseSize(v) !== undefined, {
+  message: 'expected a size: bytes, or a number with B, KB, MB, GB, KiB, MiB or GiB (e.g. "4GiB")',
 });
 const badRows = z.union([z.number().int().min(0), z.string().regex(/^\d+(\.\d+)?%$/, 'expected a count or a percentage such as "2%"')]);
 
@@ -51,6 +54,11 @@ const flowSchema = z.strictObject({
 });
 
 const partnerSchema = z.strictObject({
+  pgp: z.strictObject({
+    verification_keys: z.array(z.string()).default([]),
+    require_signature: z.boolean().optional(),
+    require_encryption: z.boolean().default(false),
+  }).optional(),
   flows: z.record(z.string().regex(ID, 'flow ids are lower-case letters, digits, _ and -'), flowSchema),
 });
 
@@ -66,6 +74,14 @@ const configSchema = z.strictObject({
   watch: z.boolean().default(true),
   sweep: z.string().refine(validCron, 'expected a cron expression (5 or 6 fields)').default('*/30 * * * * *'),
   shutdown_timeout: duration.default('30s'),
+  pgp: z.strictObject({
+    keys: z.array(z.string()).min(1),
+    passphrase_file: z.string().optional(),
+    passphrase_env: z.string().optional(),
+    expiry_warning_days: z.number().int().min(0).default(30),
+    max_decompressed_size: size.default('4GiB'),
+    max_compression_ratio: z.number().positive().default(100),
+  }).refine((p) => !(p.passphrase_file && p.passphrase_env), 'give passphrase_file or passphrase_env, not both').optional(),
   alert: z.strictObject({
     command: z.array(z.string()).min(1).optional(),
     http: z.strictObject({ url: z.url(), timeout: duration.default('10s') }).optional(),
@@ -117,6 +133,23 @@ export interface AlertAction {
   retry: RetryPolicy;
 }
 
+/** Our OpenPGP keys: private key files (several during a rotation) and where the passphrase is. */
+export interface PgpConfig {
+  keyFiles: readonly string[];
+  passphraseFile?: string;
+  passphraseEnv?: string;
+  expiryWarningDays: number;
+  maxDecompressedBytes: number;
+  maxCompressionRatio: number;
+}
+
+export interface PartnerPgp {
+  verificationKeyFiles: readonly string[];
+  /** defaults to true when the partner has verification keys */
+  requireSignature: boolean;
+  requireEncryption: boolean;
+}
+
 export interface PartnerDirs {
   root: string;
   inbox: string;
@@ -130,6 +163,7 @@ export interface PartnerDirs {
 export interface PartnerConfig {
   id: string;
   dirs: PartnerDirs;
+  pgp: PartnerPgp;
   flows: readonly FlowConfig[];
 }
 
@@ -146,6 +180,7 @@ export interface Config {
   sweep: string;
   shutdownTimeoutMs: number;
   alert?: AlertAction;
+  pgp?: PgpConfig;
   partners: readonly PartnerConfig[];
 }
 
@@ -185,8 +220,17 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
       error: join(root, id, 'error'),
       work: join(workRoot, id),
     },
+    pgp: {
+      verificationKeyFiles: (p.pgp?.verification_keys ?? []).map((k) => resolve(base, k)),
+      requireSignature: p.pgp?.require_signature ?? (p.pgp?.verification_keys ?? []).length > 0,
+      requireEncryption: p.pgp?.require_encryption ?? false,
+    },
     flows: Object.entries(p.flows).map(([flowId, f]) => resolveFlow(file, base, id, flowId, f)),
   }));
+  partners.forEach((p) => {
+    if (p.pgp.requireSignature && p.pgp.verificationKeyFiles.length === 0) throw configError(file, `partners.${p.id}.pgp.verification_keys`, 'require_signature needs at least one key');
+    if ((p.pgp.requireEncryption || p.pgp.requireSignature) && !raw.pgp) throw configError(file, 'pgp.keys', `partner ${p.id} sends encrypted files: our private key is needed`);
+  });
   if (partners.length === 0) throw configError(file, 'partners', 'no partners configured');
   return {
     file,
@@ -204,6 +248,14 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
       command: raw.alert.command,
       http: raw.alert.http && { url: raw.alert.http.url, timeoutMs: parseDuration(raw.alert.http.timeout)! },
       retry: retryPolicy(file, 'alert.retry', raw.alert.retry),
+    },
+    pgp: raw.pgp && {
+      keyFiles: raw.pgp.keys.map((k) => resolve(base, k)),
+      passphraseFile: raw.pgp.passphrase_file && resolve(base, raw.pgp.passphrase_file),
+      passphraseEnv: raw.pgp.passphrase_env,
+      expiryWarningDays: raw.pgp.expiry_warning_days,
+      maxDecompressedBytes: parseSize(raw.pgp.max_decompressed_size)!,
+      maxCompressionRatio: raw.pgp.max_compression_ratio,
     },
     partners,
   };

@@ -13,7 +13,8 @@ import type { Config, PartnerConfig } from './config.js';
 import { DeadlineKeeper } from './deadlines.js';
 import type { Observation } from './discover.js';
 import type { Logger } from './log.js';
-import { ensureTree, openStore, recover, sweepPartner, type Tally } from './run.js';
+import type { Keyring } from './keyring.js';
+import { ensureTree, openKeyring, openStore, recover, sweepPartner, type Tally } from './run.js';
 import type { Store } from './store.js';
 import { watchInboxes, type Watched } from './watch.js';
 
@@ -31,6 +32,8 @@ export class Daemon {
   private watcher?: Watched;
   private schedule?: ScheduledTask;
   private deadlines?: DeadlineKeeper;
+  private keyring?: Keyring;
+  private keyCheck?: ScheduledTask;
   private readonly states = new Map<string, PartnerState>();
   private readonly abort = new AbortController();
   private slots: number;
@@ -45,6 +48,8 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    this.keyring = await openKeyring(this.config, this.log);
+    this.keyCheck = cron.schedule('17 3 * * *', () => void openKeyring(this.config, this.log).catch((err) => this.log.error({ err: String(err) }, 'key check failed')), { name: 'inboxd-keys' });
     await ensureTree(this.config);
     this.store = openStore(this.config);
     // Interrupted work first: nothing new is taken before it is finished or put back.
@@ -90,7 +95,7 @@ export class Daemon {
     const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
     try {
       if (this.stopping) return 0;
-      const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal };
+      const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal, keyring: this.keyring };
       await recover(this.store, st.partner, this.log);
       await sweepPartner(ctx, this.config, tally, {
         seen: st.seen,
@@ -139,6 +144,7 @@ export class Daemon {
     this.log.info('stopping: no new deliveries are taken');
     const releases: Array<[string, () => unknown]> = [
       ['schedule', () => this.schedule?.stop()],
+      ['key check', () => this.keyCheck?.stop()],
       ['deadlines', () => this.deadlines?.stop()],
       ['watcher', () => this.watcher?.close()],
       ['timers', () => this.states.forEach((st) => clearTimeout(st.timer))],

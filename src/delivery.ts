@@ -16,9 +16,11 @@ import { crashPoint } from './crashpoint.js';
 import type { ReadyDelivery, Stale } from './discover.js';
 import { classify, InboxdError, reject } from './errors.js';
 import { openRegular, readSmall } from './fsx.js';
+import type { Keyring } from './keyring.js';
 import type { Logger } from './log.js';
 import { convert, type MapStats, toMinorUnits } from './map.js';
 import { csvError, decoder, rowParser } from './parse.js';
+import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName } from './pgp.js';
 import { Stager } from './stage.js';
 import type { Applied, DeliveryRecord, Store } from './store.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from './verify.js';
@@ -29,6 +31,7 @@ export interface DeliveryContext {
   partner: PartnerConfig;
   /** aborts a delivery in flight (shutdown): it is rolled back and goes back to the inbox */
   signal?: AbortSignal;
+  keyring?: Keyring;
 }
 
 export type Result = { status: 'accepted' | 'rejected' | 'duplicate'; record: DeliveryRecord } | { status: 'retry' | 'skipped'; error?: InboxdError };
@@ -80,16 +83,18 @@ export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<R
 async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, dir: string, facts: AnswerFacts, receivedAt: string): Promise<DeliveryRecord> {
   const { store, partner } = ctx;
   const seqKey = { partner: partner.id, flow: flow.id, seq: ready.name.seq };
-  let found: { sha256: string; stats?: MapStats } | undefined;
+  let found: DataFound | undefined;
   const staging = join(dir, `${INTERNAL_PREFIX}staging.db`);
   let manifest: Manifest | undefined;
   try {
     const sidecarHex = ready.sidecar ? parseSidecar(await readSmall(join(dir, ready.sidecar), 4096), ready.file) : undefined;
     manifest = ready.manifest ? parseManifest(await readSmall(join(dir, ready.manifest), 1 << 20), ready.file) : undefined;
+    const decrypt = decryptOptions(ctx, ready.file);
     // A sequence already applied needs only its hash to tell a resend from a conflict: no parsing.
     const already = store.applied(partner.id, flow.id, ready.name.seq);
-    found = await readData(join(dir, ready.file), already ? undefined : { flow, staging }, sidecarHex, ctx.signal);
+    found = await readData(join(dir, ready.file), already ? undefined : { flow, staging }, sidecarHex, ctx.signal, decrypt);
     facts.sha256 = found.sha256;
+    if (decrypt && found.stats) store.event(facts.id, 'decrypted', found.signedBy ? `signed by ${found.signedBy}` : 'not signed');
     if (sidecarHex && sidecarHex !== found.sha256) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${found.sha256}, the .sha256 file says ${sidecarHex}`);
     if (found.stats) {
       if (manifest) checkTotals(manifest, { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums }, (c, v) => manifestSum(flow, c, v));
@@ -99,6 +104,8 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
   } catch (err) {
     const e = classify(err);
     if (e.kind !== 'reject') throw e;
+    // The partner reads only the message; a cause (e.g. why decryption failed) is for our logs alone.
+    if (e.details.cause) ctx.log.warn({ code: e.code, cause: e.details.cause }, 'rejection cause (not shown to the partner)');
     return store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, e, found?.stats));
   }
   const stats = found.stats;
@@ -120,10 +127,11 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
  * One pass over the data file: hashing, decoding, parsing, mapping and staging. The file is opened
  * without following symlinks, and a file that changed while being read is retried, not rejected.
  */
-async function readData(path: string, parse: { flow: FlowConfig; staging: string } | undefined, sidecarHex: string | undefined, signal?: AbortSignal): Promise<{ sha256: string; stats?: MapStats }> {
+async function readData(path: string, parse: { flow: FlowConfig; staging: string } | undefined, sidecarHex: string | undefined, signal?: AbortSignal, decrypt?: DecryptOptions): Promise<DataFound> {
   const fh = await openRegular(path);
   const hash = createHash('sha256');
   let stats: MapStats | undefined;
+  let signedBy: string | undefined;
   try {
     const before = await fh.stat();
     const source = fh.createReadStream({ autoClose: false, highWaterMark: 256 * 1024 });
@@ -142,7 +150,17 @@ async function readData(path: string, parse: { flow: FlowConfig; staging: string
             stager.drained().then(() => parser.resume(), (err: Error) => parser.destroy(err));
           }
         });
-        await pipeline(source, tap(hash), decoder(parse.flow.csv.encoding), parser, { signal });
+        if (!decrypt) await pipeline(source, tap(hash), decoder(parse.flow.csv.encoding), parser, { signal });
+        else {
+          // The sidecar covers the bytes delivered (ciphertext); the manifest's totals the records inside.
+          const hashed = tap(hash);
+          const feeding = pipeline(source, hashed, { signal });
+          feeding.catch(() => {});
+          const { plaintext, done } = await decryptStream(hashed, decrypt);
+          await Promise.all([pipeline(plaintext, decoder(parse.flow.csv.encoding), parser, { signal }), feeding]);
+          // Integrity (MDC/AEAD) and signature are known only now, at the end: nothing was committed before.
+          signedBy = (await done).signedBy;
+        }
         stats = await stager.finish();
       } catch (err) {
         await stager.abort();
@@ -158,7 +176,33 @@ async function readData(path: string, parse: { flow: FlowConfig; staging: string
   } finally {
     await fh.close();
   }
-  return { sha256: hash.digest('hex'), stats };
+  return { sha256: hash.digest('hex'), stats, signedBy };
+}
+
+interface DataFound {
+  sha256: string;
+  stats?: MapStats;
+  /** fingerprint of the partner key that signed an encrypted file */
+  signedBy?: string;
+}
+
+/** What an encrypted delivery needs, or a rejection when the partner's contract asks for what the file lacks. */
+function decryptOptions(ctx: DeliveryContext, file: string): DecryptOptions | undefined {
+  const { pgp } = ctx.partner;
+  if (!isEncryptedName(file)) {
+    if (pgp.requireEncryption) throw reject('ENCRYPTION_REQUIRED', 'the file is not OpenPGP-encrypted (.pgp, .gpg or .asc), and this partner must encrypt files');
+    if (pgp.requireSignature) throw reject('SIGNATURE_REQUIRED', 'the file is not signed, and this partner must sign files');
+    return undefined;
+  }
+  const ring = ctx.keyring;
+  if (!ring || ring.decryptionKeys.length === 0) throw decryptFailed(new Error('no decryption key configured (pgp.keys)'));
+  return {
+    decryptionKeys: ring.decryptionKeys,
+    verificationKeys: ring.partnerKeys.get(ctx.partner.id) ?? [],
+    requireSignature: pgp.requireSignature,
+    maxDecompressedBytes: ring.maxDecompressedBytes,
+    maxCompressionRatio: ring.maxCompressionRatio,
+  };
 }
 
 function tap(hash: Hash): Transform {

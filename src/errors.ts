@@ -28,6 +28,7 @@ export const CODES = {
   SEQUENCE_CONFLICT: 'reject',
   SEQUENCE_OUT_OF_ORDER: 'reject',
   DECRYPT_FAILED: 'reject',
+  ENCRYPTION_REQUIRED: 'reject',
   SIGNATURE_REQUIRED: 'reject',
   SIGNATURE_UNKNOWN_KEY: 'reject',
   SIGNATURE_BAD: 'reject',

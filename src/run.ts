@@ -9,6 +9,7 @@ import type { Config, FlowConfig, PartnerConfig } from './config.js';
 import { type DeliveryContext, finish, handleReady, handleStale, type Result } from './delivery.js';
 import { type Observation, type ReadyDelivery, scanInbox } from './discover.js';
 import { ensureDir } from './fsx.js';
+import { expiringKeys, type Keyring, loadKeyring } from './keyring.js';
 import type { Logger } from './log.js';
 import { Store } from './store.js';
 
@@ -115,13 +116,23 @@ function count(tally: Tally, r: Result): void {
   if (r.status !== 'skipped') tally[r.status]++;
 }
 
+/** Our keys and the partners', checked before any delivery is taken; expiring ones are warned about. */
+export async function openKeyring(config: Config, log: Logger): Promise<Keyring> {
+  const keyring = await loadKeyring(config);
+  for (const w of await expiringKeys(keyring, config.pgp?.expiryWarningDays ?? 30)) {
+    log.warn({ owner: w.owner, fingerprint: w.fingerprint, expires: w.expires.toISOString(), days_left: w.daysLeft }, `OpenPGP key of ${w.owner} ${w.daysLeft < 0 ? 'has expired' : `expires in ${w.daysLeft} days`}`);
+  }
+  return keyring;
+}
+
 export async function runOnce(config: Config, log: Logger): Promise<Tally> {
+  const keyring = await openKeyring(config, log);
   await ensureTree(config);
   const store = openStore(config);
   const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
   try {
     for (const partner of config.partners) await recover(store, partner, log);
-    for (const partner of config.partners) await sweepPartner({ store, log, partner }, config, tally);
+    for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring }, config, tally);
   } finally {
     store.close();
   }
