@@ -53,7 +53,33 @@ const flowSchema = z.strictObject({
   }).optional(),
 });
 
+const remoteSchema = z.strictObject({
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(22),
+  user: z.string().min(1),
+  private_key: z.string(),
+  passphrase_file: z.string().optional(),
+  host_key: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}=?$/, "expected the server's host key fingerprint as ssh-keygen -l prints it: SHA256:<43 characters>"),
+  legacy_algorithms: z.boolean().default(false),
+  inbox: z.string().default('outbox'),
+  outbox: z.string().default('inbox'),
+  archive: z.string().default('archive'),
+  after_pull: z.enum(['archive', 'delete']).default('archive'),
+  schedule: z.string().refine(validCron, 'expected a cron expression (5 or 6 fields)').default('*/1 * * * *'),
+  stable_for: duration.default('2s'),
+  retry: z.string().default('5,600000,full'),
+  connect_timeout: duration.default('20s'),
+  op_timeout: duration.default('60s'),
+  idle_timeout: duration.default('60s'),
+  breaker_failures: z.number().int().min(1).default(5),
+  breaker_cooldown: duration.default('5m'),
+  max_connections: z.number().int().min(1).default(2),
+  rate_per_sec: z.number().positive().default(10),
+  burst: z.number().int().min(1).default(20),
+});
+
 const partnerSchema = z.strictObject({
+  remote: remoteSchema.optional(),
   pgp: z.strictObject({
     verification_keys: z.array(z.string()).default([]),
     require_signature: z.boolean().optional(),
@@ -150,6 +176,27 @@ export interface PartnerPgp {
   requireEncryption: boolean;
 }
 
+/** A partner whose files we pull from its own SFTP server, and whose answers we push back there. */
+export interface RemoteConfig {
+  host: string;
+  port: number;
+  user: string;
+  privateKeyFile: string;
+  passphraseFile?: string;
+  /** pinned: a server presenting another key is refused, never trusted on first use */
+  hostKey: string;
+  legacyAlgorithms: boolean;
+  /** directories on the partner's server: where its files wait, where our answers go, where pulled originals go */
+  dirs: { inbox: string; outbox: string; archive: string };
+  afterPull: 'archive' | 'delete';
+  schedule: string;
+  stableForMs: number;
+  retry: RetryPolicy;
+  timeouts: { connectMs: number; opMs: number; transferIdleMs: number };
+  breaker: { failures: number; cooldownMs: number };
+  limits: { maxConnections: number; ratePerSec: number; burst: number };
+}
+
 export interface PartnerDirs {
   root: string;
   inbox: string;
@@ -164,6 +211,7 @@ export interface PartnerConfig {
   id: string;
   dirs: PartnerDirs;
   pgp: PartnerPgp;
+  remote?: RemoteConfig;
   flows: readonly FlowConfig[];
 }
 
@@ -225,6 +273,7 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
       requireSignature: p.pgp?.require_signature ?? (p.pgp?.verification_keys ?? []).length > 0,
       requireEncryption: p.pgp?.require_encryption ?? false,
     },
+    remote: p.remote && resolveRemote(file, base, id, p.remote),
     flows: Object.entries(p.flows).map(([flowId, f]) => resolveFlow(file, base, id, flowId, f)),
   }));
   partners.forEach((p) => {
@@ -258,6 +307,26 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
       maxCompressionRatio: raw.pgp.max_compression_ratio,
     },
     partners,
+  };
+}
+
+function resolveRemote(file: string, base: string, partner: string, r: z.infer<typeof remoteSchema>): RemoteConfig {
+  return {
+    host: r.host,
+    port: r.port,
+    user: r.user,
+    privateKeyFile: resolve(base, r.private_key),
+    passphraseFile: r.passphrase_file && resolve(base, r.passphrase_file),
+    hostKey: r.host_key.replace(/=$/, ''),
+    legacyAlgorithms: r.legacy_algorithms,
+    dirs: { inbox: r.inbox, outbox: r.outbox, archive: r.archive },
+    afterPull: r.after_pull,
+    schedule: r.schedule,
+    stableForMs: parseDuration(r.stable_for)!,
+    retry: retryPolicy(file, `partners.${partner}.remote.retry`, r.retry),
+    timeouts: { connectMs: parseDuration(r.connect_timeout)!, opMs: parseDuration(r.op_timeout)!, transferIdleMs: parseDuration(r.idle_timeout)! },
+    breaker: { failures: r.breaker_failures, cooldownMs: parseDuration(r.breaker_cooldown)! },
+    limits: { maxConnections: r.max_connections, ratePerSec: r.rate_per_sec, burst: r.burst },
   };
 }
 

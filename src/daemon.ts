@@ -13,6 +13,8 @@ import type { Config, PartnerConfig } from './config.js';
 import { DeadlineKeeper } from './deadlines.js';
 import type { Observation } from './discover.js';
 import type { Logger } from './log.js';
+import { RemoteLink } from './pull.js';
+import { HostLimiter } from './retry.js';
 import type { Keyring } from './keyring.js';
 import { ensureTree, openKeyring, openStore, recover, sweepPartner, type Tally } from './run.js';
 import type { Store } from './store.js';
@@ -34,6 +36,8 @@ export class Daemon {
   private deadlines?: DeadlineKeeper;
   private keyring?: Keyring;
   private keyCheck?: ScheduledTask;
+  private readonly links = new Map<string, RemoteLink>();
+  private readonly linkTasks: ScheduledTask[] = [];
   private readonly states = new Map<string, PartnerState>();
   private readonly abort = new AbortController();
   private slots: number;
@@ -61,8 +65,26 @@ export class Daemon {
       this.watcher = watchInboxes(inboxes, (id) => this.kick(id, this.config.settleMs), (err) => this.log.error({ err }, 'watcher error; the scheduled sweep still runs'));
     }
     this.schedule = cron.schedule(this.config.sweep, () => this.kickAll(), { name: 'inboxd-sweep', noOverlap: true });
+    this.startRemoteLinks();
     this.log.info({ partners: this.config.partners.length, max_parallel: this.config.maxParallel, watch: this.config.watch, sweep: this.config.sweep }, 'inboxd started');
     this.kickAll();
+  }
+
+  /** Partners we pull from: each on its own schedule, and right after its deliveries were answered. */
+  private startRemoteLinks(): void {
+    const limiters = new Map<string, HostLimiter>(); // per host, shared by partners on the same server
+    for (const partner of this.config.partners) {
+      if (!partner.remote) continue;
+      const { host, limits } = partner.remote;
+      const limiter = limiters.get(host) ?? new HostLimiter(limits);
+      limiters.set(host, limiter);
+      const link = new RemoteLink(partner, this.store.remote, limiter, this.config.tempPatterns, this.log, {
+        pulled: () => this.kick(partner.id, 0),
+      });
+      this.links.set(partner.id, link);
+      this.linkTasks.push(cron.schedule(partner.remote.schedule, () => void link.kick(this.abort.signal), { name: `inboxd-remote-${partner.id}` }));
+      void link.kick(this.abort.signal);
+    }
   }
 
   kickAll(): void {
@@ -109,6 +131,8 @@ export class Daemon {
     }
     this.log.debug({ partner: st.partner.id, ...tally }, 'sweep done');
     for (const k of ['accepted', 'rejected', 'duplicate', 'retry'] as const) this.tally[k] += tally[k];
+    // Answers to push and originals to release on a remote partner's server: do it now.
+    if (tally.accepted + tally.rejected + tally.duplicate > 0) void this.links.get(st.partner.id)?.kick(this.abort.signal);
     return tally.waiting + tally.retry;
   }
 
@@ -145,6 +169,7 @@ export class Daemon {
     const releases: Array<[string, () => unknown]> = [
       ['schedule', () => this.schedule?.stop()],
       ['key check', () => this.keyCheck?.stop()],
+      ['remote schedules', () => this.linkTasks.forEach((t) => t.stop())],
       ['deadlines', () => this.deadlines?.stop()],
       ['watcher', () => this.watcher?.close()],
       ['timers', () => this.states.forEach((st) => clearTimeout(st.timer))],
@@ -156,7 +181,7 @@ export class Daemon {
         this.log.error({ err, resource: name }, 'release failed during shutdown');
       }
     }
-    const inFlight = () => Promise.allSettled([...this.states.values()].map((st) => st.running));
+    const inFlight = () => Promise.allSettled([...[...this.states.values()].map((st) => st.running), ...[...this.links.values()].map((l) => l.stop())]);
     const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), this.config.shutdownTimeoutMs).unref());
     if ((await Promise.race([inFlight(), timeout])) === 'timeout') {
       this.log.warn({ timeout_ms: this.config.shutdownTimeoutMs }, 'deliveries still in flight: rolling them back');

@@ -9,7 +9,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { type AnswerFacts, type AnswerPlan, carryOut, planAccepted, planRejected } from './answer.js';
+import { type AnswerFacts, type AnswerPlan, carryOut, planAccepted, planRejected, replayPlan } from './answer.js';
 import { claim, INTERNAL_PREFIX, release } from './claim.js';
 import type { FlowConfig, PartnerConfig } from './config.js';
 import { crashPoint } from './crashpoint.js';
@@ -19,6 +19,7 @@ import { openRegular, readSmall } from './fsx.js';
 import type { Keyring } from './keyring.js';
 import type { Logger } from './log.js';
 import { convert, type MapStats, toMinorUnits } from './map.js';
+import { type DeliveryObserver, safeEmit } from './observe.js';
 import { csvError, decoder, rowParser } from './parse.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName } from './pgp.js';
 import { Stager } from './stage.js';
@@ -32,6 +33,14 @@ export interface DeliveryContext {
   /** aborts a delivery in flight (shutdown): it is rolled back and goes back to the inbox */
   signal?: AbortSignal;
   keyring?: Keyring;
+  /** metrics and the like, called through safeEmit */
+  observer?: DeliveryObserver;
+}
+
+/** A replay (replay.ts): the delivery replayed, and where its files were copied from. */
+export interface ReplayMarker {
+  of: string;
+  from: 'archive' | 'error';
 }
 
 export type Result = { status: 'accepted' | 'rejected' | 'duplicate'; record: DeliveryRecord } | { status: 'retry' | 'skipped'; error?: InboxdError };
@@ -47,24 +56,45 @@ export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): P
   const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq });
   const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, ready.files);
   if (!dir) return { status: 'skipped' };
-  ctx.store.event(id, 'received', ready.files.join(', '));
+  // Audit: the upload's own time (on our clock), then the moment it was complete, settled and claimed.
+  ctx.store.event(id, 'received', ready.files.join(', '), new Date(ready.mtimeMs).toISOString());
+  ctx.store.event(id, 'ready', 'complete and settled; claimed');
   log.info({ files: ready.files }, 'delivery claimed');
+  return takeClaimed({ ...ctx, log }, flow, ready, id, dir);
+}
+
+/**
+ * The pipeline for files already in a working directory, with a replay marker (replay.ts): the
+ * dedupe verdict (duplicate, conflict, out of order) is bypassed for this one replay, and the upsert
+ * keeps rows a later sequence wrote. The same steps and the same transaction as any delivery.
+ */
+export async function ingestDir(ctx: DeliveryContext, ready: ReadyDelivery, id: string, dir: string, replay: ReplayMarker): Promise<Result> {
+  const flow = ctx.partner.flows.find((f) => f.id === ready.name.flow)!;
+  const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, replay_of: replay.of });
+  return takeClaimed({ ...ctx, log }, flow, ready, id, dir, replay);
+}
+
+async function takeClaimed(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, id: string, dir: string, replay?: ReplayMarker): Promise<Result> {
+  const started = performance.now();
   const receivedAt = new Date().toISOString();
-  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, sha256: null, files: ready.files, processedAt: receivedAt };
+  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, sha256: null, files: ready.files, processedAt: receivedAt, replayOf: replay?.of, replayFrom: replay?.from };
   let record: DeliveryRecord;
   try {
-    record = await ingest({ ...ctx, log }, flow, ready, dir, facts, receivedAt);
+    record = await ingest(ctx, flow, ready, dir, facts, receivedAt, replay);
   } catch (err) {
     const e = classify(err);
     if (e.kind !== 'retry' || !(await fsp.stat(dir).catch(() => undefined))) throw err;
-    const stuck = await release(ctx.partner.dirs.inbox, dir);
+    // A replay's copies never go to the inbox: they are dropped, the evidence is where it was.
+    const stuck = replay ? await fsp.rm(dir, { recursive: true, force: true }).then(() => []) : await release(ctx.partner.dirs.inbox, dir);
     ctx.store.event(id, 'retry', `${e.code}: ${e.message}`);
-    log.warn({ code: e.code, err: e.message, stuck }, 'delivery put back to be tried again');
+    ctx.log.warn({ code: e.code, err: e.message, stuck }, replay ? 'replay rolled back; run it again' : 'delivery put back to be tried again');
     return { status: 'retry', error: e };
   }
   // Committed: from here a failure leaves the work directory for recovery to finish, never the inbox.
   crashPoint('after-commit');
-  return finish({ ...ctx, log }, record, dir);
+  const result = await finish(ctx, record, dir);
+  observe(ctx, record, started);
+  return result;
 }
 
 /** A file that can never become a delivery (incomplete too long, unknown, not a regular file). */
@@ -76,11 +106,20 @@ export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<R
   if (!dir) return { status: 'skipped' };
   const now = new Date().toISOString();
   const facts: AnswerFacts = { id, partner: ctx.partner.id, flow, file: stale.file, seq, sha256: null, files: stale.files, processedAt: now };
+  ctx.store.event(id, 'received', stale.files.join(', '));
+  const started = performance.now();
   const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, now, reject(stale.code, stale.reason), undefined));
-  return finish({ ...ctx, log }, record, dir);
+  const result = await finish({ ...ctx, log }, record, dir);
+  observe({ ...ctx, log }, record, started);
+  return result;
 }
 
-async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, dir: string, facts: AnswerFacts, receivedAt: string): Promise<DeliveryRecord> {
+function observe(ctx: DeliveryContext, rec: DeliveryRecord, started: number): void {
+  const { observer } = ctx;
+  if (observer) safeEmit(ctx.log, 'delivered', () => observer.delivered(rec, (performance.now() - started) / 1000));
+}
+
+async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, dir: string, facts: AnswerFacts, receivedAt: string, replay?: ReplayMarker): Promise<DeliveryRecord> {
   const { store, partner } = ctx;
   const seqKey = { partner: partner.id, flow: flow.id, seq: ready.name.seq };
   let found: DataFound | undefined;
@@ -91,43 +130,51 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     manifest = ready.manifest ? parseManifest(await readSmall(join(dir, ready.manifest), 1 << 20), ready.file) : undefined;
     const decrypt = decryptOptions(ctx, ready.file);
     // A sequence already applied needs only its hash to tell a resend from a conflict: no parsing.
-    const already = store.applied(partner.id, flow.id, ready.name.seq);
+    const already = replay ? undefined : store.applied(partner.id, flow.id, ready.name.seq);
     found = await readData(join(dir, ready.file), already ? undefined : { flow, staging }, sidecarHex, ctx.signal, decrypt);
     facts.sha256 = found.sha256;
     if (decrypt && found.stats) store.event(facts.id, 'decrypted', found.signedBy ? `signed by ${found.signedBy}` : 'not signed');
     if (sidecarHex && sidecarHex !== found.sha256) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${found.sha256}, the .sha256 file says ${sidecarHex}`);
+    ctx.store.event(facts.id, 'verified', `sha256 ${found.sha256}${sidecarHex ? ' matches the .sha256 file' : ' (no .sha256 file)'}`);
     if (found.stats) {
       if (manifest) checkTotals(manifest, { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums }, (c, v) => manifestSum(flow, c, v));
       checkBadRows(flow, found.stats);
+      ctx.store.event(facts.id, 'parsed', `${found.stats.rows} rows read, ${found.stats.badRows} invalid${manifest ? '; control totals match the manifest' : ''}`);
     }
-    ctx.store.event(facts.id, 'verified', `sha256 ${found.sha256}`);
   } catch (err) {
     const e = classify(err);
     if (e.kind !== 'reject') throw e;
     // The partner reads only the message; a cause (e.g. why decryption failed) is for our logs alone.
     if (e.details.cause) ctx.log.warn({ code: e.code, cause: e.details.cause }, 'rejection cause (not shown to the partner)');
-    return store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, e, found?.stats));
+    const totals = found?.stats ? totalsJson(manifest, found.stats) : null;
+    return store.commit(undefined, undefined, () => ({ ...rejectedRecord(ctx, facts, receivedAt, e, found?.stats), totals }));
   }
   const stats = found.stats;
-  return store.commit(seqKey, stats ? { path: staging, target: flow } : undefined, (applied, lastSeq) => {
-    if (applied) return duplicateRecord(ctx, facts, receivedAt, applied);
-    if (flow.sequenceGap !== 'ignore' && lastSeq !== undefined && ready.name.seq < lastSeq) {
+  return store.commit(seqKey, stats ? { path: staging, target: flow, keepNewer: replay ? seqKey : undefined } : undefined, (applied, lastSeq) => {
+    if (applied && !replay) return duplicateRecord(ctx, facts, receivedAt, applied);
+    if (!replay && flow.sequenceGap !== 'ignore' && lastSeq !== undefined && ready.name.seq < lastSeq) {
       // Applying an older file after a newer one would put stale data back: kept in error/ for a deliberate replay.
       const e = reject('SEQUENCE_OUT_OF_ORDER', `sequence ${ready.name.seq} arrived after sequence ${lastSeq} was applied; it was not applied, so newer data is not overwritten`);
       return rejectedRecord(ctx, facts, receivedAt, e, undefined);
     }
     if (!stats) throw new InboxdError('IO_ERROR', 'the sequence was applied a moment ago and is no longer; taking the delivery again');
-    const totals = JSON.stringify({ expected: manifest ? { records: manifest.records, sums: manifest.sums } : null, found: { records: stats.rows, sums: stats.sums } });
+    const totals = totalsJson(manifest, stats);
     const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, partner.dirs);
     return record(facts, receivedAt, 'accepted', plan, { records: stats.rows, badRows: stats.badRows, totals });
   });
 }
 
+/** Control totals expected (the manifest) and found, for the record (inboxd deliveries show). */
+function totalsJson(manifest: Manifest | undefined, stats: MapStats): string {
+  return JSON.stringify({ expected: manifest ? { records: manifest.records, sums: manifest.sums } : null, found: { records: stats.rows, sums: stats.sums } });
+}
+
 /**
  * One pass over the data file: hashing, decoding, parsing, mapping and staging. The file is opened
  * without following symlinks, and a file that changed while being read is retried, not rejected.
+ * Exported for inboxd check, which runs the same pass over a sample without committing anything.
  */
-async function readData(path: string, parse: { flow: FlowConfig; staging: string } | undefined, sidecarHex: string | undefined, signal?: AbortSignal, decrypt?: DecryptOptions): Promise<DataFound> {
+export async function readData(path: string, parse: { flow: FlowConfig; staging: string } | undefined, sidecarHex: string | undefined, signal?: AbortSignal, decrypt?: DecryptOptions): Promise<DataFound> {
   const fh = await openRegular(path);
   const hash = createHash('sha256');
   let stats: MapStats | undefined;
@@ -179,7 +226,7 @@ async function readData(path: string, parse: { flow: FlowConfig; staging: string
   return { sha256: hash.digest('hex'), stats, signedBy };
 }
 
-interface DataFound {
+export interface DataFound {
   sha256: string;
   stats?: MapStats;
   /** fingerprint of the partner key that signed an encrypted file */
@@ -216,7 +263,7 @@ function tap(hash: Hash): Transform {
   });
 }
 
-async function hashFile(path: string): Promise<string> {
+export async function hashFile(path: string): Promise<string> {
   const fh = await openRegular(path);
   const hash = createHash('sha256');
   try {
@@ -227,7 +274,7 @@ async function hashFile(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-function checkBadRows(flow: FlowConfig, stats: MapStats): void {
+export function checkBadRows(flow: FlowConfig, stats: MapStats): void {
   if (stats.badRows === 0) return;
   const allowed = 'count' in flow.maxBadRows ? flow.maxBadRows.count : Math.floor(flow.maxBadRows.fraction * stats.rows);
   if (stats.badRows > allowed) {
@@ -236,7 +283,7 @@ function checkBadRows(flow: FlowConfig, stats: MapStats): void {
 }
 
 /** A manifest sum in the units we store: amounts in minor units, by the column's scale. */
-function manifestSum(flow: FlowConfig, column: string, v: number | string): number | undefined {
+export function manifestSum(flow: FlowConfig, column: string, v: number | string): number | undefined {
   const field = flow.fields.find((f) => f.ours === column)!;
   const text = String(v);
   const out = field.type === 'amount' ? toMinorUnits(text, field.scale ?? 2) : convert({ ...field, required: true }, text);
@@ -247,7 +294,7 @@ function record(f: AnswerFacts, receivedAt: string, outcome: DeliveryRecord['out
   return {
     id: f.id, partner: f.partner, flow: f.flow, file: f.file, seq: f.seq, fileTime: null, sha256: f.sha256, size: null, outcome,
     code: null, reason: null, records: null, badRows: null, totals: null, receivedAt, decidedAt: f.processedAt, answeredAt: null,
-    plan: JSON.stringify(plan), replayOf: null, ...extra,
+    plan: JSON.stringify(f.replayOf ? replayPlan(plan, outcome === 'accepted', f.replayFrom ?? 'archive') : plan), replayOf: f.replayOf ?? null, ...extra,
   };
 }
 
@@ -269,9 +316,20 @@ function duplicateRecord(ctx: DeliveryContext, f: AnswerFacts, receivedAt: strin
 
 /** Answers the partner as the committed plan says, then records that it was done. */
 export async function finish(ctx: DeliveryContext, rec: DeliveryRecord, dir: string): Promise<Result> {
-  await carryOut(JSON.parse(rec.plan) as AnswerPlan, ctx.partner.dirs, dir);
-  ctx.store.markAnswered(rec.id);
+  const plan = JSON.parse(rec.plan) as AnswerPlan;
+  await carryOut(plan, ctx.partner.dirs, dir);
+  // A remote partner's originals may now leave its server, and the answer is queued for upload there.
+  const remote = ctx.partner.remote ? () => ctx.store.remote.answered(ctx.partner.id, rec.id, plan) : undefined;
+  ctx.store.markAnswered(rec.id, answeredDetail(plan), remote);
   const level = rec.outcome === 'accepted' ? 'info' : 'warn';
   ctx.log[level]({ outcome: rec.outcome, code: rec.code, reason: rec.reason, records: rec.records, bad_rows: rec.badRows }, `delivery ${rec.outcome}`);
   return { status: rec.outcome, record: rec };
+}
+
+/** The answer in words for the audit trail: what the partner was sent. */
+function answeredDetail(plan: AnswerPlan): string {
+  const sent = plan.writes.map((w) => `${w.dir}/${w.name}`);
+  const placed = [...new Set(plan.moves.map((m) => `${m.dir}/`))];
+  if (sent.length === 0 && placed.length === 0) return 'nothing sent to the partner (a replay: see its report)';
+  return [sent.length ? `sent ${sent.join(', ')}` : '', placed.length ? `originals in ${placed.join(', ')}` : ''].filter(Boolean).join('; ');
 }

@@ -42,6 +42,10 @@ export const CODES = {
   REMOTE_UNAVAILABLE: 'retry',
   REMOTE_TIMEOUT: 'retry',
   CIRCUIT_OPEN: 'retry',
+  // operations commands (replay, deliveries): the operator's request cannot be done as asked
+  UNKNOWN_DELIVERY: 'reject',
+  NOT_REPLAYABLE: 'reject',
+  EVIDENCE_CHANGED: 'reject', // an archived file no longer has the checksum recorded when it was received
   // configuration
   CONFIG_INVALID: 'fatal',
   HOST_KEY_MISMATCH: 'fatal',

@@ -14,6 +14,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { FieldSpec } from './mapping.js';
+import { RemoteLedger } from './remote-ledger.js';
 
 export type Outcome = 'accepted' | 'rejected' | 'duplicate';
 
@@ -55,6 +56,11 @@ export interface SeqKey {
 export interface Staged {
   path: string;
   target: TargetTable;
+  /**
+   * A replay (replay.ts): a row last written by a later sequence of this flow keeps its newer values,
+   * so replaying an old delivery never puts stale data back.
+   */
+  keepNewer?: SeqKey;
 }
 
 export interface TargetTable {
@@ -85,6 +91,10 @@ CREATE TABLE IF NOT EXISTS windows (
   status TEXT NOT NULL, at_risk_at TEXT, late_at TEXT, resolved_at TEXT, resolved_by TEXT,
   PRIMARY KEY (partner, flow, opens_at)
 );
+-- A rejected delivery dealt with: replayed successfully (by_delivery), or closed by an operator (note).
+CREATE TABLE IF NOT EXISTS resolutions (
+  delivery_id TEXT PRIMARY KEY, resolved_at TEXT NOT NULL, by_delivery TEXT, note TEXT
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
 `;
@@ -114,8 +124,16 @@ const WINDOW_COLUMNS = ['partner', 'flow', 'opens_at', 'closes_at', 'status', 'a
 
 export class Store {
   readonly db: Database.Database;
+  /** bookkeeping for partners we pull from and push to */
+  readonly remote: RemoteLedger;
 
-  constructor(path: string) {
+  /** `readonly`: for commands that promise to change nothing (inboxd check); the database must exist. */
+  constructor(path: string, opts: { readonly?: boolean } = {}) {
+    if (opts.readonly) {
+      this.db = new Database(path, { readonly: true, fileMustExist: true });
+      this.remote = new RemoteLedger(this.db, false);
+      return;
+    }
     mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
@@ -123,6 +141,7 @@ export class Store {
     this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 10000');
     this.db.exec(SCHEMA);
+    this.remote = new RemoteLedger(this.db);
   }
 
   /**
@@ -153,14 +172,15 @@ export class Store {
     try {
       return this.db.transaction(() => {
         const rec = seqKey ? decide(this.applied(seqKey.partner, seqKey.flow, seqKey.seq), this.lastSeq(seqKey.partner, seqKey.flow)) : decide(undefined, undefined);
+        let written = '';
         if (rec.outcome === 'accepted') {
           if (!staged) throw new Error('an accepted delivery needs its staged rows');
-          this.upsertStaged(staged.target, rec.id, rec.decidedAt);
+          written = this.upsertStaged(staged, rec.id, rec.decidedAt);
           this.db.prepare('INSERT INTO dedupe (partner, flow, seq, sha256, delivery_id, applied_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET sha256 = excluded.sha256, delivery_id = excluded.delivery_id, applied_at = excluded.applied_at')
             .run(rec.partner, rec.flow, rec.seq, rec.sha256, rec.id, rec.decidedAt);
         }
         this.db.prepare(`INSERT INTO deliveries (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map((c) => `@${camel(c)}`).join(', ')})`).run(rec);
-        this.event(rec.id, rec.outcome === 'accepted' ? 'committed' : rec.outcome, rec.reason ?? undefined);
+        this.event(rec.id, rec.outcome === 'accepted' ? 'committed' : rec.outcome, rec.outcome === 'accepted' ? written : `${rec.code}: ${rec.reason}`);
         return rec;
       }).immediate();
     } finally {
@@ -168,12 +188,20 @@ export class Store {
     }
   }
 
-  private upsertStaged(t: TargetTable, deliveryId: string, at: string): void {
+  /** Returns what was written, in words for the audit trail. */
+  private upsertStaged(staged: Staged, deliveryId: string, at: string): string {
+    const t = staged.target;
     const cols = t.fields.map((f) => q(f.ours));
-    const staged = t.fields.map((_, i) => `c${i}`);
+    const values = t.fields.map((_, i) => `c${i}`);
     const updates = [...t.fields.filter((f) => !t.key.includes(f.ours)).map((f) => q(f.ours)), '_delivery_id', '_updated_at'].map((c) => `${c} = excluded.${c}`);
+    const k = staged.keepNewer;
+    const keep = k ? ` WHERE NOT EXISTS (SELECT 1 FROM deliveries w WHERE w.id = ${q(t.table)}._delivery_id AND w.partner = @partner AND w.flow = @flow AND w.seq > @seq)` : '';
     // WHERE true: SQLite's parser needs it between SELECT ... and ON CONFLICT. ORDER BY rowid: the last row of a key wins.
-    this.db.prepare(`INSERT INTO ${q(t.table)} (${cols.join(', ')}, _delivery_id, _updated_at) SELECT ${staged.join(', ')}, ?, ? FROM stg.rows WHERE true ORDER BY rowid ON CONFLICT (${t.key.map(q).join(', ')}) DO UPDATE SET ${updates.join(', ')}`).run(deliveryId, at);
+    const r = this.db.prepare(`INSERT INTO ${q(t.table)} (${cols.join(', ')}, _delivery_id, _updated_at) SELECT ${values.join(', ')}, @id, @at FROM stg.rows WHERE true ORDER BY rowid ON CONFLICT (${t.key.map(q).join(', ')}) DO UPDATE SET ${updates.join(', ')}${keep}`)
+      .run({ id: deliveryId, at, ...(k ? { partner: k.partner, flow: k.flow, seq: k.seq } : {}) });
+    if (!k) return `${r.changes} rows written to ${t.table}`;
+    const kept = (this.db.prepare('SELECT count(*) AS n FROM stg.rows').get() as { n: number }).n - r.changes;
+    return `${r.changes} rows written to ${t.table}${kept > 0 ? `; ${kept} kept as they were: a later sequence wrote them` : ''}`;
   }
 
   /** When this database was created: windows before it are nobody's business. */
@@ -228,8 +256,18 @@ export class Store {
     })();
   }
 
-  event(deliveryId: string, step: string, detail?: string): void {
-    this.db.prepare('INSERT INTO events (delivery_id, at, step, detail) VALUES (?, ?, ?, ?)').run(deliveryId, new Date().toISOString(), step, detail ?? null);
+  /** One step of a delivery's audit trail. Details never hold PII values (map.ts redacts them in row errors). */
+  event(deliveryId: string, step: string, detail?: string, at = new Date().toISOString()): void {
+    this.db.prepare('INSERT INTO events (delivery_id, at, step, detail) VALUES (?, ?, ?, ?)').run(deliveryId, at, step, detail ?? null);
+  }
+
+  /** Marks a rejected delivery dealt with; the first resolution stands. */
+  resolve(deliveryId: string, byDelivery: string | null, note: string): boolean {
+    return this.db.transaction(() => {
+      const r = this.db.prepare('INSERT OR IGNORE INTO resolutions (delivery_id, resolved_at, by_delivery, note) VALUES (?, ?, ?, ?)').run(deliveryId, new Date().toISOString(), byDelivery, note);
+      if (r.changes === 1) this.event(deliveryId, 'resolved', note);
+      return r.changes === 1;
+    })();
   }
 
   delivery(id: string): DeliveryRecord | undefined {
@@ -237,10 +275,12 @@ export class Store {
     return row as DeliveryRecord | undefined;
   }
 
-  markAnswered(id: string): void {
+  /** `within` runs in the same transaction: e.g. queueing the answer's upload to a remote partner. */
+  markAnswered(id: string, detail?: string, within?: () => void): void {
     this.db.transaction(() => {
       this.db.prepare('UPDATE deliveries SET answered_at = ? WHERE id = ? AND answered_at IS NULL').run(new Date().toISOString(), id);
-      this.event(id, 'answered');
+      this.event(id, 'answered', detail);
+      within?.();
     })();
   }
 
