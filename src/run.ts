@@ -9,6 +9,7 @@ import type { Config, FlowConfig, PartnerConfig } from './config.js';
 import { type DeliveryContext, finish, handleReady, handleStale, type Result } from './delivery.js';
 import { type Observation, type ReadyDelivery, scanInbox } from './discover.js';
 import { ensureDir } from './fsx.js';
+import { lockInstance } from './instance.js';
 import { expiringKeys, type Keyring, loadKeyring } from './keyring.js';
 import type { Logger } from './log.js';
 import { Store } from './store.js';
@@ -128,6 +129,7 @@ export async function openKeyring(config: Config, log: Logger): Promise<Keyring>
 export async function runOnce(config: Config, log: Logger): Promise<Tally> {
   const keyring = await openKeyring(config, log);
   await ensureTree(config);
+  const lock = lockInstance(config.database);
   const store = openStore(config);
   const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
   try {
@@ -135,6 +137,7 @@ export async function runOnce(config: Config, log: Logger): Promise<Tally> {
     for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring }, config, tally);
   } finally {
     store.close();
+    lock.release();
   }
   return tally;
 }
