@@ -24,12 +24,17 @@ export function isTempName(name: string, tempPatterns: readonly RegExp[]): boole
   return tempPatterns.some((re) => re.test(name));
 }
 
-/** The first flow whose pattern matches, or undefined. A matching name with an unusable timestamp is not a match. */
+/**
+ * The first flow whose pattern matches, or undefined. A matching name with an unusable timestamp, or a
+ * sequence that is not a decimal number a double holds exactly, is not a match.
+ */
 export function parseName(name: string, flows: readonly FlowPattern[]): ParsedName | undefined {
   for (const flow of flows) {
     const m = flow.pattern.exec(name);
     const seq = m?.groups?.seq;
     if (!m || seq === undefined) continue;
+    // Beyond 2^53 two sequence numbers can become the same number: 20250916020000123 is ...124.
+    if (!/^\d+$/.test(seq) || !Number.isSafeInteger(Number(seq))) continue;
     const ts = m.groups?.ts;
     const fileTime = ts === undefined ? undefined : parseCompactTime(ts);
     if (ts !== undefined && fileTime === undefined) continue;
