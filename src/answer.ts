@@ -14,6 +14,8 @@ import type { RowError } from './map.js';
 export interface AnswerPlan {
   writes: { dir: 'outbox' | 'error'; name: string; content: string }[];
   moves: { from: string; dir: 'archive' | 'error'; to: string; readOnly: boolean }[];
+  /** a report kept for the record (inboxd deliveries show) and never written: a replay's, see replayPlan */
+  report?: string;
 }
 
 export interface AnswerFacts {
@@ -26,6 +28,9 @@ export interface AnswerFacts {
   /** the delivery's files, as named in the work directory */
   files: string[];
   processedAt: string;
+  /** the delivery this one replays (replay.ts), and where that one's files were */
+  replayOf?: string;
+  replayFrom?: 'archive' | 'error';
 }
 
 export interface Accepted {
@@ -49,7 +54,7 @@ export function planAccepted(f: AnswerFacts, a: Accepted, dirs: PartnerDirs): An
   const ack = {
     status, file: f.file, partner: f.partner, flow: f.flow, sequence: f.seq, sha256: f.sha256,
     records: a.records, rows_applied: a.records - a.badRows, rows_rejected: a.badRows, sums: a.sums,
-    processed_at: f.processedAt, delivery_id: f.id,
+    processed_at: f.processedAt, delivery_id: f.id, ...(f.replayOf ? { replay_of: f.replayOf } : {}),
     ...(a.badRows > 0 ? { errors: a.errors, error_count: a.errorCount, errors_truncated: a.errorCount > a.errors.length } : {}),
   };
   const writes: AnswerPlan['writes'] = [{ dir: 'outbox', name: `${f.file}.ack.json`, content: `${JSON.stringify(ack, null, 2)}\n` }];
@@ -69,6 +74,19 @@ export function planRejected(f: AnswerFacts, r: Rejected, dirs: PartnerDirs): An
   const writes: AnswerPlan['writes'] = [{ dir: 'error', name: `${base}.error.json`, content: `${JSON.stringify(report, null, 2)}\n` }];
   if (r.errors.length > 0) writes.push({ dir: 'error', name: `${base}.errors.csv`, content: errorsCsv(r.errors) });
   return { writes, moves };
+}
+
+/**
+ * What a replay tells the partner. Only a delivery rejected before and accepted now changes what the
+ * partner was told: it gets an ACK (naming the replay) and its files a copy in archive/, the archive
+ * holding every file applied. Otherwise the partner hears nothing again: no second ACK for data it was
+ * already told about, no second error report for a file it already knows is wrong. The working copies
+ * are then dropped (the original evidence stays where it was) and the report is kept in the plan only.
+ */
+export function replayPlan(plan: AnswerPlan, accepted: boolean, originalIn: 'archive' | 'error'): AnswerPlan {
+  if (accepted && originalIn === 'error') return plan;
+  const report = plan.writes.find((w) => w.name.endsWith('.ack.json') || w.name.endsWith('.error.json'))?.content;
+  return { writes: [], moves: [], report };
 }
 
 /**

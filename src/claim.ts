@@ -3,9 +3,12 @@
  * named for the delivery id. From then on the partner cannot change or remove them by name, and a
  * crash leaves them where startup recovery finds them.
  */
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { ensureDir, moveNoClobber } from './fsx.js';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ensureDir, exists, moveNoClobber, openRegular } from './fsx.js';
 
 /** Files of ours inside a working directory, never a partner's. */
 export const INTERNAL_PREFIX = '.inboxd-';
@@ -43,4 +46,47 @@ export async function release(inbox: string, dir: string): Promise<string[]> {
   }
   if (stuck.length === 0) await fsp.rm(dir, { recursive: true, force: true });
   return stuck;
+}
+
+/** Marks a working directory holding a replay's copies (replay.ts). */
+export const REPLAY_MARK = `${INTERNAL_PREFIX}replay.json`;
+
+/**
+ * A replay's claim: COPIES of the evidence (archive/ or error/) into a fresh working directory, so the
+ * evidence itself is never moved or changed. Each source is opened without following symlinks (error/
+ * is writable by the partner) and hashed while it is copied. Returns the directory and each copy's SHA-256.
+ */
+export async function claimCopies(workRoot: string, id: string, sources: readonly { name: string; path: string }[], mark: Record<string, unknown>): Promise<{ dir: string; sha256: Map<string, string> }> {
+  const dir = join(workRoot, id);
+  await ensureDir(dir, 0o700);
+  await fsp.writeFile(join(dir, REPLAY_MARK), JSON.stringify({ pid: process.pid, ...mark }), { flag: 'wx', mode: 0o600 });
+  const sha256 = new Map<string, string>();
+  for (const s of sources) {
+    const src = await openRegular(s.path);
+    const hash = createHash('sha256');
+    try {
+      const dst = await fsp.open(join(dir, s.name), 'wx', 0o600);
+      try {
+        const tap = new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            hash.update(chunk);
+            cb(null, chunk);
+          },
+        });
+        await pipeline(src.createReadStream({ autoClose: false }), tap, dst.createWriteStream({ autoClose: false }));
+        await dst.sync();
+      } finally {
+        await dst.close();
+      }
+    } finally {
+      await src.close();
+    }
+    sha256.set(s.name, hash.digest('hex'));
+  }
+  return { dir, sha256 };
+}
+
+/** A working directory of a replay's copies: cut short before its commit, it is dropped, never released to the inbox. */
+export async function isReplayCopy(dir: string): Promise<boolean> {
+  return exists(join(dir, REPLAY_MARK));
 }

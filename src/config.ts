@@ -78,7 +78,18 @@ const remoteSchema = z.strictObject({
   burst: z.number().int().min(1).default(20),
 });
 
+/**
+ * Retention (inboxd prune, and the daemon's prune_schedule), in whole days; a partner's values override
+ * the global ones key by key. Defaults: archive_days 90 (archive/ files, by modification time),
+ * error_days 30 (error/ files), records_days 365 (dedupe, delivery, audit and window rows; the last
+ * sequence of each flow is always kept, so an old file sent again is still recognised).
+ */
+const days = z.number().int().min(1);
+const retentionSchema = z.strictObject({ archive_days: days.optional(), error_days: days.optional(), records_days: days.optional() });
+const RETENTION_DEFAULTS = { archiveDays: 90, errorDays: 30, recordsDays: 365 } as const;
+
 const partnerSchema = z.strictObject({
+  retention: retentionSchema.optional(),
   remote: remoteSchema.optional(),
   pgp: z.strictObject({
     verification_keys: z.array(z.string()).default([]),
@@ -108,6 +119,14 @@ const configSchema = z.strictObject({
     max_decompressed_size: size.default('4GiB'),
     max_compression_ratio: z.number().positive().default(100),
   }).refine((p) => !(p.passphrase_file && p.passphrase_env), 'give passphrase_file or passphrase_env, not both').optional(),
+  retention: retentionSchema.optional(),
+  /** when the daemon prunes (cron, local time); false: only `inboxd prune` does. Default '30 3 * * *' */
+  prune_schedule: z.union([z.string().refine(validCron, 'expected a cron expression (5 or 6 fields), or false'), z.literal(false)]).default('30 3 * * *'),
+  /**
+   * The daemon's HTTP listener (/metrics, /healthz, /readyz). Off unless given. listen: "host:port"
+   * (port 0: any free port, logged); a non-loopback host needs allow_remote: true (default false).
+   */
+  http: z.strictObject({ listen: z.string(), allow_remote: z.boolean().default(false) }).optional(),
   alert: z.strictObject({
     command: z.array(z.string()).min(1).optional(),
     http: z.strictObject({ url: z.url(), timeout: duration.default('10s') }).optional(),
@@ -207,9 +226,21 @@ export interface PartnerDirs {
   work: string;
 }
 
+export interface Retention {
+  archiveDays: number;
+  errorDays: number;
+  recordsDays: number;
+}
+
+export interface HttpConfig {
+  host: string;
+  port: number;
+}
+
 export interface PartnerConfig {
   id: string;
   dirs: PartnerDirs;
+  retention: Retention;
   pgp: PartnerPgp;
   remote?: RemoteConfig;
   flows: readonly FlowConfig[];
@@ -229,6 +260,11 @@ export interface Config {
   shutdownTimeoutMs: number;
   alert?: AlertAction;
   pgp?: PgpConfig;
+  /** the global retention; each partner's own is in PartnerConfig */
+  retention: Retention;
+  /** undefined: the daemon never prunes on its own */
+  pruneSchedule?: string;
+  http?: HttpConfig;
   partners: readonly PartnerConfig[];
 }
 
@@ -273,6 +309,7 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
       requireSignature: p.pgp?.require_signature ?? (p.pgp?.verification_keys ?? []).length > 0,
       requireEncryption: p.pgp?.require_encryption ?? false,
     },
+    retention: resolveRetention(raw.retention, p.retention),
     remote: p.remote && resolveRemote(file, base, id, p.remote),
     flows: Object.entries(p.flows).map(([flowId, f]) => resolveFlow(file, base, id, flowId, f)),
   }));
@@ -306,8 +343,32 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
       maxDecompressedBytes: parseSize(raw.pgp.max_decompressed_size)!,
       maxCompressionRatio: raw.pgp.max_compression_ratio,
     },
+    retention: resolveRetention(raw.retention, undefined),
+    pruneSchedule: raw.prune_schedule === false ? undefined : raw.prune_schedule,
+    http: raw.http && resolveListen(file, raw.http.listen, raw.http.allow_remote),
     partners,
   };
+}
+
+type RawRetention = z.infer<typeof retentionSchema> | undefined;
+
+function resolveRetention(global: RawRetention, own: RawRetention): Retention {
+  return {
+    archiveDays: own?.archive_days ?? global?.archive_days ?? RETENTION_DEFAULTS.archiveDays,
+    errorDays: own?.error_days ?? global?.error_days ?? RETENTION_DEFAULTS.errorDays,
+    recordsDays: own?.records_days ?? global?.records_days ?? RETENTION_DEFAULTS.recordsDays,
+  };
+}
+
+/** "127.0.0.1:9464", "[::1]:9464", "localhost:9464". Metrics name partners and flows: loopback unless allowed. */
+function resolveListen(file: string, listen: string, allowRemote: boolean): HttpConfig {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw configError(file, 'http.listen', `expected "host:port" such as "127.0.0.1:9464", got "${listen}"`);
+  const host = m[1] ?? m[2]!;
+  const loopback = host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  if (!loopback && !allowRemote) throw configError(file, 'http.listen', `${host} is not a loopback address; metrics name partners and flows: set http.allow_remote: true to listen there anyway`);
+  return { host, port };
 }
 
 function resolveRemote(file: string, base: string, partner: string, r: z.infer<typeof remoteSchema>): RemoteConfig {

@@ -4,7 +4,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { release } from './claim.js';
+import { isReplayCopy, release } from './claim.js';
 import type { Config, FlowConfig, PartnerConfig } from './config.js';
 import { type DeliveryContext, finish, handleReady, handleStale, type Result } from './delivery.js';
 import { type Observation, type ReadyDelivery, scanInbox } from './discover.js';
@@ -58,6 +58,12 @@ export async function recover(store: Store, partner: PartnerConfig, log: Logger)
     }
     if (store.delivery(id)) {
       await fsp.rm(dir, { recursive: true, force: true });
+      continue;
+    }
+    // A replay's copies (replay.ts) cut short before its commit: disposable, the evidence is where it was.
+    if (await isReplayCopy(dir)) {
+      await fsp.rm(dir, { recursive: true, force: true });
+      store.event(id, 'interrupted', 'replay cut short before its commit: nothing applied; run the replay again');
       continue;
     }
     const stuck = await release(partner.dirs.inbox, dir);
