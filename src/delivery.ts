@@ -208,6 +208,8 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
           // Integrity (MDC/AEAD) and signature are known only now, at the end: nothing was committed before.
           signedBy = (await done).signedBy;
         }
+        // With no header at all (an empty file) nothing checked the columns: not a delivery of this flow.
+        if (header) throw reject('MISSING_COLUMN', 'line 1: the file is empty; the header line is missing', { line: 1 });
         stats = await stager.finish();
       } catch (err) {
         await stager.abort();
