@@ -70,6 +70,14 @@ describe.concurrent('structural errors reject the whole file and name the line',
     expect(await fx2.errorReport()).toMatchObject({ code: 'MALFORMED_CSV' });
   });
 
+  it('an empty file (no header line) is rejected, even when the manifest says 0 records', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 1, csvText: '\n', manifest: { records: 0, sums: { qty: 0 } } });
+    expect((await fx.runOnce()).code).toBe(1);
+    expect(await fx.errorReport()).toMatchObject({ code: 'MISSING_COLUMN', reason: expect.stringMatching(/^line 1\b.*empty/) });
+    expect(fx.listDir('outbox')).toEqual([]);
+  });
+
   it('a file in another dialect (semicolons) is rejected, not half-read', async (t) => {
     const fx = await fixture(t);
     await fx.makeDelivery({ seq: 1, delimiter: ';' });

@@ -336,3 +336,24 @@ describe.concurrent('logs', () => {
     ]));
   });
 });
+
+describe.concurrent('one inboxd at a time', () => {
+  it('two runs at once never take each other\'s deliveries: the second exits 75 and changes nothing', async (t) => {
+    const fx = await fixture(t);
+    for (let seq = 1; seq <= 4; seq++) await fx.makeDelivery({ seq, rows: rowsOf(1500, seq * 10) });
+    const runs = await Promise.all([fx.runOnce(), fx.runOnce(), fx.runOnce()]);
+    for (const r of runs) {
+      if (r.code === 0) continue;
+      expect(r.code).toBe(75);
+      expect(r.stderr).toMatch(/another inboxd is running/);
+    }
+    expect(runs.filter((r) => r.code === 0).length).toBeGreaterThanOrEqual(1);
+    // Whatever the interleaving: every delivery accepted once, in order, nothing in error/.
+    await fx.runOnce();
+    expect(fx.query('SELECT seq, outcome FROM deliveries ORDER BY decided_at, rowid')).toEqual([1, 2, 3, 4].map((seq) => ({ seq, outcome: 'accepted' })));
+    expect(fx.listDir('error')).toEqual([]);
+    expect(fx.listDir('outbox')).toHaveLength(4);
+    expect(fx.listDir('archive')).toHaveLength(12);
+    expect(fx.listWork()).toEqual([]);
+  });
+});

@@ -173,6 +173,12 @@ describe('file names', () => {
       expect(parseName(name, flows), name).toBeUndefined();
     }
     expect(parseCompactTime('20241231T235960Z')).toBeUndefined();
+    // 17 digits (a timestamp used as a sequence) exceed 2^53: ...123 and ...124 would become one number.
+    expect(parseName('acme_inventory_20250916T020000Z_20250916020000123.csv', flows)).toBeUndefined();
+    expect(parseName('acme_inventory_20250916T020000Z_9007199254740991.csv', flows)).toMatchObject({ seq: 9007199254740991 });
+    const custom = [{ id: 'x', pattern: /^x-(?<seq>\w+)\.csv$/, manifestName: '{file}.m' }];
+    expect(parseName('x-abc.csv', custom)).toBeUndefined();
+    expect(parseName('x-0042.csv', custom)).toMatchObject({ seq: 42 });
   });
 
   it('manifest names from a template', () => {

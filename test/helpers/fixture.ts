@@ -249,10 +249,9 @@ export class Fixture {
   }
 }
 
-/** What fixture() needs of vitest's test context (the context's hooks work for concurrent tests too). */
+/** What fixture() needs of vitest's test context (the context's hook works for concurrent tests too). */
 export interface TestHooks {
-  onTestFailed: (fn: () => void) => void;
-  onTestFinished: (fn: () => void | Promise<void>) => void;
+  onTestFinished: (fn: (ctx: { task: { result?: { state?: string } } }) => void | Promise<void>) => void;
 }
 
 /** A fresh fixture for test `t`, removed when it passes (kept, and its path printed, when it fails). */
@@ -260,13 +259,9 @@ export async function fixture(t: TestHooks, opts: FixtureOptions = {}): Promise<
   checkBuilt();
   const fx = new Fixture(await fsp.mkdtemp(join(tmpdir(), 'inboxd-test-')));
   await fx.writeConfig(opts);
-  let failed = false;
-  t.onTestFailed(() => {
-    failed = true;
-    console.error(`fixture kept for inspection: ${fx.dir}`);
-  });
-  t.onTestFinished(async () => {
-    if (!failed && !process.env.INBOXD_KEEP_FIXTURES) await fsp.rm(fx.dir, { recursive: true, force: true });
+  t.onTestFinished(async (ctx) => {
+    if (ctx.task.result?.state === 'fail' || process.env.INBOXD_KEEP_FIXTURES) console.error(`fixture kept for inspection: ${fx.dir}`);
+    else await fsp.rm(fx.dir, { recursive: true, force: true });
   });
   return fx;
 }
