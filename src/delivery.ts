@@ -185,14 +185,16 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
     if (!parse) await pipeline(source, tap(hash), async (chunks: AsyncIterable<Buffer>) => { for await (const _ of chunks); }, { signal });
     else {
       const stager = new Stager({ path: parse.staging, fields: parse.flow.fields, totals: parse.flow.totals, maxReported: parse.flow.maxReportedErrors });
+      let lastLine = 0; // where the last good record ended: an unclosed quote opened after it
       try {
         const parser = rowParser(parse.flow.csv);
         let header = parse.flow.csv.header;
         parser.on('data', (record: string[]) => {
+          lastLine = parser.info.lines;
           if (header) {
             header = false;
             stager.header(record);
-          } else if (stager.add(record, parser.info.lines)) {
+          } else if (stager.add(record, lastLine)) {
             parser.pause();
             stager.drained().then(() => parser.resume(), (err: Error) => parser.destroy(err));
           }
@@ -217,7 +219,7 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
         // A damaged transfer shows up as broken CSV; the checksum names the real cause.
         const sha = await hashFile(path);
         if (sidecarHex && sha !== sidecarHex) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${sha}, the .sha256 file says ${sidecarHex}`);
-        throw csvError(err);
+        throw csvError(err, lastLine);
       }
     }
     const after = await fh.stat();
@@ -236,7 +238,7 @@ export interface DataFound {
 }
 
 /** What an encrypted delivery needs, or a rejection when the partner's contract asks for what the file lacks. */
-function decryptOptions(ctx: DeliveryContext, file: string): DecryptOptions | undefined {
+export function decryptOptions(ctx: Pick<DeliveryContext, 'partner' | 'keyring'>, file: string): DecryptOptions | undefined {
   const { pgp } = ctx.partner;
   if (!isEncryptedName(file)) {
     if (pgp.requireEncryption) throw reject('ENCRYPTION_REQUIRED', 'the file is not OpenPGP-encrypted (.pgp, .gpg or .asc), and this partner must encrypt files');

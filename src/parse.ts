@@ -75,10 +75,11 @@ const CSV_REASONS: Record<string, string> = {
 };
 
 /** csv-parse's errors -> MALFORMED_CSV naming the line (and the column where csv-parse knows it). */
-export function csvError(err: unknown): unknown {
+export function csvError(err: unknown, lastRecordLine = 0): unknown {
   if (!(err instanceof CsvError)) return err;
   const e = err as CsvError & { lines?: number; column?: number | string; index?: number };
-  const line = e.lines ?? 0;
+  // csv-parse notices an unclosed quote only at the end of the file: name the line the field opened on.
+  const line = e.code === 'CSV_QUOTE_NOT_CLOSED' ? lastRecordLine + 1 : e.lines ?? 0;
   const column = typeof e.index === 'number' ? e.index + 1 : undefined;
   const reason = CSV_REASONS[e.code] ?? e.message;
   return reject('MALFORMED_CSV', `line ${line}${column ? `, column ${column}` : ''}: ${reason}`, { line, column, csvCode: e.code });
