@@ -7,9 +7,8 @@ const text = (...lines: string[]) => `${[HEADER.join(','), ...lines].join('\n')}
 
 describe.concurrent('structural errors reject the whole file and name the line', () => {
   it.for<[string, string, string, RegExp]>([
-    // csv-parse notices an unclosed quote at the end of the file and reports that line (4), not the one where
-    // the quote opened (3): naming the opening line needs the last good record's line from the consumer.
-    ['an unbalanced quote', text(line(row(1)), `"A-102,BER1,12,1.50,EUR,NEW,true,b@example.com,2025-09-16T01:55:00Z`, line(row(3))), 'MALFORMED_CSV', /^line [34]\b.*quote/],
+    ['an unbalanced quote', text(line(row(1)), `"A-102,BER1,12,1.50,EUR,NEW,true,b@example.com,2025-09-16T01:55:00Z`, line(row(3))), 'MALFORMED_CSV', /^line 3, column 1: .*quote/],
+    ['an unbalanced quote after a multi-line field', text(line(row(1, { ContactEmail: 'a\nb\nc' })), line(row(2)).replace('12,', '"12,'), line(row(3)), line(row(4))), 'MALFORMED_CSV', /^line 5, column 3: .*quote/],
     ['a stray quote inside a field', text(line(row(1)), line(row(2)).replace('BER1', 'BE"R1'), line(row(3))), 'MALFORMED_CSV', /^line 3\b/],
     ['a row with too many columns', text(line(row(1)), `${line(row(2))},extra`, line(row(3))), 'MALFORMED_CSV', /^line 3\b.*columns/],
     ['a row with too few columns', text(line(row(1)), line(row(2)), 'A-103,BER1,13', line(row(4))), 'MALFORMED_CSV', /^line 4\b.*columns/],
