@@ -170,6 +170,8 @@ export class RemoteSession {
       // ssh2's WriteStream finishes before its handle is closed; some servers will not rename an open file.
       await withTimeout(closed, this.ep.timeouts.opMs, `${what}: close`, () => this.#kill());
     } catch (err) {
+      // Best effort: a leftover temp file is harmless (the next attempt truncates it) but untidy on the partner's side.
+      if (!this.conn.dead) await this.remove(tmp).catch(() => {});
       throw remoteError(what, err);
     }
     await this.rename(tmp, `${remoteDir}/${name}`);
