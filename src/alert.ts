@@ -18,9 +18,9 @@ export interface Alert {
   [key: string]: unknown;
 }
 
-function runCommand(argv: readonly string[], body: string): Promise<void> {
+function runCommand(argv: readonly string[], body: string, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = execFile(argv[0]!, argv.slice(1), { timeout: 30_000 }, (err, _out, stderr) => {
+    const child = execFile(argv[0]!, argv.slice(1), { timeout: 30_000, signal }, (err, _out, stderr) => {
       if (err) reject(new InboxdError('IO_ERROR', `alert command ${argv[0]} failed: ${err.message}${stderr ? `: ${stderr.trim()}` : ''}`));
       else resolve();
     });
@@ -28,14 +28,17 @@ function runCommand(argv: readonly string[], body: string): Promise<void> {
   });
 }
 
-async function post(url: string, body: string, timeoutMs: number): Promise<void> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(timeoutMs) });
+async function post(url: string, body: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: signal ? AbortSignal.any([timeout, signal]) : timeout });
   if (!res.ok) throw new InboxdError('IO_ERROR', `alert POST to ${url} answered ${res.status}`);
 }
 
-export async function sendAlert(action: AlertAction, alert: Alert, onRetry?: (err: unknown, attempt: number, delayMs: number) => void): Promise<void> {
+/** `signal` abandons the alert, retries included (the daemon stopping). */
+export async function sendAlert(action: AlertAction, alert: Alert, onRetry?: (err: unknown, attempt: number, delayMs: number) => void, signal?: AbortSignal): Promise<void> {
   const body = JSON.stringify(alert);
-  await withRetry(() => (action.command ? runCommand(action.command, body) : post(action.http!.url, body, action.http!.timeoutMs)), action.retry, {
+  await withRetry(() => (action.command ? runCommand(action.command, body, signal) : post(action.http!.url, body, action.http!.timeoutMs, signal)), action.retry, {
+    signal,
     onRetry,
     isRetryable: () => true,
   });

@@ -40,6 +40,10 @@ export class Daemon {
   private readonly linkTasks: ScheduledTask[] = [];
   private readonly states = new Map<string, PartnerState>();
   private readonly abort = new AbortController();
+  /** alerts still being sent (retried); waited for at shutdown within its timeout, then abandoned */
+  private readonly alerts = new Set<Promise<void>>();
+  private readonly alertAbort = new AbortController();
+  private starting?: Promise<void>;
   private slots: number;
   private readonly queue: Array<() => void> = [];
   private stopping?: Promise<void>;
@@ -51,13 +55,23 @@ export class Daemon {
     for (const partner of config.partners) this.states.set(partner.id, { partner, again: false, seen: new Map() });
   }
 
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.starting ??= this.begin();
+    return this.starting;
+  }
+
+  /** A stop requested meanwhile (a signal during startup recovery) ends it before intake begins. */
+  private async begin(): Promise<void> {
     this.keyring = await openKeyring(this.config, this.log);
     this.keyCheck = cron.schedule('17 3 * * *', () => void openKeyring(this.config, this.log).catch((err) => this.log.error({ err: String(err) }, 'key check failed')), { name: 'inboxd-keys' });
     await ensureTree(this.config);
     this.store = openStore(this.config);
     // Interrupted work first: nothing new is taken before it is finished or put back.
-    for (const partner of this.config.partners) await recover(this.store, partner, this.log);
+    for (const partner of this.config.partners) {
+      if (this.stopping) return;
+      await recover(this.store, partner, this.log);
+    }
+    if (this.stopping) return;
     this.deadlines = new DeadlineKeeper(this.store, this.config.partners, this.log, (a) => this.alert(a));
     this.deadlines.start();
     if (this.config.watch) {
@@ -121,6 +135,7 @@ export class Daemon {
       await recover(this.store, st.partner, this.log);
       await sweepPartner(ctx, this.config, tally, {
         seen: st.seen,
+        stopped: () => this.stopping !== undefined,
         accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
         gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),
       });
@@ -154,9 +169,11 @@ export class Daemon {
   private alert(a: Alert): void {
     const action = this.config.alert;
     if (!action) return;
-    sendAlert(action, a, (err, attempt, ms) => this.log.warn({ err: String(err), attempt, retry_in_ms: Math.round(ms), event: a.event }, 'alert failed; retrying'))
+    const sending = sendAlert(action, a, (err, attempt, ms) => this.log.warn({ err: String(err), attempt, retry_in_ms: Math.round(ms), event: a.event }, 'alert failed; retrying'), this.alertAbort.signal)
       .then(() => this.log.info({ event: a.event, partner: a.partner, flow: a.flow }, 'alert sent'))
-      .catch((err) => this.log.error({ err: String(err), event: a.event, partner: a.partner, flow: a.flow }, 'alert could not be sent'));
+      .catch((err) => this.log.error({ err: String(err), event: a.event, partner: a.partner, flow: a.flow, alert: a }, 'alert could not be sent'))
+      .finally(() => this.alerts.delete(sending));
+    this.alerts.add(sending);
   }
 
   stop(): Promise<void> {
@@ -166,6 +183,8 @@ export class Daemon {
 
   private async shutdown(): Promise<void> {
     this.log.info('stopping: no new deliveries are taken');
+    const deadline = Date.now() + this.config.shutdownTimeoutMs;
+    await this.starting?.catch(() => {});
     const releases: Array<[string, () => unknown]> = [
       ['schedule', () => this.schedule?.stop()],
       ['key check', () => this.keyCheck?.stop()],
@@ -182,12 +201,15 @@ export class Daemon {
       }
     }
     const inFlight = () => Promise.allSettled([...[...this.states.values()].map((st) => st.running), ...[...this.links.values()].map((l) => l.stop())]);
-    const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), this.config.shutdownTimeoutMs).unref());
-    if ((await Promise.race([inFlight(), timeout])) === 'timeout') {
+    const timeout = () => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), Math.max(0, deadline - Date.now())).unref());
+    if ((await Promise.race([inFlight(), timeout()])) === 'timeout') {
       this.log.warn({ timeout_ms: this.config.shutdownTimeoutMs }, 'deliveries still in flight: rolling them back');
       this.abort.abort();
       await inFlight();
     }
+    // Alerts still being retried get what is left of the timeout; an abandoned one is logged with its content.
+    if (this.alerts.size > 0 && (await Promise.race([Promise.allSettled(this.alerts), timeout()])) === 'timeout') this.alertAbort.abort();
+    await Promise.allSettled(this.alerts);
     this.store?.close();
     this.log.info('stopped');
   }

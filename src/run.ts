@@ -79,6 +79,8 @@ export interface SweepHooks {
   /** a sequence gap that is no longer waited for */
   gap?: (flow: FlowConfig, expected: number, got: number) => void;
   accepted?: (flow: FlowConfig, deliveryId: string) => void;
+  /** true once the daemon is stopping: no further delivery is taken */
+  stopped?: () => boolean;
 }
 
 /** Processes what is ready in one partner's inbox, in sequence order per flow. */
@@ -88,9 +90,13 @@ export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: 
     flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(), seen: hooks.seen,
   });
   tally.waiting += scan.waiting;
-  for (const stale of scan.stale) count(tally, await handleStale(ctx, stale));
+  for (const stale of scan.stale) {
+    if (hooks.stopped?.()) return;
+    count(tally, await handleStale(ctx, stale));
+  }
   const held = new Set<string>();
   for (const ready of scan.ready) {
+    if (hooks.stopped?.()) return;
     const flow = partner.flows.find((f) => f.id === ready.name.flow)!;
     if (held.has(flow.id) || gapGate(ctx, flow, ready, hooks) === 'hold') {
       held.add(flow.id); // later sequences of the flow wait behind the missing one
