@@ -27,13 +27,20 @@ export interface DiscoverOptions {
 export interface Observation {
   size: number;
   mtimeMs: number;
+  /** when a scan first saw the name, on our clock */
+  firstSeenMs: number;
 }
 
 export interface ReadyDelivery {
   file: string;
   name: ParsedName;
-  /** the data file's modification time: when it arrived, on our clock */
+  /** the data file's modification time */
   mtimeMs: number;
+  /**
+   * When it arrived, on our clock: when a scan of this process first saw it, else its modification
+   * time. Not the modification time alone: clients such as WinSCP or `sftp put -p` keep the original.
+   */
+  arrivedMs?: number;
   sidecar?: string;
   manifest?: string;
   /** every file of the delivery, data file first */
@@ -56,14 +63,18 @@ export interface Scan {
   waiting: number;
 }
 
-interface Entry extends Observation {
+interface Entry {
   name: string;
+  size: number;
+  mtimeMs: number;
   regular: boolean;
 }
 
 export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<Scan> {
   const entries = await listEntries(inbox, opts.tempPatterns);
   const byName = new Map(entries.map((e) => [e.name, e]));
+  // Names gone from the inbox are forgotten: a long-running daemon must not keep every name it ever saw.
+  if (opts.seen) for (const name of opts.seen.keys()) if (!byName.has(name)) opts.seen.delete(name);
   const settled = (e: Entry) => isSettled(e, opts);
   const tooOld = (e: Entry) => opts.now - e.mtimeMs >= opts.incompleteAfterMs;
   const scan: Scan = { ready: [], stale: [], waiting: 0 };
@@ -91,7 +102,7 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
       scan.waiting++;
       continue;
     }
-    scan.ready.push({ file: e.name, name, mtimeMs: e.mtimeMs, sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
+    scan.ready.push({ file: e.name, name, mtimeMs: e.mtimeMs, arrivedMs: opts.seen?.get(e.name)?.firstSeenMs ?? e.mtimeMs, sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
   }
 
   // Whatever belongs to no data file: a companion waiting for its data file, or a stray file.
@@ -123,7 +134,7 @@ async function listEntries(inbox: string, tempPatterns: readonly RegExp[]): Prom
 /** Settled: old enough on our clock, and unchanged since the previous scan when there was one. */
 function isSettled(e: Entry, opts: DiscoverOptions): boolean {
   const before = opts.seen?.get(e.name);
-  opts.seen?.set(e.name, { size: e.size, mtimeMs: e.mtimeMs });
+  opts.seen?.set(e.name, { size: e.size, mtimeMs: e.mtimeMs, firstSeenMs: before?.firstSeenMs ?? opts.now });
   const unchanged = !before || (before.size === e.size && before.mtimeMs === e.mtimeMs);
   return unchanged && opts.now - e.mtimeMs >= opts.settleMs;
 }
