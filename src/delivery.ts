@@ -216,6 +216,9 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
       } catch (err) {
         await stager.abort();
         if (signal?.aborted) throw err;
+        // Tampered ciphertext decrypts to garbage that may break the CSV before the integrity check at
+        // the end can speak: an encrypted file is judged on its integrity first.
+        if (decrypt && classify(err).code !== 'DECRYPT_FAILED' && classify(err).code !== 'LIMIT_EXCEEDED') await checkIntegrity(path, decrypt);
         // A damaged transfer shows up as broken CSV; the checksum names the real cause.
         const sha = await hashFile(path);
         if (sidecarHex && sha !== sidecarHex) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${sha}, the .sha256 file says ${sidecarHex}`);
@@ -265,6 +268,18 @@ function tap(hash: Hash): Transform {
       cb(null, chunk);
     },
   });
+}
+
+/** Decrypts to nowhere: throws what decryption throws (DECRYPT_FAILED, signature, limits), or returns. */
+async function checkIntegrity(path: string, decrypt: DecryptOptions): Promise<void> {
+  const fh = await openRegular(path);
+  try {
+    const { plaintext, done } = await decryptStream(fh.createReadStream({ autoClose: false }), decrypt);
+    for await (const _ of plaintext);
+    await done;
+  } finally {
+    await fh.close();
+  }
 }
 
 export async function hashFile(path: string): Promise<string> {

@@ -64,6 +64,11 @@ async function readKeyFile(file: string): Promise<Buffer> {
   }
 }
 
+/** openpgp reads only the first armored block of a text: `cat a.asc b.asc > keys.asc` must give both keys. */
+function armoredBlocks(bytes: Buffer): string[] {
+  return bytes.toString('utf8').match(/-----BEGIN PGP [A-Z ]+-----[\s\S]*?-----END PGP [A-Z ]+-----/g) ?? [bytes.toString('utf8')];
+}
+
 const isArmored = (bytes: Buffer) => bytes.subarray(0, 64).toString('latin1').trimStart().startsWith('-----BEGIN PGP');
 
 export async function loadPrivateKeys(paths: string[], passphrase?: string): Promise<openpgp.PrivateKey[]> {
@@ -72,9 +77,9 @@ export async function loadPrivateKeys(paths: string[], passphrase?: string): Pro
     const bytes = await readKeyFile(file);
     let found: openpgp.PrivateKey[];
     try {
-      found = isArmored(bytes)
-        ? await openpgp.readPrivateKeys({ armoredKeys: bytes.toString('utf8'), config: PGP_POLICY })
-        : await openpgp.readPrivateKeys({ binaryKeys: bytes, config: PGP_POLICY });
+      found = [];
+      if (!isArmored(bytes)) found = await openpgp.readPrivateKeys({ binaryKeys: bytes, config: PGP_POLICY });
+      else for (const block of armoredBlocks(bytes)) found.push(...(await openpgp.readPrivateKeys({ armoredKeys: block, config: PGP_POLICY })));
     } catch (err) {
       throw invalid(file, `not an OpenPGP private key (${causeText(err)})`, err);
     }
@@ -109,9 +114,10 @@ export async function loadPublicKeys(paths: string[]): Promise<openpgp.PublicKey
 async function readKeysFrom(file: string): Promise<openpgp.Key[]> {
   const bytes = await readKeyFile(file);
   try {
-    return isArmored(bytes)
-      ? await openpgp.readKeys({ armoredKeys: bytes.toString('utf8'), config: PGP_POLICY })
-      : await openpgp.readKeys({ binaryKeys: bytes, config: PGP_POLICY });
+    if (!isArmored(bytes)) return await openpgp.readKeys({ binaryKeys: bytes, config: PGP_POLICY });
+    const found: openpgp.Key[] = [];
+    for (const block of armoredBlocks(bytes)) found.push(...(await openpgp.readKeys({ armoredKeys: block, config: PGP_POLICY })));
+    return found;
   } catch (err) {
     throw invalid(file, `not an OpenPGP public key (${causeText(err)})`, err);
   }
