@@ -66,13 +66,18 @@ export async function writeAtomic(path: string, data: string, mode = 0o644, tmpD
   await fsyncDir(dirname(path));
 }
 
-/** Renames without replacing an existing target: link + unlink. Returns false when the target exists. */
+/**
+ * Renames without replacing an existing target: link + unlink. Returns false when another file has the
+ * target name. A target that is the very same file (same inode) is an earlier move cut short between
+ * link and unlink by a crash: the move is finished, not refused.
+ */
 export async function moveNoClobber(from: string, to: string): Promise<boolean> {
   try {
     await fsp.link(from, to);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    const [a, b] = await Promise.all([fsp.lstat(from), fsp.lstat(to).catch(() => undefined)]);
+    if (!b || a.ino !== b.ino || a.dev !== b.dev) return false;
   }
   await fsp.unlink(from);
   return true;
