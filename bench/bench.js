@@ -15,7 +15,8 @@ const ROWS = Number(args.rows ?? 1_000_000);
 const FACTOR = Number(args.factor ?? 10);
 const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
 const MAPPING = new URL('../config/mappings/acme-inventory.csv', import.meta.url).pathname;
-const extraCases = (globalThis.INBOXD_BENCH_CASES ?? []);
+const GNUPGHOME = mkdtempSync(join(tmpdir(), 'inboxd-bench-gpg-'));
+const gpg = (...a) => execFileSync('gpg', ['--batch', '--yes', '--quiet', '--pinentry-mode', 'loopback', '--passphrase', '', '--trust-model', 'always', ...a], { env: { ...process.env, GNUPGHOME }, maxBuffer: 1 << 26 });
 
 async function generate(path, rows) {
   const out = createWriteStream(path);
@@ -43,8 +44,25 @@ async function generate(path, rows) {
   return { sha256: hash.digest('hex'), qty };
 }
 
-function config(dir) {
-  const yaml = `root: ${dir}/partners\ndatabase: ${dir}/inboxd.db\nsettle_time: 0s\nlog_level: warn\npartners:\n  acme:\n    flows:\n      inventory:\n        mapping: ${MAPPING}\n        table: inventory\n        key: [sku, warehouse]\n        totals: [qty]\n`;
+/** Our key (ed25519/cv25519) and the partner's, made by gpg as a partner would. */
+let keysMade = false;
+function makeKeys(dir) {
+  if (!keysMade) makeGpgKeys();
+  keysMade = true;
+  writeFileSync(join(dir, 'ours.asc'), gpg('--armor', '--export-secret-keys', '<inboxd@bench>'));
+  writeFileSync(join(dir, 'partner.asc'), gpg('--armor', '--export', '<partner@bench>'));
+}
+
+function makeGpgKeys() {
+  gpg('--quick-gen-key', 'inboxd@bench', 'ed25519', 'sign', 'never');
+  gpg('--quick-add-key', String(gpg('--with-colons', '--list-keys', '<inboxd@bench>')).split('\n').find((l) => l.startsWith('fpr:')).split(':')[9], 'cv25519', 'encr', 'never');
+  gpg('--quick-gen-key', 'partner@bench', 'ed25519', 'sign', 'never');
+}
+
+function config(dir, encrypted) {
+  const pgp = encrypted ? `pgp:\n  keys: [${dir}/ours.asc]\n  max_decompressed_size: 100GiB\n` : '';
+  const partnerPgp = encrypted ? `    pgp:\n      verification_keys: [${dir}/partner.asc]\n` : '';
+  const yaml = `root: ${dir}/partners\ndatabase: ${dir}/inboxd.db\nsettle_time: 0s\nlog_level: warn\n${pgp}partners:\n  acme:\n${partnerPgp}    flows:\n      inventory:\n        mapping: ${MAPPING}\n        table: inventory\n        key: [sku, warehouse]\n        totals: [qty]\n`;
   writeFileSync(join(dir, 'inboxd.yaml'), yaml);
   return join(dir, 'inboxd.yaml');
 }
@@ -68,21 +86,28 @@ async function measure(cmd, argv, opts = {}) {
   return { seconds, peakMb: peakKb / 1024 };
 }
 
-async function inboxdCase(rows, prepare = (_p) => {}) {
+/** Generates a delivery, ingests it with the real CLI, checks the row count. Encrypted: gpg --sign --encrypt. */
+async function inboxdCase(rows, encrypted = false) {
   const dir = mkdtempSync(join(tmpdir(), 'inboxd-bench-'));
   const inbox = join(dir, 'partners', 'acme', 'inbox');
   mkdirSync(inbox, { recursive: true });
-  const file = 'inventory_20250916T0200Z_001.csv';
-  const { sha256, qty } = await generate(join(dir, file), rows);
+  let file = 'inventory_20250916T0200Z_001.csv';
+  const { qty } = await generate(join(dir, file), rows);
+  if (encrypted) {
+    makeKeys(dir);
+    gpg('--compress-algo', 'zlib', '-u', '<partner@bench>', '-r', '<inboxd@bench>', '--sign', '--encrypt', '-o', join(dir, `${file}.pgp`), join(dir, file));
+    rmSync(join(dir, file));
+    file = `${file}.pgp`;
+  }
+  const sha256 = execFileSync('sha256sum', [join(dir, file)]).toString().slice(0, 64);
   writeFileSync(join(inbox, `${file}.sha256`), `${sha256}  ${file}\n`);
   writeFileSync(join(inbox, `${file}.manifest.json`), JSON.stringify({ file, records: rows, sums: { qty }, sha256 }));
-  const cfg = config(dir);
-  const finalName = await prepare({ dir, inbox, file, data: join(dir, file) });
-  execFileSync('mv', [join(dir, file), join(inbox, finalName ?? file)]);
+  const cfg = config(dir, encrypted);
+  execFileSync('mv', [join(dir, file), join(inbox, file)]);
   const r = await measure(process.execPath, [CLI, 'run', '--once', '--config', cfg]);
   const count = execFileSync('sqlite3', [join(dir, 'inboxd.db'), 'SELECT count(*) FROM inventory']).toString().trim();
   if (Number(count) !== rows) throw new Error(`expected ${rows} rows, found ${count}`);
-  return { ...r, dir, data: join(inbox, file) };
+  return { ...r, dir };
 }
 
 async function cToolsCase(rows) {
@@ -121,10 +146,9 @@ for (const rows of [ROWS, ROWS * FACTOR]) {
   const plain = await inboxdCase(rows);
   report('inboxd plain CSV', rows, plain, base);
   rmSync(plain.dir, { recursive: true, force: true });
-  for (const c of extraCases) {
-    const r = await inboxdCase(rows, c.prepare);
-    report(c.label, rows, r, base);
-    rmSync(r.dir, { recursive: true, force: true });
-  }
+  const enc = await inboxdCase(rows, true);
+  report('inboxd signed+encrypted', rows, enc, base);
+  rmSync(enc.dir, { recursive: true, force: true });
   console.log('');
 }
+rmSync(GNUPGHOME, { recursive: true, force: true });
