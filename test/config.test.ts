@@ -2,9 +2,9 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { fixture, MAPPING, runCli } from './helpers/fixture.js';
+import { fixture, MAPPING, runCli, SLOW } from './helpers/fixture.js';
 
-describe.concurrent('configuration errors stop inboxd before it touches anything', () => {
+describe.concurrent('configuration errors stop inboxd before it touches anything', SLOW, () => {
   it.for<[string, Parameters<typeof fixture>[1], RegExp]>([
     ['a key column not in the mapping', { flow: { key: ['nope'] } }, /partners\.acme\.flows\.inventory\.key\[0\]: "nope" is not a column of the mapping/],
     ['a control total that is not a number column', { flow: { totals: ['currency'] } }, /partners\.acme\.flows\.inventory\.totals\[0\]: .*only integer and amount/],

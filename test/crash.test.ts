@@ -5,7 +5,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { type Fixture, fixture, type Row, rowsOf } from './helpers/fixture.js';
+import { fixture, type Fixture, type Row, rowsOf, SLOW } from './helpers/fixture.js';
 
 const crash = (fx: Fixture, at: string) => fx.runOnce({ env: { INBOXD_TEST_CRASH_AT: at } });
 const strip = (rows: Record<string, unknown>[]) => rows.map(({ _delivery_id, _updated_at, ...r }) => r);
@@ -28,7 +28,7 @@ async function expectCleanOutcome(fx: Fixture, files: string[], rowCount: number
   expect(fx.listWork()).toEqual([]);
 }
 
-describe.concurrent('crash recovery', () => {
+describe.concurrent('crash recovery', SLOW, () => {
   it('killed between commit and ACK: the next run answers without applying twice', async (t) => {
     const fx = await fixture(t);
     const rows: Row[] = rowsOf(3);

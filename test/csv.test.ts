@@ -1,11 +1,11 @@
 /** CSV parsing end to end: structure errors name the line, dialects, encodings, and values typed by the mapping only. */
 import { describe, expect, it } from 'vitest';
-import { csvLine, fixture, HEADER, MAPPING, type Row, row, sha256 } from './helpers/fixture.js';
+import { csvLine, fixture, HEADER, MAPPING, row, type Row, sha256, SLOW } from './helpers/fixture.js';
 
 const line = (r: Row, delimiter = ',') => csvLine(HEADER.map((h) => r[h] ?? ''), delimiter);
 const text = (...lines: string[]) => `${[HEADER.join(','), ...lines].join('\n')}\n`;
 
-describe.concurrent('structural errors reject the whole file and name the line', () => {
+describe.concurrent('structural errors reject the whole file and name the line', SLOW, () => {
   it.for<[string, string, string, RegExp]>([
     ['an unbalanced quote', text(line(row(1)), `"A-102,BER1,12,1.50,EUR,NEW,true,b@example.com,2025-09-16T01:55:00Z`, line(row(3))), 'MALFORMED_CSV', /^line 3, column 1: .*quote/],
     ['an unbalanced quote after a multi-line field', text(line(row(1, { ContactEmail: 'a\nb\nc' })), line(row(2)).replace('12,', '"12,'), line(row(3)), line(row(4))), 'MALFORMED_CSV', /^line 5, column 3: .*quote/],
@@ -85,7 +85,7 @@ describe.concurrent('structural errors reject the whole file and name the line',
   });
 });
 
-describe.concurrent('what CSV files look like in practice', () => {
+describe.concurrent('what CSV files look like in practice', SLOW, () => {
   it('a UTF-8 BOM is stripped, CRLF works, quoted fields may hold newlines, delimiters and quotes', async (t) => {
     const fx = await fixture(t);
     const rows = [row(1, { ContactEmail: 'line one\r\nline two' }), row(2, { ContactEmail: 'a, "quoted" b' }), row(3, { ContactEmail: 'line one\nline two' })];

@@ -4,9 +4,9 @@
  */
 import { promises as fsp } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { fixture, nameFor, row, rowsOf } from './helpers/fixture.js';
+import { fixture, nameFor, row, rowsOf, SLOW } from './helpers/fixture.js';
 
-describe.concurrent('B-003: a delivery with sidecar and manifest', () => {
+describe.concurrent('B-003: a delivery with sidecar and manifest', SLOW, () => {
   it('upserts typed rows, drops an ACK in outbox/, archives the originals read-only, exits 0', async (t) => {
     const fx = await fixture(t);
     const d = await fx.makeDelivery({
@@ -58,7 +58,7 @@ describe.concurrent('B-003: a delivery with sidecar and manifest', () => {
   });
 });
 
-describe.concurrent('B-101: the same delivery resent', () => {
+describe.concurrent('B-101: the same delivery resent', SLOW, () => {
   it('changes nothing, records the duplicate and leaves a DUPLICATE notice in error/', async (t) => {
     const fx = await fixture(t);
     const first = await fx.makeDelivery({ seq: 1 });
@@ -98,7 +98,7 @@ describe.concurrent('B-101: the same delivery resent', () => {
   });
 });
 
-describe.concurrent('sequence conflict', () => {
+describe.concurrent('sequence conflict', SLOW, () => {
   it('same sequence with different content is rejected and applies nothing', async (t) => {
     const fx = await fixture(t);
     await fx.makeDelivery({ seq: 1 });
@@ -114,7 +114,7 @@ describe.concurrent('sequence conflict', () => {
   });
 });
 
-describe.concurrent('truncated upload (no rename)', () => {
+describe.concurrent('truncated upload (no rename)', SLOW, () => {
   it.for(['x.csv.part', 'x.csv.tmp', 'x.csv.filepart', '.x.csv'])('a file named like %s is never read', async (pattern, t) => {
     const fx = await fixture(t, { incomplete_after: '1s' });
     const final = nameFor(1);
@@ -148,7 +148,7 @@ describe.concurrent('truncated upload (no rename)', () => {
   });
 });
 
-describe.concurrent('wrong checksum', () => {
+describe.concurrent('wrong checksum', SLOW, () => {
   it('is rejected CHECKSUM_MISMATCH; the table is unchanged; original and report in error/', async (t) => {
     const fx = await fixture(t);
     await fx.makeDelivery({ seq: 1 });
@@ -169,15 +169,15 @@ describe.concurrent('wrong checksum', () => {
   });
 });
 
-describe.concurrent('a delivery whose companion has not arrived', () => {
+describe.concurrent('a delivery whose companion has not arrived', SLOW, () => {
   it('waits for a missing manifest, then is rejected INCOMPLETE naming it', async (t) => {
-    const fx = await fixture(t, { incomplete_after: '20s' });
+    const fx = await fixture(t, { incomplete_after: '1h' });
     const d = await fx.makeDelivery({ seq: 1, manifest: false, ageMs: 0 });
     expect((await fx.runOnce()).code).toBe(0);
     expect(fx.listDir('inbox')).toEqual(d.files.sort());
     expect(fx.query('SELECT * FROM deliveries')).toEqual([]);
 
-    const past = new Date(Date.now() - 60_000);
+    const past = new Date(Date.now() - 2 * 3_600_000);
     for (const f of d.files) await fsp.utimes(fx.path('inbox', f), past, past);
     const run = await fx.runOnce();
     expect(run.code).toBe(1);
@@ -216,9 +216,9 @@ describe.concurrent('a delivery whose companion has not arrived', () => {
   });
 });
 
-describe.concurrent('settle time', () => {
+describe.concurrent('settle time', SLOW, () => {
   it('a file modified just now is not read yet', async (t) => {
-    const fx = await fixture(t, { settle_time: '60s' }); // generous: the run must start well within it
+    const fx = await fixture(t, { settle_time: '1h' }); // generous: the run must start well within it
     const d = await fx.makeDelivery({ seq: 1, ageMs: 0 });
     const run = await fx.runOnce();
     expect(run.code).toBe(0);
@@ -226,14 +226,14 @@ describe.concurrent('settle time', () => {
     expect(fx.query('SELECT * FROM deliveries')).toEqual([]);
     expect(run.logs.at(-1)).toMatchObject({ msg: 'run complete', waiting: 1, accepted: 0 });
 
-    const past = new Date(Date.now() - 120_000);
+    const past = new Date(Date.now() - 2 * 3_600_000);
     for (const f of d.files) await fsp.utimes(fx.path('inbox', f), past, past);
     expect((await fx.runOnce()).code).toBe(0);
     expect(fx.rows()).toHaveLength(3);
   });
 });
 
-describe.concurrent('only regular files are read', () => {
+describe.concurrent('only regular files are read', SLOW, () => {
   it('a symlink named like a delivery is not followed: NOT_A_REGULAR_FILE, the target untouched', async (t) => {
     const fx = await fixture(t);
     const secret = `${fx.dir}/secret.csv`;
@@ -275,7 +275,7 @@ describe.concurrent('only regular files are read', () => {
   });
 });
 
-describe.concurrent('sequence order', () => {
+describe.concurrent('sequence order', SLOW, () => {
   it('002 and 001 in the inbox together are applied 001 then 002', async (t) => {
     const fx = await fixture(t);
     await fx.makeDelivery({ seq: 2, rows: [row(1, { Quantity: '222' })] });
@@ -295,7 +295,7 @@ describe.concurrent('sequence order', () => {
   });
 });
 
-describe.concurrent('exit codes', () => {
+describe.concurrent('exit codes', SLOW, () => {
   it('0 when all is good or nothing to do, 1 when some delivery was rejected', async (t) => {
     const fx = await fixture(t);
     expect((await fx.runOnce()).code).toBe(0);
@@ -308,7 +308,7 @@ describe.concurrent('exit codes', () => {
   });
 });
 
-describe.concurrent('logs', () => {
+describe.concurrent('logs', SLOW, () => {
   it('are JSON lines, and every line about a delivery names partner, flow, file, seq and delivery id', async (t) => {
     const fx = await fixture(t, { incomplete_after: '1s' });
     await fx.makeDelivery({ seq: 1 });
@@ -337,7 +337,7 @@ describe.concurrent('logs', () => {
   });
 });
 
-describe.concurrent('one inboxd at a time', () => {
+describe.concurrent('one inboxd at a time', SLOW, () => {
   it('two runs at once never take each other\'s deliveries: the second exits 75 and changes nothing', async (t) => {
     const fx = await fixture(t);
     for (let seq = 1; seq <= 4; seq++) await fx.makeDelivery({ seq, rows: rowsOf(1500, seq * 10) });

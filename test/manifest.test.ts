@@ -1,8 +1,8 @@
 /** The manifest: control totals (record count, sums), its sha256 and its `file`, end to end through the CLI. */
 import { describe, expect, it } from 'vitest';
-import { fixture, nameFor, row, rowsOf } from './helpers/fixture.js';
+import { fixture, nameFor, row, rowsOf, SLOW } from './helpers/fixture.js';
 
-describe.concurrent('control totals', () => {
+describe.concurrent('control totals', SLOW, () => {
   const cases: [string, Record<string, unknown>, string][] = [
     ['record count', { records: 4 }, 'RECORD_COUNT_MISMATCH'],
     ['sum', { sums: { qty: 37 } }, 'CONTROL_TOTAL_MISMATCH'],

@@ -1,6 +1,6 @@
 /** Row validation end to end: errors as values with line, column and reason; PII never shown; bad-row allowances. */
 import { describe, expect, it } from 'vitest';
-import { fixture, row, rowsOf } from './helpers/fixture.js';
+import { fixture, row, rowsOf, SLOW } from './helpers/fixture.js';
 
 const SECRET = 'very.secret.person@example.com.invalid.tld';
 
@@ -33,7 +33,7 @@ function parseCsv(text: string): string[][] {
   return rows;
 }
 
-describe.concurrent('row validation errors', () => {
+describe.concurrent('row validation errors', SLOW, () => {
   it('by default any bad row rejects the file; the report lists every error with line, column and reason', async (t) => {
     const fx = await fixture(t);
     await fx.makeDelivery({ seq: 1 });
@@ -104,7 +104,7 @@ describe.concurrent('row validation errors', () => {
   });
 });
 
-describe.concurrent('a flow that tolerates bad rows', () => {
+describe.concurrent('a flow that tolerates bad rows', SLOW, () => {
   it('max_bad_rows 3: good rows applied, bad ones listed with the ACK, status accepted_with_errors', async (t) => {
     const fx = await fixture(t, { flow: { max_bad_rows: 3 } });
     const d = await fx.makeDelivery({ seq: 1, rows: mixed() });

@@ -1,8 +1,8 @@
 /** The `.sha256` sidecar in every form partners produce, end to end through the CLI. */
 import { describe, expect, it } from 'vitest';
-import { fixture, type SidecarForm } from './helpers/fixture.js';
+import { fixture, type SidecarForm, SLOW } from './helpers/fixture.js';
 
-describe.concurrent('sidecar forms', () => {
+describe.concurrent('sidecar forms', SLOW, () => {
   it.for<SidecarForm>(['bare', 'gnu', 'gnu-binary', 'bsd', 'upper'])('accepts the %s form', async (form, t) => {
     const fx = await fixture(t);
     const d = await fx.makeDelivery({ seq: 1, sidecar: form });
