@@ -61,29 +61,33 @@ export async function claimCopies(workRoot: string, id: string, sources: readonl
   await ensureDir(dir, 0o700);
   await fsp.writeFile(join(dir, REPLAY_MARK), JSON.stringify({ pid: process.pid, ...mark }), { flag: 'wx', mode: 0o600 });
   const sha256 = new Map<string, string>();
-  for (const s of sources) {
-    const src = await openRegular(s.path);
-    const hash = createHash('sha256');
-    try {
-      const dst = await fsp.open(join(dir, s.name), 'wx', 0o600);
-      try {
-        const tap = new Transform({
-          transform(chunk: Buffer, _enc, cb) {
-            hash.update(chunk);
-            cb(null, chunk);
-          },
-        });
-        await pipeline(src.createReadStream({ autoClose: false }), tap, dst.createWriteStream({ autoClose: false }));
-        await dst.sync();
-      } finally {
-        await dst.close();
-      }
-    } finally {
-      await src.close();
-    }
-    sha256.set(s.name, hash.digest('hex'));
+  try {
+    for (const s of sources) sha256.set(s.name, await copyHashed(s.path, join(dir, s.name)));
+  } catch (err) {
+    await fsp.rm(dir, { recursive: true, force: true });
+    throw err;
   }
   return { dir, sha256 };
+}
+
+/** Copies a regular file (never through a symlink) to a new private file, synced; returns its SHA-256. */
+async function copyHashed(from: string, to: string): Promise<string> {
+  const hash = createHash('sha256');
+  const src = await openRegular(from);
+  try {
+    const dst = await fsp.open(to, 'wx', 0o600);
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+    });
+    // The write stream owns `dst`: it syncs (flush) and closes it, on success and on error alike.
+    await pipeline(src.createReadStream({ autoClose: false }), tap, dst.createWriteStream({ flush: true }));
+  } finally {
+    await src.close();
+  }
+  return hash.digest('hex');
 }
 
 /** A working directory of a replay's copies: cut short before its commit, it is dropped, never released to the inbox. */

@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { type Config, loadConfig } from './config.js';
 import { registerKeysCommands } from './cli-keys.js';
+import { registerOpsCommands } from './cli-ops.js';
 import { Daemon } from './daemon.js';
 import { classify, EXIT, InboxdError } from './errors.js';
 import { keySources } from './keyring.js';
@@ -60,6 +61,7 @@ program
   });
 
 registerKeysCommands(program, async (file) => keySources(loadConfig(file)));
+registerOpsCommands(program);
 
 export async function main(argv: string[]): Promise<number> {
   try {

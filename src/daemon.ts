@@ -10,6 +10,7 @@
 import cron, { type ScheduledTask } from 'node-cron';
 import { type Alert, sendAlert } from './alert.js';
 import type { Config, PartnerConfig } from './config.js';
+import { type OpsRuntime, startOps } from './daemon-ops.js';
 import { DeadlineKeeper } from './deadlines.js';
 import type { Observation } from './discover.js';
 import type { Logger } from './log.js';
@@ -44,6 +45,9 @@ export class Daemon {
   private readonly alerts = new Set<Promise<void>>();
   private readonly alertAbort = new AbortController();
   private starting?: Promise<void>;
+  /** HTTP listener, metrics observer, prune schedule (daemon-ops.ts) */
+  private ops?: OpsRuntime;
+  private recovered = false;
   private slots: number;
   private readonly queue: Array<() => void> = [];
   private stopping?: Promise<void>;
@@ -66,12 +70,14 @@ export class Daemon {
     this.keyCheck = cron.schedule('17 3 * * *', () => void openKeyring(this.config, this.log).catch((err) => this.log.error({ err: String(err) }, 'key check failed')), { name: 'inboxd-keys' });
     await ensureTree(this.config);
     this.store = openStore(this.config);
+    this.ops = await startOps(this.config, this.store, this.log, () => this.recovered && !this.stopping);
     // Interrupted work first: nothing new is taken before it is finished or put back.
     for (const partner of this.config.partners) {
       if (this.stopping) return;
       await recover(this.store, partner, this.log);
     }
     if (this.stopping) return;
+    this.recovered = true;
     this.deadlines = new DeadlineKeeper(this.store, this.config.partners, this.log, (a) => this.alert(a));
     this.deadlines.start();
     if (this.config.watch) {
@@ -131,7 +137,7 @@ export class Daemon {
     const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
     try {
       if (this.stopping) return 0;
-      const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal, keyring: this.keyring };
+      const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal, keyring: this.keyring, observer: this.ops?.observer };
       await recover(this.store, st.partner, this.log);
       await sweepPartner(ctx, this.config, tally, {
         seen: st.seen,
@@ -188,6 +194,7 @@ export class Daemon {
     const releases: Array<[string, () => unknown]> = [
       ['schedule', () => this.schedule?.stop()],
       ['key check', () => this.keyCheck?.stop()],
+      ['operations', () => this.ops?.stop()],
       ['remote schedules', () => this.linkTasks.forEach((t) => t.stop())],
       ['deadlines', () => this.deadlines?.stop()],
       ['watcher', () => this.watcher?.close()],

@@ -43,6 +43,7 @@ export const CODES = {
   REMOTE_TIMEOUT: 'retry',
   CIRCUIT_OPEN: 'retry',
   // operations commands (replay, deliveries): the operator's request cannot be done as asked
+  USAGE: 'reject', // the command line names a partner, flow or file that does not exist
   UNKNOWN_DELIVERY: 'reject',
   NOT_REPLAYABLE: 'reject',
   EVIDENCE_CHANGED: 'reject', // an archived file no longer has the checksum recorded when it was received

@@ -1,0 +1,76 @@
+/**
+ * What the daemon runs for operators beside the delivery loop: the HTTP listener (metrics, health,
+ * readiness), the delivery observer feeding the metrics, and the prune schedule. The daemon starts it
+ * once its store is open and stops it before closing the store.
+ */
+import { constants, promises as fsp } from 'node:fs';
+import cron, { type ScheduledTask } from 'node-cron';
+import type { Config } from './config.js';
+import { type HttpServer, type Readiness, startHttp } from './http.js';
+import type { Logger } from './log.js';
+import { metrics } from './metrics.js';
+import type { DeliveryObserver } from './observe.js';
+import { prune } from './prune.js';
+import type { Store } from './store.js';
+
+export interface OpsRuntime {
+  observer: DeliveryObserver;
+  stop(): Promise<void>;
+}
+
+/** `started`: startup recovery is done and the daemon is not stopping. */
+export async function startOps(config: Config, store: Store, log: Logger, started: () => boolean): Promise<OpsRuntime> {
+  metrics.attach(store, config);
+  let http: HttpServer | undefined;
+  if (config.http) {
+    metrics.enableDefaults();
+    http = await startHttp(config.http, {
+      metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+      ready: () => readiness(config, store, started),
+    });
+    log.info({ host: http.host, port: http.port }, `http listening on ${http.host}:${http.port}: /metrics /healthz /readyz`);
+  }
+  let pruning: Promise<void> | undefined;
+  const runPrune = async () => {
+    try {
+      const r = await prune(store, config);
+      log.info({ files: r.files.length, rows: r.rows, event: 'prune' }, 'prune done');
+    } catch (err) {
+      log.error({ err: String(err), event: 'prune' }, 'prune failed; it runs again at the next scheduled time');
+    }
+  };
+  const task: ScheduledTask | undefined = config.pruneSchedule
+    ? cron.schedule(config.pruneSchedule, () => {
+      if (pruning || !started()) return;
+      pruning = runPrune().finally(() => (pruning = undefined));
+    }, { name: 'inboxd-prune' })
+    : undefined;
+  return {
+    observer: metrics.observer(),
+    stop: async () => {
+      await task?.stop();
+      await pruning; // the store is closed after this
+      await http?.close();
+    },
+  };
+}
+
+/** Ready only when every part of the work can be done: no guessing from the process being alive. */
+export async function readiness(config: Config, store: Store, started: () => boolean): Promise<Readiness> {
+  const checks: Record<string, string> = {};
+  checks.startup = started() ? 'ok' : 'startup recovery not finished, or stopping';
+  try {
+    store.db.prepare('SELECT 1').get();
+    checks.database = 'ok';
+  } catch (err) {
+    checks.database = `not usable: ${(err as Error).message}`;
+  }
+  for (const p of config.partners) {
+    const bad: string[] = [];
+    for (const dir of [p.dirs.inbox, p.dirs.outbox, p.dirs.archive, p.dirs.error, p.dirs.work]) {
+      await fsp.access(dir, constants.W_OK).catch((err: NodeJS.ErrnoException) => bad.push(`${dir}: ${err.code ?? err.message}`));
+    }
+    checks[`partner ${p.id}`] = bad.length ? `not writable: ${bad.join('; ')}` : 'ok';
+  }
+  return { ready: Object.values(checks).every((v) => v === 'ok'), checks };
+}
