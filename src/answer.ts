@@ -5,7 +5,7 @@
  * crash the same plan is simply carried out again: same names, same bytes, no second ACK.
  */
 import { existsSync, promises as fsp } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { PartnerDirs } from './config.js';
 import { crashPoint } from './crashpoint.js';
 import { exists, fsyncDir, writeAtomic } from './fsx.js';
@@ -102,7 +102,8 @@ function placeAll(f: AnswerFacts, dirs: PartnerDirs, dir: 'archive' | 'error', r
 
 /** Carries out a plan. Every step is safe to repeat: a crash anywhere is finished by running it again. */
 export async function carryOut(plan: AnswerPlan, dirs: PartnerDirs, workDir: string): Promise<void> {
-  for (const w of plan.writes) await writeAtomic(join(dirs[w.dir], w.name), w.content, 0o640, dirs.work);
+  // The working directory is named for the delivery id: the tag of the answers' temporary names.
+  for (const w of plan.writes) await writeAtomic(join(dirs[w.dir], w.name), w.content, 0o640, basename(workDir));
   crashPoint('after-ack');
   const touched = new Set<string>();
   for (const m of plan.moves) {

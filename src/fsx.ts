@@ -50,12 +50,22 @@ export async function fsyncDir(dir: string): Promise<void> {
 
 /**
  * Writes a file under a temporary name, syncs it, renames it into place and syncs the directory.
- * The temporary file lives in `tmpDir` (same filesystem) when given: in a directory a partner can
- * write to, a file planted under the temporary name would otherwise block the answer.
+ *
+ * The temporary file is made in the target directory, so that it gets the directory's group: a setgid
+ * outbox/ hands the partner's group to every answer, which is how the partner may read it (a file
+ * renamed in from elsewhere keeps the group it was made with). A partner can write to that directory
+ * too, so the temporary name carries `tag`, which it cannot know beforehand (the delivery id, made
+ * public only by the answer), and it is created exclusively, never through a link. Whatever is in the
+ * way under that name (our own leftover of a write cut short, or something planted) is removed first.
  */
-export async function writeAtomic(path: string, data: string, mode = 0o644, tmpDir = dirname(path)): Promise<void> {
-  const tmp = join(tmpDir, `.${basename(path)}.${process.pid}.tmp`);
-  const fh = await fsp.open(tmp, 'w', mode);
+export async function writeAtomic(path: string, data: string, mode = 0o644, tag = String(process.pid)): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${tag}.tmp`);
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+  const fh = await fsp.open(tmp, flags, mode).catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+    await fsp.unlink(tmp);
+    return fsp.open(tmp, flags, mode);
+  });
   try {
     await fh.writeFile(data);
     await fh.sync();
