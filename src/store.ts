@@ -13,6 +13,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { InboxdError } from './errors.js';
 import type { FieldSpec } from './mapping.js';
 import { RemoteLedger } from './remote-ledger.js';
 
@@ -151,7 +152,13 @@ export class Store {
   ensureTable(t: TargetTable): void {
     const cols = t.fields.map((f) => `${q(f.ours)} ${SQL_TYPES[f.type]}${t.key.includes(f.ours) ? ' NOT NULL' : ''}`);
     this.db.exec(`CREATE TABLE IF NOT EXISTS ${q(t.table)} (${cols.join(', ')}, _delivery_id TEXT NOT NULL, _updated_at TEXT NOT NULL, PRIMARY KEY (${t.key.map(q).join(', ')})) WITHOUT ROWID`);
-    const have = new Set((this.db.prepare(`PRAGMA table_info(${q(t.table)})`).all() as { name: string }[]).map((c) => c.name));
+    const info = this.db.prepare(`PRAGMA table_info(${q(t.table)})`).all() as { name: string; pk: number }[];
+    // Upserts target the table's primary key: a key changed in the configuration would fail every delivery.
+    const pk = info.filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk).map((c) => c.name);
+    if (pk.length !== t.key.length || !t.key.every((k) => pk.includes(k))) {
+      throw new InboxdError('CONFIG_INVALID', `table "${t.table}" exists with the key (${pk.join(', ')}), but the configuration says (${t.key.join(', ')}); change the key back, or migrate the table`);
+    }
+    const have = new Set(info.map((c) => c.name));
     for (const f of t.fields) {
       if (!have.has(f.ours)) this.db.exec(`ALTER TABLE ${q(t.table)} ADD COLUMN ${q(f.ours)} ${SQL_TYPES[f.type]}`);
     }
