@@ -67,6 +67,19 @@ describe.concurrent('configuration errors stop inboxd before it touches anything
     expect(run.code).toBe(0);
   });
 
+  it('a key that no longer matches the existing table is a configuration error, not a delivery retried forever', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 1 });
+    expect((await fx.runOnce()).code).toBe(0);
+    await fx.writeConfig({ flow: { key: ['sku'] } });
+    const d = await fx.makeDelivery({ seq: 2 });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(78);
+    expect(run.stderr).toMatch(/CONFIG_INVALID: table "inventory" exists with the key \(sku, warehouse\), but the configuration says \(sku\)/);
+    expect(fx.listDir('inbox')).toEqual([...d.files].sort());
+    expect(fx.rows()).toHaveLength(3);
+  });
+
   it('a usage error exits 64', async () => {
     expect((await runCli(['run', '--once'])).code).toBe(64);
     expect((await runCli(['frobnicate'])).code).toBe(64);
