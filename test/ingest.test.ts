@@ -169,6 +169,31 @@ describe.concurrent('wrong checksum', SLOW, () => {
   });
 });
 
+describe.concurrent('resending after a rejection', SLOW, () => {
+  it('a corrected resend under the same sequence is accepted; the rejected copy stays in error/', async (t) => {
+    const fx = await fixture(t);
+    const bad = await fx.makeDelivery({ seq: 1, corrupt: true });
+    expect((await fx.runOnce()).code).toBe(1);
+    const good = await fx.makeDelivery({ seq: 1 });
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.rows()).toHaveLength(3);
+    expect(fx.listDir('archive')).toEqual([...good.files].sort());
+    expect(fx.listDir('error')).toEqual([...bad.files, `${bad.name}.error.json`].sort());
+    expect(await fx.readFile('error', bad.name)).toEqual(bad.data);
+    expect(fx.query('SELECT outcome, code FROM deliveries ORDER BY decided_at, rowid')).toEqual([{ outcome: 'rejected', code: 'CHECKSUM_MISMATCH' }, { outcome: 'accepted', code: null }]);
+  });
+
+  it('the same broken file sent twice keeps both reports: nothing in error/ is overwritten', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 1, corrupt: true });
+    await fx.runOnce();
+    await fx.makeDelivery({ seq: 1, corrupt: true });
+    expect((await fx.runOnce()).code).toBe(1);
+    expect(fx.listDir('error').filter((n) => n.endsWith('.error.json'))).toHaveLength(2);
+    expect(fx.listDir('error')).toHaveLength(8);
+  });
+});
+
 describe.concurrent('a delivery whose companion has not arrived', SLOW, () => {
   it('waits for a missing manifest, then is rejected INCOMPLETE naming it', async (t) => {
     const fx = await fixture(t, { incomplete_after: '1h' });

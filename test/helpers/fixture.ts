@@ -243,6 +243,10 @@ export class Fixture {
     return JSON.parse(await fsp.readFile(this.path(which, name, partner), 'utf8'));
   }
 
+  readFile(which: PartnerDir, name: string, partner = 'acme'): Promise<Buffer> {
+    return fsp.readFile(this.path(which, name, partner));
+  }
+
   readText(which: PartnerDir, name: string, partner = 'acme'): Promise<string> {
     return fsp.readFile(this.path(which, name, partner), 'utf8');
   }
