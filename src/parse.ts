@@ -65,8 +65,10 @@ function newlinesBeforeInvalid(encoding: string, chunk: Buffer): number {
   return new TextDecoder(encoding).decode(chunk.subarray(start, ok)).split('\n').length - 1;
 }
 
+/** Our words for csv-parse's errors: its own messages can quote the field's value, which may be personal data. */
 const CSV_REASONS: Record<string, string> = {
   CSV_QUOTE_NOT_CLOSED: 'a quoted field is never closed',
+  INVALID_OPENING_QUOTE: 'a quote inside a field that does not start with one (quote the whole field and double the quote)',
   CSV_INVALID_CLOSING_QUOTE: 'a quote inside a quoted field is not doubled',
   CSV_RECORD_INCONSISTENT_FIELDS_LENGTH: 'the row has a different number of columns than the header',
   CSV_RECORD_INCONSISTENT_COLUMNS: 'the row has a different number of columns than the header',
@@ -81,7 +83,7 @@ export function csvError(err: unknown, lastRecordLine = 0): unknown {
   // csv-parse notices an unclosed quote only at the end of the file: name the line the field opened on.
   const line = e.code === 'CSV_QUOTE_NOT_CLOSED' ? lastRecordLine + 1 : e.lines ?? 0;
   const column = typeof e.index === 'number' ? e.index + 1 : undefined;
-  const reason = CSV_REASONS[e.code] ?? e.message;
+  const reason = CSV_REASONS[e.code] ?? `the file is not valid CSV (${e.code})`;
   return reject('MALFORMED_CSV', `line ${line}${column ? `, column ${column}` : ''}: ${reason}`, { line, column, csvCode: e.code });
 }
 
