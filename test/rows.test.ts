@@ -1,6 +1,6 @@
 /** Row validation end to end: errors as values with line, column and reason; PII never shown; bad-row allowances. */
 import { describe, expect, it } from 'vitest';
-import { fixture, row, rowsOf, SLOW } from './helpers/fixture.js';
+import { fixture, HEADER, row, rowsOf, SLOW } from './helpers/fixture.js';
 
 const SECRET = 'very.secret.person@example.com.invalid.tld';
 
@@ -79,6 +79,18 @@ describe.concurrent('row validation errors', SLOW, () => {
     }
     // Non-PII values are shown, so the partner can find the row.
     expect(report).toContain('XYZ');
+  });
+
+  it('a structural error in a PII column does not quote the value either', async (t) => {
+    const fx = await fixture(t);
+    // Written by hand: a stray quote inside an unquoted field (csvLine would quote it properly).
+    const lines = [HEADER.join(','), ...[row(1), row(2, { ContactEmail: `${SECRET}"` }), row(3)].map((r) => HEADER.map((h) => r[h]).join(','))];
+    const d = await fx.makeDelivery({ seq: 1, csvText: `${lines.join('\n')}\n` });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(1);
+    const report = await fx.readText('error', `${d.name}.error.json`);
+    expect(JSON.parse(report)).toMatchObject({ code: 'MALFORMED_CSV', reason: expect.stringMatching(/^line 3\b.*quote/) });
+    for (const text of [report, run.stdout, run.stderr]) expect(text).not.toContain('very.secret');
   });
 
   it('max_reported_errors caps the list, not the count', async (t) => {
