@@ -90,8 +90,12 @@ export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: 
     flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(), seen: hooks.seen,
   });
   tally.waiting += scan.waiting;
+  // A taken delivery's names are forgotten at once: a file uploaded again under one of them (a corrected
+  // resend) is new, not a change to wait out, or a later sequence sent just after it would overtake it.
+  const forget = (files: readonly string[]) => files.forEach((f) => hooks.seen?.delete(f));
   for (const stale of scan.stale) {
     if (hooks.stopped?.()) return;
+    forget(stale.files);
     count(tally, await handleStale(ctx, stale));
   }
   const held = new Set<string>();
@@ -103,6 +107,7 @@ export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: 
       tally.waiting++;
       continue;
     }
+    forget(ready.files);
     const r = await handleReady(ctx, ready);
     count(tally, r);
     if (r.status === 'accepted') hooks.accepted?.(flow, r.record.id);
