@@ -1,7 +1,9 @@
 /**
  * What inboxd owes each remote partner, kept in the database so it survives a restart:
  * the files pulled from its server (downloading -> downloaded -> answered -> done: moved to its
- * archive or deleted there), the answers still to upload to its outbox, and its circuit state.
+ * archive or deleted there), the answers still to upload to its outbox (pending -> done, or lost
+ * when the local answer file is gone), and its circuit state (closed, open, half-open, or halted:
+ * a host key mismatch or a refused key, not contacted again until restarted).
  */
 import type Database from 'better-sqlite3';
 import type { AnswerPlan } from './answer.js';
@@ -37,24 +39,31 @@ export class RemoteLedger {
     return !!this.db.prepare("SELECT 1 FROM remote_files WHERE partner = ? AND name = ? AND state IN ('downloaded', 'answered')").get(partner, name);
   }
 
+  state(partner: string, name: string): string | undefined {
+    return (this.db.prepare('SELECT state FROM remote_files WHERE partner = ? AND name = ?').get(partner, name) as { state: string } | undefined)?.state;
+  }
+
   /** Before the download: a crash during it leaves 'downloading', which is simply downloaded again. */
   downloading(partner: string, name: string, size: number, mtimeMs: number): void {
     this.db.prepare("INSERT INTO remote_files (partner, name, size, mtime_ms, state, pulled_at) VALUES (?, ?, ?, ?, 'downloading', ?) ON CONFLICT DO UPDATE SET size = excluded.size, mtime_ms = excluded.mtime_ms, state = 'downloading', delivery_id = NULL, pulled_at = excluded.pulled_at, done_at = NULL")
       .run(partner, name, size, Math.round(mtimeMs), now());
   }
 
+  /** Only from 'downloading': the local pipeline may already have taken and answered the file (answered()). */
   downloaded(partner: string, name: string): void {
-    this.db.prepare("UPDATE remote_files SET state = 'downloaded' WHERE partner = ? AND name = ?").run(partner, name);
+    this.db.prepare("UPDATE remote_files SET state = 'downloaded' WHERE partner = ? AND name = ? AND state = 'downloading'").run(partner, name);
   }
 
   /**
    * A delivery of this partner was answered locally: its pulled originals may now leave the partner's
    * inbox, and its answer files are queued for upload. Runs inside the transaction that records the answer.
+   * A file still 'downloading' counts too: the download renames into the inbox before it is recorded as
+   * done, and a delivery naming the file proves it arrived whole.
    */
   answered(partner: string, deliveryId: string, plan: AnswerPlan): void {
-    const mark = this.db.prepare("UPDATE remote_files SET state = 'answered', delivery_id = ? WHERE partner = ? AND name = ? AND state = 'downloaded'");
+    const mark = this.db.prepare("UPDATE remote_files SET state = 'answered', delivery_id = ? WHERE partner = ? AND name = ? AND state IN ('downloading', 'downloaded')");
     for (const m of plan.moves) mark.run(deliveryId, partner, m.from);
-    const queue = this.db.prepare("INSERT INTO remote_uploads (partner, dir, name, state, queued_at) VALUES (?, ?, ?, 'pending', ?) ON CONFLICT DO UPDATE SET state = 'pending', attempts = 0, done_at = NULL");
+    const queue = this.db.prepare("INSERT INTO remote_uploads (partner, dir, name, state, queued_at) VALUES (?, ?, ?, 'pending', ?) ON CONFLICT DO UPDATE SET state = 'pending', attempts = 0, last_error = NULL, done_at = NULL");
     for (const w of plan.writes) queue.run(partner, w.dir, w.name, now());
   }
 
@@ -78,8 +87,14 @@ export class RemoteLedger {
     this.db.prepare('UPDATE remote_uploads SET attempts = attempts + 1, last_error = ? WHERE partner = ? AND dir = ? AND name = ?').run(error, partner, u.dir, u.name);
   }
 
-  setCircuit(partner: string, circuit: string, failures: number, lastError?: string): void {
-    this.db.prepare('INSERT INTO remote_state (partner, circuit, failures, last_error, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET circuit = excluded.circuit, failures = excluded.failures, last_error = coalesce(excluded.last_error, last_error), updated_at = excluded.updated_at')
-      .run(partner, circuit, failures, lastError ?? null, now());
+  /** Never to be uploaded: the local answer file is gone. Kept, with the reason, for the record. */
+  uploadLost(partner: string, u: PendingUpload, error: string): void {
+    this.db.prepare("UPDATE remote_uploads SET state = 'lost', last_error = ?, done_at = ? WHERE partner = ? AND dir = ? AND name = ?").run(error, now(), partner, u.dir, u.name);
+  }
+
+  /** `lastError`: a string records it, null clears it (a round succeeded), undefined keeps what is there. */
+  setCircuit(partner: string, circuit: string, failures: number, lastError?: string | null): void {
+    this.db.prepare('INSERT INTO remote_state (partner, circuit, failures, last_error, updated_at) VALUES (@partner, @circuit, @failures, @error, @at) ON CONFLICT DO UPDATE SET circuit = excluded.circuit, failures = excluded.failures, last_error = CASE WHEN @keep THEN last_error ELSE excluded.last_error END, updated_at = excluded.updated_at')
+      .run({ partner, circuit, failures, error: lastError ?? null, keep: lastError === undefined ? 1 : 0, at: now() });
   }
 }
