@@ -128,10 +128,16 @@ export class Store {
   /** bookkeeping for partners we pull from and push to */
   readonly remote: RemoteLedger;
 
-  /** `readonly`: for commands that promise to change nothing (inboxd check); the database must exist. */
+  /**
+   * `readonly`: for commands that promise to change nothing (inboxd check); the database must exist.
+   * SQLite's query_only forbids every write, and unlike a read-only open it leaves no -wal or -shm
+   * file behind when it is the only connection.
+   */
   constructor(path: string, opts: { readonly?: boolean } = {}) {
     if (opts.readonly) {
-      this.db = new Database(path, { readonly: true, fileMustExist: true });
+      this.db = new Database(path, { fileMustExist: true });
+      this.db.pragma('query_only = ON');
+      this.db.pragma('busy_timeout = 10000');
       this.remote = new RemoteLedger(this.db, false);
       return;
     }
