@@ -100,7 +100,7 @@ export async function decryptStream(ciphertext: Readable, opts: DecryptOptions):
       message, sessionKeys: sessionKeys as openpgp.SessionKey[], verificationKeys: opts.verificationKeys, format: 'binary', config,
     }) as typeof result;
   } catch (err) {
-    await input.cancel().catch(() => {});
+    await source.return?.().catch(() => {}); // closes the file; `input` itself is locked by openpgp's reader by now
     if (meter.sourceError) throw classify(meter.sourceError);
     throw isSizeLimitError(err) ? tooBig(`more than ${opts.maxDecompressedBytes} bytes`) : decryptFailed(err);
   }
@@ -110,33 +110,38 @@ export async function decryptStream(ciphertext: Readable, opts: DecryptOptions):
   done.catch(() => {}); // the plaintext stream reports the same error; an unobserved `done` must not crash the process
 
   async function* pump(): AsyncGenerator<Buffer> {
+    const reader = result.data.getReader();
     let plainBytes = 0;
-    let settled = false;
+    let ended = false;
     try {
-      try {
-        for await (const chunk of result.data) {
-          plainBytes += chunk.length;
-          if (plainBytes > opts.maxDecompressedBytes) throw tooBig(`more than ${opts.maxDecompressedBytes} bytes`);
-          if (plainBytes > opts.maxCompressionRatio * meter.cipherBytes + RATIO_SLACK) {
-            throw tooBig(`expands more than ${opts.maxCompressionRatio} times`);
-          }
-          yield Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      for (;;) {
+        const r = await reader.read().catch((err: unknown) => {
+          if (meter.sourceError) throw classify(meter.sourceError);
+          throw isSizeLimitError(err) ? tooBig(`more than ${opts.maxDecompressedBytes} bytes`) : decryptFailed(err);
+        });
+        if (r.done) break;
+        plainBytes += r.value.length;
+        if (plainBytes > opts.maxDecompressedBytes) throw tooBig(`more than ${opts.maxDecompressedBytes} bytes`);
+        if (plainBytes > opts.maxCompressionRatio * meter.cipherBytes + RATIO_SLACK) {
+          throw tooBig(`expands more than ${opts.maxCompressionRatio} times`);
         }
-      } catch (err) {
-        if (err instanceof InboxdError) throw err;
-        if (meter.sourceError) throw classify(meter.sourceError);
-        throw isSizeLimitError(err) ? tooBig(`more than ${opts.maxDecompressedBytes} bytes`) : decryptFailed(err);
+        // An error thrown in here comes from the consumer (it destroyed the stream), not from the file.
+        yield Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
       }
+      ended = true;
       // The stream ended without error, so integrity is proven; only now do signatures mean anything.
-      const verdict = await checkSignatures(result.signatures, opts);
-      settled = true;
-      settle.resolve(verdict);
+      settle.resolve(await checkSignatures(result.signatures, opts));
     } catch (err) {
-      settled = true;
-      settle.reject(err as InboxdError);
+      settle.reject(err instanceof InboxdError ? err : classify(err));
       throw err;
     } finally {
-      if (!settled) settle.reject(classify(new Error('the plaintext stream was closed before its end')));
+      // Whatever stopped us, stop reading the file too. Cancelling reaches the source unless openpgp's
+      // stream has already errored (then cancel is a no-op), hence the direct return() as well.
+      if (!ended) {
+        await reader.cancel().catch(() => {});
+        await source.return?.().catch(() => {});
+      }
+      settle.reject(classify(new Error('the plaintext stream was closed before its end'))); // no-op once settled
     }
   }
 
@@ -153,7 +158,7 @@ export async function decryptStream(ciphertext: Readable, opts: DecryptOptions):
  * result as "uncompressed" data for the usual parsing and size limit.
  */
 function boundedCompressedPacket() {
-  // `decompress` is private in openpgp's typings but is the documented extension point in its source.
+  // `decompress` (what `read()` calls once the algorithm octet is parsed) is private in openpgp's typings only.
   type Internals = { algorithm: number; compressed: ReadableStream<Uint8Array> | Uint8Array; decompress(config?: openpgp.Config): Promise<void> };
   const Base = openpgp.CompressedDataPacket as unknown as { new(config?: openpgp.Config): Internals; readonly tag: openpgp.enums.packet };
   let seen = 0;
@@ -180,7 +185,7 @@ const INFLATE_SLICE = 16 * 1024;
 
 function inflate(input: ReadableStream<Uint8Array> | Uint8Array, raw: boolean): ReadableStream<Uint8Array> {
   const source = input instanceof Uint8Array ? Readable.from([input]) : Readable.fromWeb(input as import('node:stream/web').ReadableStream<Uint8Array>);
-  const inflater = raw ? createInflateRaw() : createInflate();
+  const inflater = raw ? createInflateRaw({ chunkSize: 64 * 1024 }) : createInflate({ chunkSize: 64 * 1024 });
   async function* slices(chunks: AsyncIterable<Uint8Array>) {
     for await (const chunk of chunks) {
       for (let i = 0; i < chunk.length; i += INFLATE_SLICE) yield chunk.subarray(i, i + INFLATE_SLICE);
@@ -198,7 +203,7 @@ function inflate(input: ReadableStream<Uint8Array> | Uint8Array, raw: boolean): 
     async cancel() {
       await out.return?.();
     },
-  }, { highWaterMark: 0 });
+  }, { highWaterMark: 1024 * 1024, size: (chunk) => chunk.byteLength }); // a little read-ahead keeps zlib's thread busy
 }
 
 /** Counts ciphertext bytes for the ratio guard and remembers our own read errors, which must not be blamed on the partner. */
