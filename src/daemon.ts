@@ -16,6 +16,7 @@ import type { Observation } from './discover.js';
 import type { Logger } from './log.js';
 import { RemoteLink } from './pull.js';
 import { HostLimiter } from './retry.js';
+import { type InstanceLock, lockInstance } from './instance.js';
 import type { Keyring } from './keyring.js';
 import { ensureTree, openKeyring, openStore, recover, sweepPartner, type Tally } from './run.js';
 import type { Store } from './store.js';
@@ -36,6 +37,7 @@ export class Daemon {
   private schedule?: ScheduledTask;
   private deadlines?: DeadlineKeeper;
   private keyring?: Keyring;
+  private lock?: InstanceLock;
   private keyCheck?: ScheduledTask;
   private readonly links = new Map<string, RemoteLink>();
   private readonly linkTasks: ScheduledTask[] = [];
@@ -69,6 +71,8 @@ export class Daemon {
     this.keyring = await openKeyring(this.config, this.log);
     this.keyCheck = cron.schedule('17 3 * * *', () => void openKeyring(this.config, this.log).catch((err) => this.log.error({ err: String(err) }, 'key check failed')), { name: 'inboxd-keys' });
     await ensureTree(this.config);
+    // One inboxd per database: a `run --once` or replay meanwhile would take our claims for interrupted ones.
+    this.lock = lockInstance(this.config.database);
     this.store = openStore(this.config);
     this.ops = await startOps(this.config, this.store, this.log, () => this.recovered && !this.stopping);
     // Interrupted work first: nothing new is taken before it is finished or put back.
@@ -218,6 +222,7 @@ export class Daemon {
     if (this.alerts.size > 0 && (await Promise.race([Promise.allSettled(this.alerts), timeout()])) === 'timeout') this.alertAbort.abort();
     await Promise.allSettled(this.alerts);
     this.store?.close();
+    this.lock?.release();
     this.log.info('stopped');
   }
 }
