@@ -241,6 +241,13 @@ describe.concurrent('metrics and health from a running daemon', SLOW, () => {
     expect(since).toBeGreaterThanOrEqual(0);
     expect(since).toBeLessThan(60);
     expect(body).toContain('inboxd_process_resident_memory_bytes');
+    // The dashboard and the alert rules use only metric names the daemon exports.
+    const exported = new Set([...body.matchAll(/^# TYPE (\w+) /gm)].map((m) => m[1]));
+    for (const file of ['grafana-dashboard.json', 'prometheus-alerts.yml']) {
+      const used = new Set([...readFileSync(new URL(`../config/${file}`, import.meta.url), 'utf8').matchAll(/\binboxd_\w+/g)].map((m) => m[0].replace(/_(bucket|count|sum)$/, '')));
+      expect([...used].filter((n) => !exported.has(n)), file).toEqual([]);
+      expect(used.size).toBeGreaterThan(5);
+    }
 
     // The circuit state the remote link keeps in remote_state is exported, one series per state.
     write(fx, "INSERT INTO remote_state (partner, circuit, failures, updated_at) VALUES ('acme', 'open', 5, ?)", new Date().toISOString());
