@@ -22,7 +22,7 @@ function imports(mod: string): string[] {
   return out;
 }
 
-const STEPS = ['naming', 'discover', 'claim', 'verify', 'parse', 'map', 'stage', 'stage-worker', 'answer', 'pgp', 'remote', 'windows', 'fsx', 'retry', 'units', 'mapping'];
+const STEPS = ['naming', 'discover', 'claim', 'verify', 'parse', 'map', 'stage', 'stage-worker', 'answer', 'pgp', 'remote', 'windows', 'fsx', 'retry', 'units', 'mapping', 'backlog', 'http', 'table'];
 const ORCHESTRATION = ['store', 'config', 'log', 'metrics', 'daemon', 'run', 'delivery', 'cli'];
 
 describe('layering', () => {

@@ -504,14 +504,3 @@ describe.concurrent('check: an onboarding dry run', SLOW, () => {
     expect(snapshot(fx.dir)).toEqual(before);
   });
 });
-
-describe('layering', () => {
-  it('steps never import the store, the logger or the metrics', async () => {
-    const steps = ['answer', 'backlog', 'claim', 'discover', 'http', 'map', 'mapping', 'naming', 'parse', 'stage', 'table', 'verify', 'windows'];
-    for (const step of steps) {
-      const src = await fsp.readFile(new URL(`../src/${step}.ts`, import.meta.url), 'utf8');
-      const imports = [...src.matchAll(/from '\.\/([\w-]+)\.js'/g)].map((m) => m[1]);
-      expect(imports.filter((i) => ['store', 'log', 'metrics', 'config'].includes(i!) && !/import type/.test(src.split('\n').find((l) => l.includes(`./${i}.js`))!)), step).toEqual([]);
-    }
-  });
-});
