@@ -11,6 +11,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import { type Alert, sendAlert } from './alert.js';
 import type { Config, PartnerConfig } from './config.js';
 import { type OpsRuntime, startOps } from './daemon-ops.js';
+import { countRemoteError, setCircuitState } from './metrics.js';
 import { DeadlineKeeper } from './deadlines.js';
 import type { Observation } from './discover.js';
 import type { Logger } from './log.js';
@@ -104,6 +105,9 @@ export class Daemon {
       limiters.set(host, limiter);
       const link = new RemoteLink(partner, this.store.remote, limiter, this.config.tempPatterns, this.log, {
         pulled: () => this.kick(partner.id, 0),
+        // observers (metrics.ts): they never throw into the link
+        circuit: (state) => setCircuitState(partner.id, state),
+        transferError: (operation) => countRemoteError(partner.id, operation),
       });
       this.links.set(partner.id, link);
       this.linkTasks.push(cron.schedule(partner.remote.schedule, () => void link.kick(this.abort.signal), { name: `inboxd-remote-${partner.id}` }));

@@ -14,8 +14,9 @@ import type { Config } from './config.js';
 import type { DeliveryObserver } from './observe.js';
 import type { DeliveryRecord, Store } from './store.js';
 
-export type CircuitState = 'closed' | 'open' | 'half-open';
-const CIRCUIT_STATES: readonly CircuitState[] = ['closed', 'half-open', 'open'];
+/** The breaker's states, and 'halted': an error no retry can fix (host key mismatch, key refused) stopped the link. */
+export type CircuitState = 'closed' | 'open' | 'half-open' | 'halted';
+const CIRCUIT_STATES: readonly CircuitState[] = ['closed', 'half-open', 'open', 'halted'];
 
 export class Metrics {
   readonly registry = new Registry();
