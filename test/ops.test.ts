@@ -9,7 +9,8 @@ import { promises as fsp, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { CLI, type Fixture, fixture, MAPPING, nameFor, row, rowsOf, runCli, SLOW } from './helpers/fixture.js';
+import { CLI, csvLine, type Fixture, fixture, HEADER, MAPPING, nameFor, row, rowsOf, runCli, sha256, SLOW } from './helpers/fixture.js';
+import { Gpg } from './helpers/gpg.js';
 
 const ops = (fx: Fixture, ...args: string[]) => runCli([...args, '--config', fx.configPath], { cwd: fx.dir });
 const json = (r: { stdout: string }) => JSON.parse(r.stdout);
@@ -365,6 +366,13 @@ describe.concurrent('replay', { timeout: 300_000 }, () => {
 
     expect((await ops(fx, 'replay', dup)).code).toBe(64);
     expect((await ops(fx, 'replay', '20990101T000000Z-000000')).code).toBe(64);
+    // The daemon holds the database: a replay waits for it to stop (75: try again), and says so.
+    const d = DaemonRun.start(fx);
+    await d.waitFor((l) => l.msg === 'inboxd started', 'inboxd started');
+    const busy = await ops(fx, 'replay', id1);
+    expect(await d.stop()).toBe(0);
+    expect(busy.code).toBe(75);
+    expect(busy.stderr).toContain('stop the daemon');
     await fsp.chmod(fx.path('archive', one.name), 0o640);
     await fsp.appendFile(fx.path('archive', one.name), 'A-999,BER1,1,1.00,EUR,NEW,yes,,2025-09-16T00:00:00Z\n');
     const changed = await ops(fx, 'replay', id1);
@@ -502,5 +510,44 @@ describe.concurrent('check: an onboarding dry run', SLOW, () => {
     expect((await ops(fx, 'check', '--partner', 'acme', '--flow', 'nope', join(samples, good.name))).code).toBe(64);
     // Nothing applied, nothing moved, the database untouched (byte for byte).
     expect(snapshot(fx.dir)).toEqual(before);
+  });
+
+  it('an encrypted sample is decrypted and its signature checked with our keys; one for another key fails in words', async (t) => {
+    const gpg = await Gpg.create();
+    t.onTestFinished(() => gpg.cleanup());
+    await gpg.genKey('inboxd@us', 'ed25519');
+    await gpg.genKey('partner@acme', 'ed25519');
+    await gpg.genKey('stranger@elsewhere', 'ed25519');
+    const fx = await fixture(t);
+    await fsp.writeFile(join(fx.dir, 'ours.asc'), await gpg.exportSecret('inboxd@us'));
+    await fsp.writeFile(join(fx.dir, 'acme.asc'), await gpg.exportPublic('partner@acme'));
+    const config = (await fsp.readFile(fx.configPath, 'utf8'))
+      .replace(/^partners:\n  acme:\n/m, 'pgp:\n  keys: [ours.asc]\npartners:\n  acme:\n    pgp:\n      verification_keys: [acme.asc]\n');
+    await fsp.writeFile(fx.configPath, config);
+    const plain = join(fx.dir, 'plain.csv');
+    const rows = rowsOf(2);
+    await fsp.writeFile(plain, [HEADER, ...rows.map((r) => HEADER.map((h) => r[h] ?? ''))].map((c) => `${csvLine(c)}\n`).join(''));
+    const sample = async (name: string, recipient: string) => {
+      const path = join(fx.dir, name);
+      await gpg.encrypt(plain, path, { recipients: [recipient], signer: 'partner@acme' });
+      const cipher = await fsp.readFile(path);
+      await fsp.writeFile(`${path}.sha256`, `${sha256(cipher)}  ${name}\n`);
+      await fsp.writeFile(`${path}.manifest.json`, JSON.stringify({ file: name, records: 2, sums: { qty: 23 } }));
+      return path;
+    };
+    const good = await sample(`${nameFor(1)}.pgp`, 'inboxd@us');
+    const wrong = await sample(`${nameFor(2)}.pgp`, 'stranger@elsewhere');
+
+    const ok = await ops(fx, 'check', '--partner', 'acme', '--flow', 'inventory', good, '--json');
+    expect(ok.code).toBe(0);
+    const checks = json(ok).deliveries[0].checks;
+    expect(checks.find((c: any) => c.check === 'decryption')).toMatchObject({ status: 'ok' });
+    expect(checks.find((c: any) => c.check === 'signature')).toMatchObject({ status: 'ok', message: expect.stringMatching(/^signed by [0-9A-Fa-f]{16,}/) });
+    expect(json(ok).deliveries[0].preview).toMatchObject({ rows: 2 });
+
+    const no = await ops(fx, 'check', '--partner', 'acme', '--flow', 'inventory', wrong, '--json');
+    expect(no.code).toBe(1);
+    expect(json(no).deliveries[0].checks.find((c: any) => c.status === 'fail')).toMatchObject({ check: 'decryption', code: 'DECRYPT_FAILED' });
+    expect(fx.query('SELECT count(*) AS n FROM deliveries')).toEqual([]); // no database was ever made
   });
 });
