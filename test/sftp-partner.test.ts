@@ -10,12 +10,15 @@
  * daemon, partners) and run it as `env.daemon.user`.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
 import SftpClient from 'ssh2-sftp-client';
+import { DaemonProcess, msg, until } from './helpers/daemon.js';
+import { CLI, csvLine, HEADER, MAPPING, rowsOf, sha256 } from './helpers/fixture.js';
 import { startSshd, type Sshd } from './helpers/sshd.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
@@ -420,6 +423,75 @@ describe.skipIf(!isRoot)('SFTP partner accounts: add-partner.sh + sshd snippet +
     ]);
     expect(shell.stdout).not.toMatch(/uid=/);
     expect(existsSync(join(a.dirs.inbox, 'pwned'))).toBe(false);
+  });
+  it('the daemon, as its own user, ingests a delivery a partner uploaded over sftp; the partner downloads its ACK', async () => {
+    const { a, daemon } = env;
+    // The daemon's state directory: its own, like systemd's StateDirectory=.
+    const state = join(env.base, 'state');
+    mkdirSync(state, { mode: 0o750 });
+    writeFileSync(join(state, 'mapping.csv'), MAPPING);
+    const config = join(state, 'inboxd.yaml');
+    const flow = { mapping: 'mapping.csv', table: 'inventory', key: ['sku', 'warehouse'], totals: ['qty'] };
+    writeFileSync(config, JSON.stringify({ root: env.partnerRoot, database: join(state, 'inboxd.db'), partners: { [a.user]: { flows: { inventory: flow } } } }));
+    for (const f of readdirSync(state)) chownSync(join(state, f), daemon.uid, daemon.gid);
+    chownSync(state, daemon.uid, daemon.gid);
+    const d = new DaemonProcess(spawn(process.execPath, [CLI, 'run', '--config', config], { cwd: state, uid: daemon.uid, gid: daemon.gid, stdio: ['ignore', 'pipe', 'pipe'] }));
+    releasers.push(() => d.kill());
+    await d.waitFor(msg('inboxd started'), 'inboxd started', 30_000);
+
+    // The delivery, built locally, then put under temporary names and renamed, as a partner does.
+    const name = 'inventory_20250916T0200Z_001.csv';
+    const rows = rowsOf(3);
+    const data = [HEADER, ...rows.map((r) => HEADER.map((h) => r[h] ?? ''))].map((cells) => `${csvLine(cells)}\n`).join('');
+    const manifest = { file: name, records: 3, sums: { qty: rows.reduce((s, r) => s + Number(r.Quantity), 0) }, sha256: sha256(data), schema_version: 1 };
+    const files: Array<[string, string]> = [[name, data], [`${name}.sha256`, `${sha256(data)}  ${name}\n`], [`${name}.manifest.json`, JSON.stringify(manifest)]];
+    for (const [f, content] of files) writeFileSync(join(env.scratch, f), content);
+    const up = await env.sftp(a, files.flatMap(([f]) => [`put ${join(env.scratch, f)} inbox/${f}.part`, `rename inbox/${f}.part inbox/${f}`]));
+    expect(up.stderr).toBe('');
+    expect(up.code).toBe(0);
+    const renamed = Date.now();
+
+    const ack = join(a.dirs.outbox, `${name}.ack.json`);
+    await until(() => existsSync(ack), 'the ACK', 15_000, 10);
+    console.log(`sftp upload, last rename -> ACK: ${Date.now() - renamed} ms`);
+    await d.waitFor(msg('delivery accepted', { file: name }), 'delivery accepted');
+    const db = new Database(join(state, 'inboxd.db'), { readonly: true });
+    try {
+      expect(db.prepare('SELECT partner, seq, outcome FROM deliveries').all()).toEqual([{ partner: a.user, seq: 1, outcome: 'accepted' }]);
+      expect(db.prepare('SELECT sku FROM inventory ORDER BY sku').all()).toEqual([{ sku: 'A-101' }, { sku: 'A-102' }, { sku: 'A-103' }]);
+    } finally {
+      db.close();
+    }
+    expect(readdirSync(a.dirs.inbox).filter((f) => f.startsWith('inventory_'))).toEqual([]);
+    expect(readdirSync(a.dirs.work)).toEqual([]);
+    expect(readdirSync(a.dirs.archive).sort()).toEqual(files.map(([f]) => f).sort());
+
+    const local = join(env.scratch, 'ack-of-001.json');
+    const got = await env.sftp(a, [`get outbox/${name}.ack.json ${local}`]);
+    expect(got.stderr).toBe('');
+    expect(got.code).toBe(0);
+    expect(JSON.parse(readFileSync(local, 'utf8'))).toMatchObject({ status: 'accepted', file: name, sequence: 1, sha256: sha256(data), records: 3 });
+    // The originals are archived out of the partner's reach; the other partner cannot read the ACK.
+    expect((await env.sftp(a, [`get archive/${name} ${join(env.scratch, 'stolen')}`])).code).toBe(1);
+    expect((await as(env.b.user, 'cat', ack)).code).not.toBe(0);
+
+    // A rejected delivery: its error report reaches the partner the same way.
+    const bad = 'inventory_20250916T0200Z_002.csv';
+    writeFileSync(join(env.scratch, bad), data);
+    writeFileSync(join(env.scratch, `${bad}.sha256`), `${'0'.repeat(64)}  ${bad}\n`);
+    writeFileSync(join(env.scratch, `${bad}.manifest.json`), JSON.stringify({ ...manifest, file: bad }));
+    const badUp = await env.sftp(a, [bad, `${bad}.sha256`, `${bad}.manifest.json`].flatMap((f) => [`put ${join(env.scratch, f)} inbox/${f}.part`, `rename inbox/${f}.part inbox/${f}`]));
+    expect(badUp.code).toBe(0);
+    await d.waitFor(msg('delivery rejected', { file: bad }), 'delivery rejected', 15_000);
+    const report = join(env.scratch, 'report.json');
+    const gotReport = await env.sftp(a, [`get error/${bad}.error.json ${report}`, `get error/${bad} ${join(env.scratch, 'returned.csv')}`]);
+    expect(gotReport.stderr).toBe('');
+    expect(gotReport.code).toBe(0);
+    expect(JSON.parse(readFileSync(report, 'utf8'))).toMatchObject({ status: 'rejected', code: 'CHECKSUM_MISMATCH', file: bad, sequence: 2 });
+
+    const exit = await d.stop('SIGTERM');
+    expect(exit.code).toBe(0);
+    expect(d.stderr).toBe('');
   });
 });
 
