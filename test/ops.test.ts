@@ -385,6 +385,40 @@ describe.concurrent('replay', { timeout: 300_000 }, () => {
   });
 });
 
+describe.concurrent('replay and crashes', { timeout: 300_000 }, () => {
+  it('a replay killed before its commit leaves nothing behind; one killed after it is finished by recovery', async (t) => {
+    const fx = await fixture(t);
+    // Large enough to be read in several chunks: the mid-stream crash point is at the second.
+    const d = await fx.makeDelivery({ seq: 1, rows: [row(1, { UnitCost: '1.505' }), ...rowsOf(5000, 2)] });
+    expect((await fx.runOnce()).code).toBe(1);
+    const id = fx.query('SELECT id FROM deliveries')[0]!.id as string;
+    await fx.writeConfig({ mapping: MAPPING.replace('unit_cost,UnitCost,amount:2', 'unit_cost,UnitCost,amount:3') });
+
+    // Killed mid-stream: the copies are dropped at the next start, never released into the inbox.
+    const killed = await runCli(['replay', id, '--config', fx.configPath], { cwd: fx.dir, env: { INBOXD_TEST_CRASH_AT: 'mid-stream' } });
+    expect(killed.signal).toBe('SIGKILL');
+    expect(fx.listWork()).toHaveLength(1);
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.listWork()).toEqual([]);
+    expect(fx.listDir('inbox')).toEqual([]);
+    expect(fx.rows()).toEqual([]);
+    expect(fx.query("SELECT detail FROM events WHERE step = 'interrupted'")).toEqual([{ detail: 'replay cut short before its commit: nothing applied; run the replay again' }]);
+
+    // Killed after its commit: recovery carries out the stored answer (ACK, archive copy) exactly once.
+    const committed = await runCli(['replay', id, '--config', fx.configPath], { cwd: fx.dir, env: { INBOXD_TEST_CRASH_AT: 'after-commit' } });
+    expect(committed.signal).toBe('SIGKILL');
+    expect(fx.query("SELECT unit_cost FROM inventory WHERE sku = 'A-101'")).toEqual([{ unit_cost: 1505 }]);
+    expect(fx.listDir('outbox')).toEqual([]);
+    expect((await fx.runOnce()).code).toBe(0);
+    const replayId = fx.query('SELECT id FROM deliveries WHERE replay_of = ?', id)[0]!.id as string;
+    expect(await fx.readJson('outbox', `${d.name}.ack.json`)).toMatchObject({ status: 'accepted', delivery_id: replayId, replay_of: id });
+    expect(fx.listDir('archive')).toEqual([...d.files].sort());
+    expect(fx.listWork()).toEqual([]);
+    expect(fx.listDir('inbox')).toEqual([]);
+    expect(json(await ops(fx, 'status', '--json')).openErrors).toEqual([]);
+  });
+});
+
 describe.concurrent('prune', SLOW, () => {
   it('removes only what is past its retention, keeps the last sequence, and an old resend stays out', async (t) => {
     const fx = await fixture(t, { config: { retention: { archive_days: 30, error_days: 7, records_days: 60 } } });
