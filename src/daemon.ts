@@ -29,6 +29,8 @@ interface PartnerState {
   /** asked for again while running: sweep once more when done */
   again: boolean;
   timer?: NodeJS.Timeout;
+  /** the pending sweep is not pushed back past this (Date.now() ms) */
+  latest?: number;
   seen: Map<string, Observation>;
 }
 
@@ -127,7 +129,13 @@ export class Daemon {
       st.again = true;
       return;
     }
-    if (st.timer) return;
+    if (st.timer) {
+      // More activity while a sweep is pending (the companions of a data file, renamed just after it)
+      // pushes the sweep back, so it comes once the newest file has settled instead of finding it
+      // unsettled and looking again a whole settle time later; never past twice the first delay.
+      if (delayMs === 0 || Date.now() + delayMs > st.latest!) return;
+      clearTimeout(st.timer);
+    } else st.latest = Date.now() + 2 * delayMs;
     st.timer = setTimeout(() => {
       st.timer = undefined;
       st.running = this.sweep(st).then((waiting) => {
