@@ -5,7 +5,7 @@
  *   status        0 nothing needs attention · 1 an open error, late window or open circuit
  *   deliveries    0 · 64 unknown delivery or bad filter
  *   replay        0 accepted · 1 rejected again, or the stored file's checksum changed · 64 unknown
- *                 or not replayable · 75 another inboxd holds the database (stop the daemon first)
+ *                 or not replayable · 75 the running daemon did not get to it within 10 minutes
  *   check         0 would be accepted · 1 would be rejected · 64 unknown partner, flow or file
  *   prune         0
  *   every one     78 configuration error · 70 internal error

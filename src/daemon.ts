@@ -10,12 +10,15 @@
 import cron, { type ScheduledTask } from 'node-cron';
 import { type Alert, sendAlert } from './alert.js';
 import type { Config, PartnerConfig } from './config.js';
+import { classify } from './errors.js';
 import { type OpsRuntime, startOps } from './daemon-ops.js';
 import { countRemoteError, setCircuitState } from './metrics.js';
 import { DeadlineKeeper } from './deadlines.js';
 import type { Observation } from './discover.js';
 import type { Logger } from './log.js';
 import { RemoteLink } from './pull.js';
+import { replayWith } from './replay.js';
+import { ReplayQueue } from './replay-queue.js';
 import { HostLimiter } from './retry.js';
 import { type InstanceLock, lockInstance } from './instance.js';
 import type { Keyring } from './keyring.js';
@@ -41,6 +44,8 @@ export class Daemon {
   private deadlines?: DeadlineKeeper;
   private keyring?: Keyring;
   private lock?: InstanceLock;
+  private replays?: ReplayQueue;
+  private replayPoll?: NodeJS.Timeout;
   private keyCheck?: ScheduledTask;
   private readonly links = new Map<string, RemoteLink>();
   private readonly linkTasks: ScheduledTask[] = [];
@@ -93,6 +98,8 @@ export class Daemon {
     }
     this.schedule = cron.schedule(this.config.sweep, () => this.kickAll(), { name: 'inboxd-sweep', noOverlap: true });
     this.startRemoteLinks();
+    this.replays = new ReplayQueue(this.store.db);
+    this.replayPoll = setInterval(() => this.replays!.queued().forEach((r) => this.kick(r.partner, 0)), 1000);
     this.log.info({ partners: this.config.partners.length, max_parallel: this.config.maxParallel, watch: this.config.watch, sweep: this.config.sweep }, 'inboxd started');
     this.kickAll();
   }
@@ -155,6 +162,7 @@ export class Daemon {
       if (this.stopping) return 0;
       const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal, keyring: this.keyring, observer: this.ops?.observer };
       await recover(this.store, st.partner, this.log);
+      await this.runReplays(st.partner.id);
       await sweepPartner(ctx, this.config, tally, {
         seen: st.seen,
         stopped: () => this.stopping !== undefined,
@@ -171,6 +179,20 @@ export class Daemon {
     // Answers to push and originals to release on a remote partner's server: do it now.
     if (tally.accepted + tally.rejected + tally.duplicate > 0) void this.links.get(st.partner.id)?.kick(this.abort.signal);
     return tally.waiting + tally.retry;
+  }
+
+  /** Replays an operator asked for while we run (replay-queue.ts), in this partner's turn. */
+  private async runReplays(partner: string): Promise<void> {
+    for (const r of this.replays!.queued(partner)) {
+      try {
+        const outcome = await replayWith(this.store, this.config, this.log, r.deliveryId, this.keyring!);
+        this.replays!.done(r.id, { outcome });
+      } catch (err) {
+        const e = classify(err);
+        this.log.warn({ request: r.id, delivery_id: r.deliveryId, code: e.code, err: e.message }, 'queued replay refused');
+        this.replays!.done(r.id, { error: { code: e.code, message: e.message } });
+      }
+    }
   }
 
   private acquire(): Promise<void> {
@@ -210,6 +232,7 @@ export class Daemon {
     const releases: Array<[string, () => unknown]> = [
       ['schedule', () => this.schedule?.stop()],
       ['key check', () => this.keyCheck?.stop()],
+      ['replay poll', () => clearInterval(this.replayPoll)],
       ['operations', () => this.ops?.stop()],
       ['remote schedules', () => this.linkTasks.forEach((t) => t.stop())],
       ['deadlines', () => this.deadlines?.stop()],

@@ -11,8 +11,8 @@
  * - The partner hears of it only when that changes what it was told: a rejected delivery accepted now
  *   gets an ACK (with `replay_of`) and its files a copy in archive/ (answer.ts, replayPlan).
  * - An accepted replay resolves the rejected deliveries it replays: `status` stops listing them.
- * - Like `run --once`, it needs the database to itself (instance lock): with the daemon running it
- *   exits 75; stop the daemon, replay, start it again.
+ * - Like `run --once`, it needs the database to itself (instance lock): with the daemon running, the
+ *   command queues the replay for the daemon (replay-queue.ts), which carries it out between sweeps.
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
@@ -21,12 +21,13 @@ import { claimCopies } from './claim.js';
 import type { Config, PartnerConfig } from './config.js';
 import { ingestDir, newDeliveryId, type Result } from './delivery.js';
 import type { ReadyDelivery } from './discover.js';
-import { classify, InboxdError } from './errors.js';
+import { classify, type ErrorCode, InboxdError } from './errors.js';
 import { lockInstance } from './instance.js';
 import type { Logger } from './log.js';
 import { manifestName, parseName, sidecarName } from './naming.js';
 import { ensureTree, openKeyring, openStore } from './run.js';
-import type { DeliveryRecord, Store } from './store.js';
+import { ReplayQueue } from './replay-queue.js';
+import { type DeliveryRecord, Store } from './store.js';
 
 export interface ReplayOutcome {
   original: DeliveryRecord;
@@ -52,7 +53,7 @@ export async function replay(config: Config, log: Logger, id: string): Promise<R
   } catch (err) {
     const e = classify(err);
     if (e.code !== 'DB_BUSY') throw err;
-    throw new InboxdError('DB_BUSY', `${e.message}. A replay needs the database to itself: stop the daemon (systemctl stop inboxd), replay, then start it again`);
+    return replayByDaemon(config, log, id);
   }
   try {
     const keyring = await openKeyring(config, log);
@@ -68,7 +69,8 @@ export async function replay(config: Config, log: Logger, id: string): Promise<R
   }
 }
 
-async function replayWith(store: Store, config: Config, log: Logger, id: string, keyring: Awaited<ReturnType<typeof openKeyring>>): Promise<ReplayOutcome> {
+/** The replay itself, on an open store: the daemon runs queued replays through this (replay-queue.ts). */
+export async function replayWith(store: Store, config: Config, log: Logger, id: string, keyring: Awaited<ReturnType<typeof openKeyring>>): Promise<ReplayOutcome> {
   const original = store.delivery(id);
   if (!original) throw new InboxdError('UNKNOWN_DELIVERY', `no delivery ${id} (see inboxd deliveries list)`);
   const partner = config.partners.find((p) => p.id === original.partner);
@@ -129,4 +131,28 @@ function evidence(store: Store, rec: DeliveryRecord, partner: PartnerConfig): { 
     if (stored.length) return { from: stored[0]!.dir, files: stored.map((f) => ({ name: f.name, path: join(partner.dirs[f.dir], f.stored) })) };
   }
   throw notReplayable(`no stored files are recorded for ${rec.id}`);
+}
+
+const WAIT_MS = 600_000;
+
+/** The daemon holds the database: leave the request to it and wait for its result. */
+async function replayByDaemon(config: Config, log: Logger, id: string): Promise<ReplayOutcome> {
+  const store = new Store(config.database);
+  try {
+    const original = store.delivery(id);
+    if (!original) throw new InboxdError('UNKNOWN_DELIVERY', `no delivery ${id} (see inboxd deliveries list)`);
+    const queue = new ReplayQueue(store.db);
+    const request = queue.enqueue(id, original.partner);
+    log.info({ request, delivery_id: id }, 'the daemon is running: replay queued for it');
+    for (const until = Date.now() + WAIT_MS; Date.now() < until; await new Promise((r) => setTimeout(r, 250))) {
+      const r = queue.get(request);
+      if (r?.state !== 'done' || !r.result) continue;
+      const result = JSON.parse(r.result) as { outcome?: ReplayOutcome; error?: { code: ErrorCode; message: string } };
+      if (result.error) throw new InboxdError(result.error.code, result.error.message);
+      return result.outcome!;
+    }
+    throw new InboxdError('DB_BUSY', `replay request ${request} is still queued: the daemon carries it out at its next sweep of ${original.partner}; see inboxd deliveries show ${id}`);
+  } finally {
+    store.close();
+  }
 }

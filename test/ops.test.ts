@@ -362,24 +362,25 @@ describe.concurrent('replay', { timeout: 300_000 }, () => {
     await fx.makeDelivery({ seq: 1, rows: rowsOf(2) });
     expect((await fx.runOnce()).code).toBe(0);
     const [id1, dup] = ['accepted', 'duplicate'].map((o) => fx.query('SELECT id FROM deliveries WHERE outcome = ?', o)[0]!.id as string);
-    const rows = fx.rows();
 
     expect((await ops(fx, 'replay', dup)).code).toBe(64);
     expect((await ops(fx, 'replay', '20990101T000000Z-000000')).code).toBe(64);
-    // The daemon holds the database: a replay waits for it to stop (75: try again), and says so.
+    // The daemon holds the database: the replay is queued for it, carried out between sweeps, and reported.
     const d = DaemonRun.start(fx);
     await d.waitFor((l) => l.msg === 'inboxd started', 'inboxd started');
-    const busy = await ops(fx, 'replay', id1);
+    const viaDaemon = await ops(fx, 'replay', id1, '--json');
+    expect(viaDaemon.code, viaDaemon.stderr).toBe(0);
+    expect(JSON.parse(viaDaemon.stdout).replay).toMatchObject({ outcome: 'accepted' });
+    expect(fx.query("SELECT state FROM replay_requests")).toEqual([{ state: 'done' }]);
     expect(await d.stop()).toBe(0);
-    expect(busy.code).toBe(75);
-    expect(busy.stderr).toContain('stop the daemon');
+    const rows = fx.rows();
     await fsp.chmod(fx.path('archive', one.name), 0o640);
     await fsp.appendFile(fx.path('archive', one.name), 'A-999,BER1,1,1.00,EUR,NEW,yes,,2025-09-16T00:00:00Z\n');
     const changed = await ops(fx, 'replay', id1);
     expect(changed.code).toBe(1);
     expect(changed.stderr).toMatch(/EVIDENCE_CHANGED: .* has SHA-256 [0-9a-f]{64}, but [0-9a-f]{64} was recorded/);
     expect(fx.rows()).toEqual(rows);
-    expect(fx.query('SELECT count(*) AS n FROM deliveries')[0]!.n).toBe(2);
+    expect(fx.query('SELECT count(*) AS n FROM deliveries')[0]!.n).toBe(3);
     expect(fx.query("SELECT step FROM events WHERE delivery_id = ? ORDER BY id DESC LIMIT 1", id1)[0]!.step).toBe('replay refused');
     expect(fx.listWork()).toEqual([]);
   });

@@ -1,0 +1,45 @@
+/**
+ * Replays asked for while the daemon runs. The daemon holds the database to itself (instance lock),
+ * so `inboxd replay` leaves a request here and the daemon carries it out between its sweeps of that
+ * partner; the command waits for the result and prints it as if it had run the replay itself.
+ */
+import type Database from 'better-sqlite3';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS replay_requests (
+  id INTEGER PRIMARY KEY, delivery_id TEXT NOT NULL, partner TEXT NOT NULL, requested_at TEXT NOT NULL,
+  state TEXT NOT NULL, result TEXT, done_at TEXT
+);`;
+
+export interface ReplayRequest {
+  id: number;
+  deliveryId: string;
+  partner: string;
+  state: 'queued' | 'done';
+  /** JSON: { outcome } or { error: { code, message } } */
+  result: string | null;
+}
+
+const COLUMNS = 'id, delivery_id AS deliveryId, partner, state, result';
+
+export class ReplayQueue {
+  constructor(private readonly db: Database.Database) {
+    db.exec(SCHEMA);
+  }
+
+  enqueue(deliveryId: string, partner: string): number {
+    return Number(this.db.prepare("INSERT INTO replay_requests (delivery_id, partner, requested_at, state) VALUES (?, ?, ?, 'queued')").run(deliveryId, partner, new Date().toISOString()).lastInsertRowid);
+  }
+
+  queued(partner?: string): ReplayRequest[] {
+    return this.db.prepare(`SELECT ${COLUMNS} FROM replay_requests WHERE state = 'queued' AND (@partner IS NULL OR partner = @partner) ORDER BY id`).all({ partner: partner ?? null }) as ReplayRequest[];
+  }
+
+  get(id: number): ReplayRequest | undefined {
+    return this.db.prepare(`SELECT ${COLUMNS} FROM replay_requests WHERE id = ?`).get(id) as ReplayRequest | undefined;
+  }
+
+  done(id: number, result: unknown): void {
+    this.db.prepare("UPDATE replay_requests SET state = 'done', result = ?, done_at = ? WHERE id = ?").run(JSON.stringify(result), new Date().toISOString(), id);
+  }
+}
