@@ -28,8 +28,21 @@ export class DeadlineKeeper {
     const since = new Date(Math.max(now.getTime() - DAY, Date.parse(this.store.createdAt())));
     for (const { flow } of this.windowed()) {
       for (const w of closedBetween(flow.window!, since, now)) this.judge(flow, w);
+      this.resolveMissed(flow);
       this.plan(flow, now);
     }
+  }
+
+  /**
+   * A late delivery accepted while no keeper heard of it (committed just before a crash and answered by
+   * startup recovery, or accepted while the daemon was down by run --once) resolves its windows now.
+   */
+  private resolveMissed(flow: FlowConfig): void {
+    const [first] = this.store.lateWindows(flow.partner, flow.id);
+    if (!first) return;
+    const later = this.store.db.prepare("SELECT id FROM deliveries WHERE partner = ? AND flow = ? AND outcome = 'accepted' AND received_at > ? ORDER BY received_at LIMIT 1")
+      .get(flow.partner, flow.id, first.closesAt) as { id: string } | undefined;
+    if (later) this.accepted(flow.partner, flow.id, later.id);
   }
 
   stop(): void {
