@@ -271,6 +271,27 @@ describe('delivery windows', () => {
     expect(fx.query('SELECT status FROM windows')).toEqual([{ status: 'late' }]);
   });
 
+  it('a late delivery whose answer was cut short by a crash still resolves the late window after the restart', async (t) => {
+    const sink = await AlertSink.start();
+    t.onTestFinished(() => sink.close());
+    const w = windowSoon(3000, 1);
+    const fx = await daemonFixture(t, { flow: { window: { cron: w.cron, duration: '1s' } }, config: { alert: { http: { url: sink.url }, retry: '4,200,full' } } });
+    const first = spawnDaemon(fx.configPath, { cwd: fx.dir, env: { INBOXD_TEST_CRASH_AT: 'after-commit' } });
+    t.onTestFinished(() => first.kill());
+    await first.waitFor(msg('inboxd started'), 'inboxd started', 30_000);
+    await sink.waitFor('window.late', 10_000);
+    await fx.makeDelivery({ seq: 1 });
+    expect((await first.exited).signal).toBe('SIGKILL'); // committed, not answered
+    expect(fx.query('SELECT outcome, answered_at FROM deliveries')).toEqual([{ outcome: 'accepted', answered_at: null }]);
+
+    await daemon(t, fx);
+    const resolved = await sink.waitFor('window.resolved');
+    const [rec] = fx.query('SELECT id, late, answered_at IS NOT NULL AS answered FROM deliveries');
+    expect(rec).toMatchObject({ late: 1, answered: 1 });
+    expect(resolved).toMatchObject({ partner: 'acme', flow: 'inventory', delivery_id: rec!.id });
+    expect(fx.query('SELECT status, resolved_by FROM windows')).toEqual([{ status: 'resolved', resolved_by: rec!.id }]);
+  });
+
   it('an alert endpoint failing twice is retried with backoff until it takes the alert', async (t) => {
     const sink = await AlertSink.start({ failFirst: 2 });
     t.onTestFinished(() => sink.close());
