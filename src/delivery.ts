@@ -134,7 +134,7 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     found = await readData(join(dir, ready.file), already ? undefined : { flow, staging }, sidecarHex, ctx.signal, decrypt);
     facts.sha256 = found.sha256;
     if (decrypt && found.stats) store.event(facts.id, 'decrypted', found.signedBy ? `signed by ${found.signedBy}` : 'not signed');
-    if (sidecarHex && sidecarHex !== found.sha256) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${found.sha256}, the .sha256 file says ${sidecarHex}`);
+    if (sidecarHex && sidecarHex !== found.sha256) throw await checksumMismatch(join(dir, ready.file), found, sidecarHex);
     ctx.store.event(facts.id, 'verified', `sha256 ${found.sha256}${sidecarHex ? ' matches the .sha256 file' : ' (no .sha256 file)'}`);
     if (found.stats) {
       if (manifest) checkTotals(manifest, { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums }, (c, v) => manifestSum(flow, c, v));
@@ -179,6 +179,7 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
   const hash = createHash('sha256');
   let stats: MapStats | undefined;
   let signedBy: string | undefined;
+  let after: { size: number; mtimeMs: number };
   try {
     const before = await fh.stat();
     const source = fh.createReadStream({ autoClose: false, highWaterMark: 256 * 1024 });
@@ -220,17 +221,18 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
         // the end can speak: an encrypted file is judged on its integrity first.
         if (decrypt && classify(err).code !== 'DECRYPT_FAILED' && classify(err).code !== 'LIMIT_EXCEEDED') await checkIntegrity(path, decrypt);
         // A damaged transfer shows up as broken CSV; the checksum names the real cause.
+        const seen = await fh.stat();
         const sha = await hashFile(path);
-        if (sidecarHex && sha !== sidecarHex) throw reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${sha}, the .sha256 file says ${sidecarHex}`);
+        if (sidecarHex && sha !== sidecarHex) throw await checksumMismatch(path, { sha256: sha, size: seen.size, mtimeMs: seen.mtimeMs }, sidecarHex);
         throw csvError(err, lastLine);
       }
     }
-    const after = await fh.stat();
+    after = await fh.stat();
     if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) throw new InboxdError('FILE_CHANGING', 'the file changed while it was read; it will be read again');
   } finally {
     await fh.close();
   }
-  return { sha256: hash.digest('hex'), stats, signedBy };
+  return { sha256: hash.digest('hex'), stats, signedBy, size: after.size, mtimeMs: after.mtimeMs };
 }
 
 export interface DataFound {
@@ -238,6 +240,22 @@ export interface DataFound {
   stats?: MapStats;
   /** fingerprint of the partner key that signed an encrypted file */
   signedBy?: string;
+  size: number;
+  mtimeMs: number;
+}
+
+/** How long a client that writes in place (WinSCP) may pause between writes and still count as writing. */
+const STILL_WRITING_MS = 1000;
+
+/**
+ * A checksum mismatch may only mean the partner's client is still writing through the handle it
+ * holds (the file settled during a pause): look again a moment later before blaming the file.
+ */
+async function checksumMismatch(path: string, seen: { sha256: string; size: number; mtimeMs: number }, sidecarHex: string): Promise<InboxdError> {
+  await new Promise((r) => setTimeout(r, STILL_WRITING_MS));
+  const now = await fsp.lstat(path);
+  if (now.size !== seen.size || now.mtimeMs !== seen.mtimeMs) return new InboxdError('FILE_CHANGING', 'the checksum does not match yet and the file is still being written; it will be read again');
+  return reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${seen.sha256}, the .sha256 file says ${sidecarHex}`);
 }
 
 /** What an encrypted delivery needs, or a rejection when the partner's contract asks for what the file lacks. */

@@ -2,6 +2,7 @@
  * The playbook's file scenarios and the delivery contract of issue 2, end to end: the real CLI on a
  * fresh tree per test, asserting what a user would check (table rows, ACK, error reports, archive).
  */
+import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { fixture, nameFor, row, rowsOf, SLOW } from './helpers/fixture.js';
@@ -166,6 +167,24 @@ describe.concurrent('wrong checksum', SLOW, () => {
     expect(fx.listDir('outbox')).toEqual([`${nameFor(1)}.ack.json`]);
     expect(fx.query('SELECT seq FROM dedupe')).toEqual([{ seq: 1 }]);
     expect(fx.listDir('inbox')).toEqual([]);
+  });
+});
+
+describe.concurrent('a file still being written in place', SLOW, () => {
+  it('a checksum mismatch while the client keeps writing is retried later, not rejected', async (t) => {
+    const fx = await fixture(t);
+    const d = await fx.makeDelivery({ seq: 1, corrupt: true });
+    // A client (WinSCP writing in place) that paused long enough for the file to settle, and goes on
+    // writing through the handle it holds, wherever the file has been renamed to.
+    const writer = spawn('bash', ['-c', 'exec 3>>"$1"; while :; do printf x >&3; sleep 0.2; done', 'writer', fx.path('inbox', d.name)], { stdio: 'ignore' });
+    t.onTestFinished(() => { writer.kill('SIGKILL'); });
+    const run = await fx.runOnce();
+    writer.kill('SIGKILL');
+    expect(run.code, run.stderr).toBe(75);
+    expect(fx.listDir('inbox')).toEqual([...d.files].sort());
+    expect(fx.listDir('error')).toEqual([]);
+    expect(fx.query('SELECT count(*) AS n FROM deliveries')).toEqual([{ n: 0 }]);
+    expect(fx.query("SELECT detail FROM events WHERE step = 'retry'")[0]!.detail).toMatch(/^FILE_CHANGING/);
   });
 });
 
