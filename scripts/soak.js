@@ -27,7 +27,7 @@ const ownBase = option('dir') === undefined;
 const base = option('dir') ?? mkdtempSync(join(tmpdir(), 'inboxd-soak-'));
 mkdirSync(base, { recursive: true });
 
-const sum = { kills: 0, uploads: 0, rounds: 0, outcomes: {}, kinds: {}, aims: {}, errors: [], problems: [], ms: 0 };
+const sum = { kills: 0, uploads: 0, underFire: 0, rounds: 0, outcomes: {}, kinds: {}, aims: {}, errors: [], problems: [], ms: 0 };
 const add = (into, from) => Object.entries(from).forEach(([k, n]) => (into[k] = (into[k] ?? 0) + n));
 const show = (o) => Object.entries(o).map(([k, n]) => `${n} ${k}`).join(', ');
 console.log(`soak: ${total} kills in rounds of ${perRound}, first seed ${firstSeed}, trees under ${base}`);
@@ -40,6 +40,7 @@ for (let round = 1; sum.kills < total; round++) {
   sum.rounds++;
   sum.kills += r.kills;
   sum.uploads += r.uploads;
+  sum.underFire += r.decidedUnderFire;
   sum.ms += r.ms;
   add(sum.outcomes, r.outcomes);
   add(sum.kinds, r.kinds);
@@ -47,7 +48,7 @@ for (let round = 1; sum.kills < total; round++) {
   sum.errors.push(...r.errors.map((e) => ({ round, ...e })));
   sum.problems.push(...r.problems.map((p) => `round ${round} (seed ${seed}, ${dir}): ${p}`));
   const verdict = r.problems.length ? `${r.problems.length} PROBLEMS, trees kept in ${dir}` : 'identical to the clean run';
-  console.log(`round ${round}: seed ${seed}, ${r.kills} kills, ${r.uploads} deliveries (${show(r.outcomes)}), ${Math.round(r.ms / 1000)} s: ${verdict}`);
+  console.log(`round ${round}: seed ${seed}, ${r.kills} kills, ${r.uploads} deliveries (${show(r.outcomes)}; ${r.decidedUnderFire} decided by daemons later killed), ${Math.round(r.ms / 1000)} s: ${verdict}`);
   for (const p of r.problems) console.log(`  ${p}`);
   for (const e of r.errors) console.log(`  error-level log line (${e.run}): ${e.msg}`);
   if (!r.problems.length) rmSync(dir, { recursive: true, force: true });
@@ -57,7 +58,7 @@ for (let round = 1; sum.kills < total; round++) {
 
 console.log('');
 console.log(`kills:       ${sum.kills} in ${sum.rounds} rounds, ${Math.round(sum.ms / 60000)} min (${show(sum.aims)})`);
-console.log(`deliveries:  ${sum.uploads} uploaded (${show(sum.kinds)})`);
+console.log(`deliveries:  ${sum.uploads} uploaded (${show(sum.kinds)}); ${sum.underFire} decided by daemons later killed, the rest by each round's last start`);
 console.log(`outcomes:    ${show(sum.outcomes)}`);
 console.log(`error lines: ${sum.errors.length}${sum.errors.length ? `: ${[...new Set(sum.errors.map((e) => e.msg))].join(' | ')}` : ''}`);
 console.log(`found:       ${sum.problems.length ? '' : 'nothing: every round ended exactly as its clean run'}`);
