@@ -7,7 +7,7 @@
 import { chmodSync, existsSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
-import { AlertSink, type DaemonProcess, msg, sleep, spawnDaemon, startDaemon, until } from './helpers/daemon.js';
+import { AlertSink, type DaemonProcess, msg, sleep, spawnDaemon, until } from './helpers/daemon.js';
 import { type Fixture, fixture, type FixtureOptions, nameFor, rowsOf } from './helpers/fixture.js';
 
 const ack = (fx: Fixture, name: string, partner = 'acme') => fx.path('outbox', `${name}.ack.json`, partner);
