@@ -51,7 +51,7 @@ export async function recover(store: Store, partner: PartnerConfig, log: Logger)
   for (const entry of await fsp.readdir(partner.dirs.work, { withFileTypes: true })) {
     const id = entry.name;
     const dir = join(partner.dirs.work, id);
-    // A file here is an answer's temporary file (fsx.writeAtomic) cut short by a crash, never a delivery.
+    // A file here is never a delivery: an answer's temporary file left by a crash in versions that wrote them here.
     if (!entry.isDirectory()) {
       await fsp.rm(dir, { force: true });
       continue;
