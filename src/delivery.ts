@@ -221,7 +221,7 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
         // the end can speak: an encrypted file is judged on its integrity first.
         if (decrypt && classify(err).code !== 'DECRYPT_FAILED' && classify(err).code !== 'LIMIT_EXCEEDED') await checkIntegrity(path, decrypt);
         // A damaged transfer shows up as broken CSV; the checksum names the real cause.
-        const seen = await fh.stat();
+        const seen = await fsp.lstat(path); // the handle is closed once the stream failed
         const sha = await hashFile(path);
         if (sidecarHex && sha !== sidecarHex) throw await checksumMismatch(path, { sha256: sha, size: seen.size, mtimeMs: seen.mtimeMs }, sidecarHex);
         throw csvError(err, lastLine);
