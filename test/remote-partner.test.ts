@@ -395,7 +395,7 @@ describe('failures', () => {
     await until(() => remoteUploads(fx).every((u) => u.state === 'done'), 'both ACKs uploaded after the restart', 20_000);
     expect(ls(p.outbox)).toEqual([ackName(one), ackName(two)]); // and no temporary file
     expect(remoteUploads(fx)).toEqual([ackName(one), ackName(two)].map((name) => ({ dir: 'outbox', name, state: 'done', attempts: expect.any(Number), last_error: null })));
-    expect(again.count(msg('answer uploaded to the partner'))).toBe(2);
+    expect(await again.waitForCount(msg('answer uploaded to the partner'), 2, 'upload log lines')).toHaveLength(2); // the ledger is written just before the line
     expect(fx.query('SELECT outcome FROM deliveries ORDER BY seq')).toEqual([{ outcome: 'accepted' }, { outcome: 'accepted' }]);
   });
 
