@@ -102,9 +102,7 @@ function placeAll(f: AnswerFacts, dirs: PartnerDirs, dir: 'archive' | 'error', r
 
 /** Carries out a plan. Every step is safe to repeat: a crash anywhere is finished by running it again. */
 export async function carryOut(plan: AnswerPlan, dirs: PartnerDirs, workDir: string): Promise<void> {
-  // The working directory is named for the delivery id: the tag of the answers' temporary names.
-  for (const w of plan.writes) await writeAtomic(join(dirs[w.dir], w.name), w.content, 0o640, basename(workDir));
-  crashPoint('after-ack');
+  // Originals first, the ACK or report last: when a partner sees its answer, everything is in place.
   const touched = new Set<string>();
   for (const m of plan.moves) {
     const from = join(workDir, m.from);
@@ -117,6 +115,9 @@ export async function carryOut(plan: AnswerPlan, dirs: PartnerDirs, workDir: str
     touched.add(dirs[m.dir]);
   }
   for (const d of touched) await fsyncDir(d);
+  // The working directory is named for the delivery id: the tag of the answers' temporary names.
+  for (const w of plan.writes) await writeAtomic(join(dirs[w.dir], w.name), w.content, 0o640, basename(workDir));
+  crashPoint('after-ack');
   await fsp.rm(workDir, { recursive: true, force: true });
 }
 

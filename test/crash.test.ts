@@ -73,13 +73,15 @@ describe.concurrent('crash recovery', SLOW, () => {
     expect(fx.listWork()).toEqual([]);
   });
 
-  it('killed after the ACK was written, before the archive move: one ACK, same bytes, archive completed', async (t) => {
+  it('killed after the ACK was written, before it was recorded: one ACK, same bytes, nothing redone', async (t) => {
     const fx = await fixture(t);
     const d = await fx.makeDelivery({ seq: 1 });
     expect((await crash(fx, 'after-ack')).signal).toBe('SIGKILL');
     expect(fx.listDir('outbox')).toEqual([`${d.name}.ack.json`]);
     const ack = await fx.readText('outbox', `${d.name}.ack.json`);
-    expect(fx.listDir('archive')).toEqual([]);
+    // The originals go to archive/ before the ACK is written: a partner who sees it finds all in place.
+    expect(fx.listDir('archive')).toEqual([...d.files].sort());
+    expect(fx.query('SELECT answered_at FROM deliveries')).toEqual([{ answered_at: null }]);
 
     expect((await fx.runOnce()).code).toBe(0);
     await expectCleanOutcome(fx, d.files, 3);
