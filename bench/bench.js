@@ -151,4 +151,6 @@ for (const rows of [ROWS, ROWS * FACTOR]) {
   rmSync(enc.dir, { recursive: true, force: true });
   console.log('');
 }
+// gpg starts an agent per home directory: stop it before removing its home.
+try { execFileSync('gpgconf', ['--kill', 'gpg-agent'], { env: { ...process.env, GNUPGHOME } }); } catch {}
 rmSync(GNUPGHOME, { recursive: true, force: true });
