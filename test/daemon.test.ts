@@ -7,25 +7,14 @@
 import { chmodSync, existsSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
-import { AlertSink, type DaemonProcess, msg, sleep, spawnDaemon, until } from './helpers/daemon.js';
+import { AlertSink, type DaemonProcess, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
 import { type Fixture, fixture, type FixtureOptions, nameFor, rowsOf } from './helpers/fixture.js';
 
 const ack = (fx: Fixture, name: string, partner = 'acme') => fx.path('outbox', `${name}.ack.json`, partner);
 const hasAck = (fx: Fixture, name: string, partner = 'acme') => existsSync(ack(fx, name, partner));
 
-/** The acme inventory flow as fixture.ts writes it, for configurations with several partners or flows. */
-const FLOW = { mapping: 'acme-inventory.csv', table: 'inventory', key: ['sku', 'warehouse'], totals: ['qty'] };
 
-/** A daemon for test `t`, killed when the test ends however it ends. */
-async function daemon(t: TestContext, fx: Fixture, env?: Record<string, string>): Promise<DaemonProcess> {
-  const d = spawnDaemon(fx.configPath, { cwd: fx.dir, env });
-  t.onTestFinished(async () => {
-    if (d.running) await d.kill();
-  });
-  t.onTestFailed(() => console.error(`daemon log tail:\n${d.tail(60)}`));
-  await d.waitFor(msg('inboxd started'), 'inboxd started', 30_000);
-  return d;
-}
+const daemon = (t: TestContext, fx: Fixture, env?: Record<string, string>) => testDaemon(t, fx, env, 60);
 
 async function daemonFixture(t: TestContext, opts: FixtureOptions = {}): Promise<Fixture> {
   return fixture(t, { ...opts, config: { log_level: 'debug', ...opts.config } });

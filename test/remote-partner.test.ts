@@ -15,11 +15,10 @@ import Database from 'better-sqlite3';
 import { describe, expect, it, type TestContext } from 'vitest';
 import type { AnswerPlan } from '../src/answer.js';
 import { RemoteLedger } from '../src/remote-ledger.js';
-import { type DaemonProcess, type LogLine, msg, sleep, spawnDaemon, until } from './helpers/daemon.js';
+import { type DaemonProcess, type LogLine, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
 import { csvLine, type Fixture, fixture, HEADER, nameFor, row, type Row, rowsOf, sha256 } from './helpers/fixture.js';
 import { startSshd, type Sshd } from './helpers/sshd.js';
 
-const FLOW = { mapping: 'acme-inventory.csv', table: 'inventory', key: ['sku', 'warehouse'], totals: ['qty'] };
 const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
 
 /** The partner's server: an sshd whose SFTP server logs every operation, and its three directories. */
@@ -67,15 +66,7 @@ async function remoteFixture(t: TestContext, p: PartnerServer, remote: Record<st
   return fixture(t, { config: { log_level: 'debug', sweep: '0 0 1 1 *', partners: { acme: { remote: remoteConfig(p, remote), flows: { inventory: FLOW } } } } });
 }
 
-async function daemon(t: TestContext, fx: Fixture, env?: Record<string, string>): Promise<DaemonProcess> {
-  const d = spawnDaemon(fx.configPath, { cwd: fx.dir, env });
-  t.onTestFinished(async () => {
-    if (d.running) await d.kill();
-  });
-  t.onTestFailed(() => console.error(`daemon log tail:\n${d.tail(80)}`));
-  await d.waitFor(msg('inboxd started'), 'inboxd started', 30_000);
-  return d;
-}
+const daemon = (t: TestContext, fx: Fixture, env?: Record<string, string>) => testDaemon(t, fx, env, 80);
 
 interface RemoteDelivery {
   name: string;

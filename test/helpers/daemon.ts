@@ -6,7 +6,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CLI } from './fixture.js';
+import type { TestContext } from 'vitest';
+import { CLI, type Fixture } from './fixture.js';
 
 export type LogLine = Record<string, any>;
 export type Match = (line: LogLine) => boolean;
@@ -213,4 +214,18 @@ export class AlertSink {
       this.server.close(() => r());
     });
   }
+}
+
+/** The acme inventory flow as fixture.ts writes it, for configurations with several partners or flows. */
+export const FLOW = { mapping: 'acme-inventory.csv', table: 'inventory', key: ['sku', 'warehouse'], totals: ['qty'] };
+
+/** A started daemon for test `t`, killed when the test ends however it ends; its log tail shown on failure. */
+export async function testDaemon(t: TestContext, fx: Fixture, env?: Record<string, string>, tailLines = 60): Promise<DaemonProcess> {
+  const d = spawnDaemon(fx.configPath, { cwd: fx.dir, env });
+  t.onTestFinished(async () => {
+    if (d.running) await d.kill();
+  });
+  t.onTestFailed(() => console.error(`daemon log tail:\n${d.tail(tailLines)}`));
+  await d.waitFor(msg('inboxd started'), 'inboxd started', 30_000);
+  return d;
 }
