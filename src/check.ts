@@ -15,6 +15,7 @@ import { classify, InboxdError } from './errors.js';
 import { readSmall } from './fsx.js';
 import type { Keyring } from './keyring.js';
 import type { RowError } from './map.js';
+import type { StagedRows } from './stage.js';
 import { isTempName, manifestName, parseName, sidecarName } from './naming.js';
 import { Store } from './store.js';
 import { table } from './table.js';
@@ -140,7 +141,7 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
   const scratch = await fsp.mkdtemp(join(tmpdir(), 'inboxd-check-'));
   let found: DataFound | undefined;
   try {
-    const staging = join(scratch, 'staging.db');
+    const staging = join(scratch, 'staging');
     if (checks.some((c) => c.check === 'decryption' && c.status !== 'fail') || !ENCRYPTED.test(file)) {
       try {
         found = await readData(path, { flow, staging }, undefined, undefined, decrypt);
@@ -174,7 +175,7 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
           fail('control totals', err);
         }
       }
-      out.preview = { table: flow.table, key: flow.key, rows: stats.rows - stats.badRows, sample: stagedSample(staging, flow, opts.sample ?? 5) };
+      out.preview = { table: flow.table, key: flow.key, rows: stats.rows - stats.badRows, sample: stagedSample(found!.staged, flow, opts.sample ?? 5) };
     }
     if (name) checks.push(sequenceCheck(config, flow, name.seq, sha));
   } finally {
@@ -202,11 +203,12 @@ function sequenceCheck(config: Config, flow: FlowConfig, seq: number, sha256: st
 }
 
 /** The first rows staged, by our column names; PII columns are hidden as they are in logs. */
-function stagedSample(staging: string, flow: FlowConfig, n: number): Record<string, unknown>[] {
-  if (n <= 0 || !existsSync(staging)) return [];
-  const db = new Database(staging, { readonly: true });
+function stagedSample(staged: StagedRows | undefined, flow: FlowConfig, n: number): Record<string, unknown>[] {
+  const run = staged?.runs[0];
+  if (n <= 0 || !run) return [];
+  const db = new Database(staged.files[run.file]!, { readonly: true });
   try {
-    const rows = db.prepare(`SELECT * FROM rows ORDER BY rowid LIMIT ${Math.floor(n)}`).raw().all() as unknown[][];
+    const rows = db.prepare(`SELECT * FROM rows WHERE rowid BETWEEN ? AND ? ORDER BY rowid LIMIT ${Math.floor(n)}`).raw().all(run.from, run.to) as unknown[][];
     return rows.map((r) => Object.fromEntries(flow.fields.map((f, i) => [f.ours, f.pii && r[i] !== null ? '(hidden: personal data)' : r[i]])));
   } finally {
     db.close();

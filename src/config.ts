@@ -29,7 +29,7 @@ const flowSchema = z.strictObject({
   pattern: z.string().optional(),
   csv: z.strictObject({
     delimiter: z.string().min(1).max(4).default(','),
-    quote: z.string().length(1).default('"'),
+    quote: z.string().regex(/^[\x21-\x7e]$/, 'expected one ASCII character, such as \'"\'').default('"'),
     header: z.boolean().default(true),
     encoding: z.string().default('utf-8'),
     max_record_bytes: z.number().int().positive().default(1024 * 1024),

@@ -20,9 +20,9 @@ import type { Keyring } from './keyring.js';
 import type { Logger } from './log.js';
 import { convert, type MapStats, toMinorUnits } from './map.js';
 import { type DeliveryObserver, safeEmit } from './observe.js';
-import { csvError, decoder, rowParser } from './parse.js';
+import { decoder } from './parse.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName } from './pgp.js';
-import { Stager } from './stage.js';
+import { type StagedRows, Stager, stagingSink } from './stage.js';
 import type { Applied, DeliveryRecord, Store } from './store.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from './verify.js';
 
@@ -123,7 +123,7 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
   const { store, partner } = ctx;
   const seqKey = { partner: partner.id, flow: flow.id, seq: ready.name.seq };
   let found: DataFound | undefined;
-  const staging = join(dir, `${INTERNAL_PREFIX}staging.db`);
+  const staging = join(dir, `${INTERNAL_PREFIX}staging`);
   let manifest: Manifest | undefined;
   try {
     const sidecarHex = ready.sidecar ? parseSidecar(await readSmall(join(dir, ready.sidecar), 4096), ready.file) : undefined;
@@ -149,8 +149,8 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     const totals = found?.stats ? totalsJson(manifest, found.stats) : null;
     return store.commit(undefined, undefined, () => ({ ...rejectedRecord(ctx, facts, receivedAt, e, found?.stats), totals }));
   }
-  const stats = found.stats;
-  return store.commit(seqKey, stats ? { path: staging, target: flow, keepNewer: replay ? seqKey : undefined } : undefined, (applied, lastSeq) => {
+  const { stats, staged } = found;
+  return store.commit(seqKey, staged ? { rows: staged, target: flow, keepNewer: replay ? seqKey : undefined } : undefined, (applied, lastSeq) => {
     if (applied && !replay) return duplicateRecord(ctx, facts, receivedAt, applied);
     if (!replay && flow.sequenceGap !== 'ignore' && lastSeq !== undefined && ready.name.seq < lastSeq) {
       // Applying an older file after a newer one would put stale data back: kept in error/ for a deliberate replay.
@@ -178,6 +178,7 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
   const fh = await openRegular(path);
   const hash = createHash('sha256');
   let stats: MapStats | undefined;
+  let staged: StagedRows | undefined;
   let signedBy: string | undefined;
   let after: { size: number; mtimeMs: number };
   try {
@@ -185,38 +186,31 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
     const source = fh.createReadStream({ autoClose: false, highWaterMark: 256 * 1024 });
     if (!parse) await pipeline(source, tap(hash), async (chunks: AsyncIterable<Buffer>) => { for await (const _ of chunks); }, { signal });
     else {
-      const stager = new Stager({ path: parse.staging, fields: parse.flow.fields, totals: parse.flow.totals, maxReported: parse.flow.maxReportedErrors });
-      let lastLine = 0; // where the last good record ended: an unclosed quote opened after it
+      const { flow } = parse;
+      const spec = { base: parse.staging, fields: flow.fields, totals: flow.totals, maxReported: flow.maxReportedErrors, csv: flow.csv };
+      const stager = new Stager(spec);
+      // UTF-8 goes to the parsers as it is (checked chunk by chunk); other encodings are decoded to it first.
+      const utf8 = new TextDecoder(flow.csv.encoding).encoding === 'utf-8';
+      const text = () => (utf8 ? [] : [decoder(flow.csv.encoding)]);
+      const sink = stagingSink(stager, { ...spec, header: flow.csv.header, utf8Checked: !utf8 });
       try {
-        const parser = rowParser(parse.flow.csv);
-        let header = parse.flow.csv.header;
-        parser.on('data', (record: string[]) => {
-          lastLine = parser.info.lines;
-          if (header) {
-            header = false;
-            stager.header(record);
-          } else if (stager.add(record, lastLine)) {
-            parser.pause();
-            stager.drained().then(() => parser.resume(), (err: Error) => parser.destroy(err));
-          }
-        });
-        if (!decrypt) await pipeline(source, tap(hash), decoder(parse.flow.csv.encoding), parser, { signal });
+        if (!decrypt) await pipeline([source, tap(hash), ...text(), sink], { signal });
         else {
           // The sidecar covers the bytes delivered (ciphertext); the manifest's totals the records inside.
           const hashed = tap(hash);
           const feeding = pipeline(source, hashed, { signal });
           feeding.catch(() => {});
           const { plaintext, done } = await decryptStream(hashed, decrypt);
-          await Promise.all([pipeline(plaintext, decoder(parse.flow.csv.encoding), parser, { signal }), feeding]);
+          await Promise.all([pipeline([plaintext, ...text(), sink], { signal }), feeding]);
           // Integrity (MDC/AEAD) and signature are known only now, at the end: nothing was committed before.
           signedBy = (await done).signedBy;
         }
-        // With no header at all (an empty file) nothing checked the columns: not a delivery of this flow.
-        if (header) throw reject('MISSING_COLUMN', 'line 1: the file is empty; the header line is missing', { line: 1 });
-        stats = await stager.finish();
-      } catch (err) {
+        ({ stats, rows: staged } = await stager.finish());
+      } catch (failure) {
+        // Chunks still in flight may hold an error earlier in the file: that one is the file's error.
+        const err = (signal?.aborted ? undefined : await stager.settle()) ?? failure;
         await stager.abort();
-        if (signal?.aborted) throw err;
+        if (signal?.aborted) throw failure;
         // Tampered ciphertext decrypts to garbage that may break the CSV before the integrity check at
         // the end can speak: an encrypted file is judged on its integrity first.
         if (decrypt && classify(err).code !== 'DECRYPT_FAILED' && classify(err).code !== 'LIMIT_EXCEEDED') await checkIntegrity(path, decrypt);
@@ -224,7 +218,7 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
         const seen = await fsp.lstat(path); // the handle is closed once the stream failed
         const sha = await hashFile(path);
         if (sidecarHex && sha !== sidecarHex) throw await checksumMismatch(path, { sha256: sha, size: seen.size, mtimeMs: seen.mtimeMs }, sidecarHex);
-        throw csvError(err, lastLine);
+        throw err;
       }
     }
     after = await fh.stat();
@@ -232,12 +226,14 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
   } finally {
     await fh.close();
   }
-  return { sha256: hash.digest('hex'), stats, signedBy, size: after.size, mtimeMs: after.mtimeMs };
+  return { sha256: hash.digest('hex'), stats, staged, signedBy, size: after.size, mtimeMs: after.mtimeMs };
 }
 
 export interface DataFound {
   sha256: string;
   stats?: MapStats;
+  /** where the rows are, in file order */
+  staged?: StagedRows;
   /** fingerprint of the partner key that signed an encrypted file */
   signedBy?: string;
   size: number;

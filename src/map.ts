@@ -29,44 +29,96 @@ function validDate(y: number, m: number, d: number): boolean {
 }
 
 export function convert(field: FieldSpec, raw: string): Converted {
-  const v = field.type === 'string' ? raw : raw.trim();
-  if (v === '') return field.required ? new Bad('is required but empty') : null;
+  return converter(field)(raw);
+}
+
+const NOT_AMOUNT = new Bad('is not a decimal amount');
+const NOT_INTEGER = new Bad('is not an integer');
+const NOT_DATETIME = new Bad('is not an ISO-8601 date-time with Z or an offset');
+
+/** A field's conversion, built once per file: the per-cell path makes no lookups it can avoid. */
+function converter(field: FieldSpec): (raw: string) => Converted {
+  const empty = field.required ? new Bad('is required but empty') : null;
+  const typed = typedConverter(field);
+  if (field.type === 'string') return (raw) => (raw === '' ? empty : typed(raw));
+  return (raw) => {
+    const v = trim(raw);
+    return v === '' ? empty : typed(v);
+  };
+}
+
+function typedConverter(field: FieldSpec): (v: string) => Converted {
   switch (field.type) {
-    case 'string':
-      return field.maxLength !== undefined && v.length > field.maxLength ? new Bad(`is longer than ${field.maxLength} characters`) : v;
-    case 'integer': {
-      if (!isDigits(v, v.charCodeAt(0) === 43 || v.charCodeAt(0) === 45 ? 1 : 0)) return new Bad('is not an integer');
-      const n = Number(v);
-      return Number.isSafeInteger(n) ? n : new Bad('is out of range');
+    case 'string': {
+      const max = field.maxLength;
+      return max === undefined ? (v) => v : (v) => (v.length > max ? new Bad(`is longer than ${max} characters`) : v);
     }
-    case 'amount':
-      return toMinorUnits(v, field.scale ?? 2);
+    case 'integer':
+      return (v) => {
+        if (!isDigits(v, v.charCodeAt(0) === 43 || v.charCodeAt(0) === 45 ? 1 : 0)) return NOT_INTEGER;
+        const n = Number(v);
+        return Number.isSafeInteger(n) ? n : new Bad('is out of range');
+      };
+    case 'amount': {
+      const scale = field.scale ?? 2;
+      return (v) => toMinorUnits(v, scale);
+    }
     case 'datetime':
-      return toUtc(v);
-    case 'date': {
-      const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(v);
-      return m && validDate(+m[1]!, +m[2]!, +m[3]!) ? v : new Bad('is not a date (YYYY-MM-DD)');
-    }
-    case 'boolean': {
-      const l = v.toLowerCase();
-      return TRUE.has(l) ? 1 : FALSE.has(l) ? 0 : new Bad('is not a boolean (true/false, yes/no, 1/0)');
-    }
+      return toUtc;
+    case 'date':
+      return (v) => {
+        const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(v);
+        return m && validDate(+m[1]!, +m[2]!, +m[3]!) ? v : new Bad('is not a date (YYYY-MM-DD)');
+      };
+    case 'boolean':
+      return (v) => {
+        const l = v.toLowerCase();
+        return TRUE.has(l) ? 1 : FALSE.has(l) ? 0 : new Bad('is not a boolean (true/false, yes/no, 1/0)');
+      };
     case 'currency':
-      return /^[A-Z]{3}$/.test(v) && CURRENCIES.has(v) ? v : new Bad('is not an ISO-4217 currency code');
-    case 'enum':
-      return field.values!.includes(v) ? v : new Bad(`is not one of ${field.values!.join(', ')}`);
+      return (v) => (CURRENCIES.has(v) ? v : new Bad('is not an ISO-4217 currency code'));
+    case 'enum': {
+      const values = new Set(field.values);
+      return (v) => (values.has(v) ? v : new Bad(`is not one of ${field.values!.join(', ')}`));
+    }
   }
 }
 
-/** "12.34" at scale 2 -> 1234. More decimals than the scale are refused unless they are zeros. */
+/** `trim()` without its cost when there is nothing to trim: printable ASCII at both ends. */
+function trim(s: string): string {
+  const a = s.charCodeAt(0);
+  const z = s.charCodeAt(s.length - 1);
+  return a > 32 && a < 127 && z > 32 && z < 127 ? s : s.trim();
+}
+
+/**
+ * "12.34" at scale 2 -> 1234. More decimals than the scale are refused unless they are zeros.
+ * Digit by digit: doubles are exact below 2^53, and anything at or above it is refused as out of range.
+ */
 export function toMinorUnits(v: string, scale: number): number | Bad {
-  const m = /^([+-])?(\d+)(?:\.(\d+))?$/.exec(v);
-  if (!m) return new Bad('is not a decimal amount');
-  const frac = (m[3] ?? '').replace(/0+$/, '');
-  if (frac.length > scale) return new Bad(`has more than ${scale} decimal places`);
-  const n = Number(m[2]! + frac.padEnd(scale, '0'));
+  const sign = v.charCodeAt(0);
+  let i = sign === 43 || sign === 45 ? 1 : 0;
+  const whole = i;
+  let n = 0;
+  for (let c = v.charCodeAt(i); c >= 48 && c <= 57; c = v.charCodeAt(++i)) n = n * 10 + (c - 48);
+  if (i === whole) return NOT_AMOUNT;
+  let decimals = 0;
+  let excess = false;
+  if (i < v.length) {
+    if (v.charCodeAt(i) !== 46 || i + 1 === v.length) return NOT_AMOUNT;
+    for (i++; i < v.length; i++) {
+      const c = v.charCodeAt(i);
+      if (c < 48 || c > 57) return NOT_AMOUNT;
+      if (decimals < scale) {
+        n = n * 10 + (c - 48);
+        decimals++;
+      } else if (c !== 48) excess = true;
+    }
+  }
+  if (excess) return new Bad(`has more than ${scale} decimal places`);
+  for (; decimals < scale; decimals++) n *= 10;
   if (!Number.isSafeInteger(n)) return new Bad('is out of range');
-  return m[1] === '-' ? -n : n;
+  return sign === 45 && n !== 0 ? -n : n;
 }
 
 /** True when v[from..] is one or more ASCII digits. A loop, not a regex: this runs for every cell. */
@@ -83,22 +135,20 @@ const num2 = (v: string, i: number) => (v.charCodeAt(i) - 48) * 10 + v.charCodeA
 
 /** The common case, already canonical: `YYYY-MM-DDTHH:MM:SSZ`, checked without a regex or a Date. */
 function canonicalUtc(v: string): boolean {
-  if (v.length !== 20 || v[4] !== '-' || v[7] !== '-' || v[10] !== 'T' || v[13] !== ':' || v[16] !== ':' || v[19] !== 'Z') return false;
+  if (v.length !== 20 || v.charCodeAt(4) !== 45 || v.charCodeAt(7) !== 45 || v.charCodeAt(10) !== 84 || v.charCodeAt(13) !== 58 || v.charCodeAt(16) !== 58 || v.charCodeAt(19) !== 90) return false;
   if (!isDigits(v, 0, 4) || !isDigits(v, 5, 7) || !isDigits(v, 8, 10) || !isDigits(v, 11, 13) || !isDigits(v, 14, 16) || !isDigits(v, 17, 19)) return false;
-  return validDate(Number(v.slice(0, 4)), num2(v, 5), num2(v, 8)) && num2(v, 11) < 24 && num2(v, 14) < 60 && num2(v, 17) < 60;
+  return validDate(num2(v, 0) * 100 + num2(v, 2), num2(v, 5), num2(v, 8)) && num2(v, 11) < 24 && num2(v, 14) < 60 && num2(v, 17) < 60;
 }
 
 /** ISO-8601 with `Z` or an offset -> UTC `Z`. A local time without an offset is ambiguous and refused. */
 export function toUtc(v: string): string | Bad {
   if (canonicalUtc(v)) return v;
   const m = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i.exec(v);
-  if (!m || !validDate(+m[1]!, +m[2]!, +m[3]!) || +m[4]! > 23 || +m[5]! > 59 || +(m[6] ?? 0) > 59) {
-    return new Bad('is not an ISO-8601 date-time with Z or an offset');
-  }
+  if (!m || !validDate(+m[1]!, +m[2]!, +m[3]!) || +m[4]! > 23 || +m[5]! > 59 || +(m[6] ?? 0) > 59) return NOT_DATETIME;
   const offset = m[8]!.toUpperCase() === 'Z' ? 'Z' : m[8]!.replace(/^([+-]\d{2})(\d{2})$/, '$1:$2');
   const ms = m[7] ? m[7].slice(0, 4).padEnd(4, '0') : '';
   const t = Date.parse(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6] ?? '00'}${ms}${offset}`);
-  if (Number.isNaN(t)) return new Bad('is not an ISO-8601 date-time with Z or an offset');
+  if (Number.isNaN(t)) return NOT_DATETIME;
   const iso = new Date(t).toISOString();
   return ms ? iso : iso.replace('.000Z', 'Z');
 }
@@ -112,14 +162,34 @@ export interface MapStats {
   sums: Record<string, number | undefined>;
 }
 
+/** Stats of parts of one file mapped apart (one per staging thread), as if mapped in one go. */
+export function mergeStats(parts: readonly MapStats[], totals: readonly string[], maxReported: number): MapStats {
+  const out: MapStats = { rows: 0, badRows: 0, errorCount: 0, errors: [], sums: Object.fromEntries(totals.map((t) => [t, 0])) };
+  for (const p of parts) {
+    out.rows += p.rows;
+    out.badRows += p.badRows;
+    out.errorCount += p.errorCount;
+    out.errors.push(...p.errors);
+    for (const [column, sum] of Object.entries(p.sums)) {
+      const before = out.sums[column];
+      out.sums[column] = before === undefined || sum === undefined ? undefined : before + sum;
+    }
+  }
+  // Each part kept its first errors by line; the first of all of them are among those.
+  out.errors = out.errors.sort((a, b) => a.line - b.line).slice(0, maxReported);
+  return out;
+}
+
 export class RowMapper {
   readonly stats: MapStats;
   private index: number[];
+  private readonly convert: Array<(raw: string) => Converted>;
   private readonly totalIdx: number[];
 
   constructor(private readonly fields: readonly FieldSpec[], totals: readonly string[], private readonly maxReported: number) {
     // Without a header the mapping's partner column is a 1-based column number.
     this.index = fields.map((f) => Number(f.partner) - 1);
+    this.convert = fields.map(converter);
     this.totalIdx = totals.map((t) => fields.findIndex((f) => f.ours === t));
     this.stats = { rows: 0, badRows: 0, errorCount: 0, errors: [], sums: Object.fromEntries(totals.map((t) => [t, 0])) };
   }
@@ -138,37 +208,35 @@ export class RowMapper {
   }
 
   /**
-   * The typed values in mapping order, or undefined for a bad row (its errors are recorded).
-   * The record is `cells[offset .. offset + width]`: records travel in flat batches between threads.
+   * Appends the record's typed values, in mapping order, to `out` and returns true; a bad row appends
+   * nothing, its errors are recorded, and the answer is false.
    */
-  map(cells: readonly string[], offset: number, width: number, line: number): Value[] | undefined {
+  map(record: readonly string[], line: number, out: Value[]): boolean {
     this.stats.rows++;
-    const out: Value[] = new Array(this.fields.length);
+    const start = out.length;
     let bad = false;
     for (let i = 0; i < this.fields.length; i++) {
-      const field = this.fields[i]!;
-      const at = this.index[i]!;
-      const raw = at < width ? cells[offset + at] : undefined;
-      const v = raw === undefined ? new Bad('is missing') : convert(field, raw);
+      const raw = record[this.index[i]!];
+      const v = raw === undefined ? new Bad('is missing') : this.convert[i]!(raw);
       if (v instanceof Bad) {
         bad = true;
-        this.addError(line, field, raw, v.reason);
-        out[i] = null;
-      } else out[i] = v;
+        this.addError(line, this.fields[i]!, raw, v.reason);
+        out.push(null);
+      } else out.push(v);
     }
     for (const i of this.totalIdx) {
       const column = this.fields[i]!.ours;
       const sum = this.stats.sums[column];
       if (sum === undefined) continue;
       // A value that could not be read makes the sum unverifiable; an empty one counts as 0.
-      const unreadable = out[i] === null && !!cells[offset + this.index[i]!]?.trim();
-      this.stats.sums[column] = unreadable ? undefined : sum + ((out[i] as number | null) ?? 0);
+      const value = out[start + i] as number | null;
+      const unreadable = value === null && !!record[this.index[i]!]?.trim();
+      this.stats.sums[column] = unreadable ? undefined : sum + (value ?? 0);
     }
-    if (bad) {
-      this.stats.badRows++;
-      return undefined;
-    }
-    return out;
+    if (!bad) return true;
+    this.stats.badRows++;
+    out.length = start;
+    return false;
   }
 
   private addError(line: number, field: FieldSpec, raw: string | undefined, reason: string): void {

@@ -1,9 +1,11 @@
 /**
- * The parse step: bytes -> decoded text -> CSV records -> typed rows, streamed.
- * Undecodable bytes and structural CSV errors reject the whole file, naming the line.
+ * The parse step: bytes -> decoded text -> CSV records, in chunks of whole records (chunk.ts) that
+ * several threads parse at once. Undecodable bytes and structural CSV errors reject the whole file,
+ * naming the line.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { CsvError, parse, type Parser } from 'csv-parse';
+import type { Chunk } from './chunk.js';
 import type { CsvDialect } from './config.js';
 import { reject } from './errors.js';
 
@@ -17,7 +19,7 @@ export function decoder(encoding: string): Transform {
       for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lines++;
       return text;
     } catch {
-      const line = lines + (chunk ? newlinesBeforeInvalid(encoding, chunk) : 0);
+      const line = lines + (chunk ? newlinesBeforeInvalid(encoding, chunk, false) : 0);
       throw reject('BAD_ENCODING', `line ${line}: bytes that are not valid ${encoding}`, { line });
     }
   };
@@ -41,12 +43,18 @@ export function decoder(encoding: string): Transform {
   });
 }
 
+/** UTF-8 input is checked chunk by chunk (chunks start on a character): the line of its first bad byte. */
+export function utf8ErrorLine(chunk: Chunk): number {
+  return chunk.firstLine + newlinesBeforeInvalid('utf-8', chunk.bytes, !chunk.more);
+}
+
 /**
  * Error path only: the newlines in a chunk before its first undecodable byte. A prefix that decodes in
  * streaming mode holds no error and longer ones fail, so bisect with fresh decoders. UTF-8 continuation
- * bytes at the start belong to a character begun in the previous chunk and are skipped.
+ * bytes at the start belong to a character begun in the previous chunk and are skipped. A chunk that
+ * decodes but for its end has a character cut short there: in the `final` chunk that is the error.
  */
-function newlinesBeforeInvalid(encoding: string, chunk: Buffer): number {
+function newlinesBeforeInvalid(encoding: string, chunk: Buffer, final: boolean): number {
   let start = 0;
   if (new TextDecoder(encoding).encoding === 'utf-8') while (start < 3 && ((chunk[start] ?? 0) & 0xc0) === 0x80) start++;
   let ok = start;
@@ -61,7 +69,7 @@ function newlinesBeforeInvalid(encoding: string, chunk: Buffer): number {
     }
   }
   // The chunk decodes on its own: the error is a character cut short at its start, begun in the previous chunk.
-  if (ok === chunk.length) return 0;
+  if (ok === chunk.length && !final) return 0;
   return new TextDecoder(encoding).decode(chunk.subarray(start, ok)).split('\n').length - 1;
 }
 
@@ -70,37 +78,109 @@ const CSV_REASONS: Record<string, string> = {
   CSV_QUOTE_NOT_CLOSED: 'a quoted field is never closed',
   INVALID_OPENING_QUOTE: 'a quote inside a field that does not start with one (quote the whole field and double the quote)',
   CSV_INVALID_CLOSING_QUOTE: 'a quote inside a quoted field is not doubled',
-  CSV_RECORD_INCONSISTENT_FIELDS_LENGTH: 'the row has a different number of columns than the header',
-  CSV_RECORD_INCONSISTENT_COLUMNS: 'the row has a different number of columns than the header',
   CSV_NON_TRIMABLE_CHAR_AFTER_CLOSING_QUOTE: 'characters follow a closing quote',
   CSV_MAX_RECORD_SIZE: 'the row is larger than the maximum record size',
 };
 
-/** csv-parse's errors -> MALFORMED_CSV naming the line (and the column where csv-parse knows it). */
-export function csvError(err: unknown, lastRecordLine = 0): unknown {
+/**
+ * csv-parse's errors -> MALFORMED_CSV naming the line (and the column where csv-parse knows it).
+ * `lineOf` turns csv-parse's line count into the file's line.
+ */
+export function csvError(err: unknown, lastRecordLine: number, lineOf: (csvParseLine: number) => number): unknown {
   if (!(err instanceof CsvError)) return err;
   const e = err as CsvError & { lines?: number; column?: number | string; index?: number };
-  // csv-parse notices an unclosed quote only at the end of the file: name the line the field opened on.
-  const line = e.code === 'CSV_QUOTE_NOT_CLOSED' ? lastRecordLine + 1 : e.lines ?? 0;
+  // csv-parse notices an unclosed quote only at the end of the file, or when the row grows too large
+  // over several lines: name the line the row began on.
+  const at = lineOf(e.lines ?? 1);
+  const runaway = e.code === 'CSV_QUOTE_NOT_CLOSED' || (e.code === 'CSV_MAX_RECORD_SIZE' && at > lastRecordLine + 1);
+  const line = runaway ? lastRecordLine + 1 : at;
   const column = typeof e.index === 'number' ? e.index + 1 : undefined;
-  const reason = CSV_REASONS[e.code] ?? `the file is not valid CSV (${e.code})`;
+  const reason = e.code === 'CSV_MAX_RECORD_SIZE' && runaway ? `the row grows past the maximum record size by line ${at}: is a quote never closed?` : CSV_REASONS[e.code] ?? `the file is not valid CSV (${e.code})`;
   return reject('MALFORMED_CSV', `line ${line}${column ? `, column ${column}` : ''}: ${reason}`, { line, column, csvCode: e.code });
+}
+
+/** The part of csv-parse's Parser that takes a buffer and calls back per record, synchronously. */
+interface ParserApi {
+  parse(buf: Buffer | undefined, end: boolean, push: (record: string[]) => void, close: () => void): Error | undefined;
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+
+/** Line ends (LF, CRLF, lone CR) in bytes[from, to). */
+function lineBreaks(bytes: Buffer, from: number, to: number): number {
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const b = bytes[i];
+    if (b === LF || (b === CR && bytes[i + 1] !== LF)) n++;
+  }
+  return n;
+}
+
+/**
+ * Reads the records of chunks. A chunk of whole records gets a parser of its own, and each record's
+ * line is counted from the bytes (csv-parse counts a CRLF inside a quoted field as two lines). A run of
+ * chunks flagged `more` shares one parser, as one sequential parser would, and csv-parse's count.
+ */
+export class RecordReader {
+  private parser: (Parser & { api: ParserApi }) | undefined;
+  private exact = true;
+  /** a line of the file and csv-parse's count at that point: what csv-parse's counts are measured from */
+  private anchor = { line: 1, counted: 1 };
+  /** where the last record ended: an unclosed quote opened after it */
+  private lastLine = 0;
+
+  constructor(private readonly dialect: CsvDialect, private readonly limit?: number) {}
+
+  /** Calls `onRecord` for each record in the chunk with the line it ends on; throws MALFORMED_CSV naming the line. */
+  read(chunk: Chunk, onRecord: (record: string[], line: number) => void): void {
+    if (!this.parser) {
+      this.parser = rowParser(this.dialect, this.limit);
+      this.exact = !chunk.more;
+      this.anchor = { line: chunk.firstLine, counted: 1 };
+      this.lastLine = chunk.firstLine - 1;
+    }
+    const p = this.parser;
+    const { bytes } = chunk;
+    let counted = 0;
+    let next = chunk.firstLine; // the line bytes[counted] is on
+    // The Parser's own engine, called directly: records arrive synchronously, with `info` for each.
+    const err = p.api.parse(bytes, !chunk.more, (record) => {
+      let line: number;
+      if (this.exact) {
+        const end = p.info.bytes; // just past the record and its line end, if it has one
+        next += lineBreaks(bytes, counted, end);
+        counted = end;
+        line = bytes[end - 1] === LF || bytes[end - 1] === CR ? next - 1 : next;
+        this.anchor = { line, counted: p.info.lines };
+      } else line = this.anchor.line + p.info.lines - this.anchor.counted;
+      this.lastLine = line;
+      onRecord(record, line);
+    }, () => {});
+    if (err) throw csvError(err, this.lastLine, (n) => this.anchor.line + n - this.anchor.counted);
+    if (!chunk.more) this.parser = undefined;
+  }
 }
 
 /**
  * csv-parse with its own casting off (values stay strings) and records as arrays, never objects, so a
- * header such as `__proto__` is just a name. Consume it with `on('data')`: at that moment
- * `parser.info.lines` is the line the record ends on, which row errors name.
+ * header such as `__proto__` is just a name. The BOM is gone already (chunk.ts). CRLF, LF and CR all end
+ * a record, so a newline outside quotes always does, which is what lets chunk.ts cut the file. Column
+ * counts are checked by the caller against the header: each chunk's parser sees only part of the file.
  */
-export function rowParser(dialect: CsvDialect): Parser {
-  return parse({
+function rowParser(dialect: CsvDialect, limit?: number): Parser & { api: ParserApi } {
+  const parser = parse({
     delimiter: dialect.delimiter,
     quote: dialect.quote,
-    bom: true,
+    record_delimiter: ['\r\n', '\n', '\r'],
+    bom: false,
     cast: false,
     columns: false,
-    relax_column_count: false,
+    relax_column_count: true,
     skip_empty_lines: true,
     max_record_size: dialect.maxRecordBytes,
-  });
+    ...(limit ? { to: limit } : {}),
+  }) as Parser & { api?: ParserApi };
+  if (typeof parser.api?.parse !== 'function') throw new Error('csv-parse: Parser.api.parse is missing (an incompatible csv-parse version)');
+  return parser as Parser & { api: ParserApi };
 }

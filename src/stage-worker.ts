@@ -1,19 +1,44 @@
 /**
- * The staging writer, in its own thread: CSV records arrive in flat batches, are typed by the mapping
- * (map.ts) and go into a per-delivery scratch SQLite file. Parsing (main thread) and mapping plus
- * inserting (here) so run on both cores. The scratch file needs no durability: a crash discards it
- * and the delivery is redone.
+ * A staging thread: parses chunks of CSV records (parse.ts), types them by the mapping (map.ts) and
+ * writes them to its own scratch SQLite file. Several run at once, one chunk each, so parsing uses
+ * every core. Each chunk's rows get consecutive rowids here; the main thread keeps the ranges in file
+ * order, and the commit applies them in that order. The scratch file needs no durability: a crash
+ * discards it and the delivery is redone.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { InboxdError } from './errors.js';
+import type { Chunk } from './chunk.js';
+import type { CsvDialect } from './config.js';
+import { InboxdError, reject } from './errors.js';
 import { RowMapper, type Value } from './map.js';
 import type { FieldSpec } from './mapping.js';
+import { RecordReader } from './parse.js';
 
-const { path, fields, totals, maxReported } = workerData as { path: string; fields: FieldSpec[]; totals: string[]; maxReported: number };
-const columns = fields.length;
-const mapper = new RowMapper(fields, totals, maxReported);
-const db = new Database(path);
+export interface WorkerSpec {
+  path: string;
+  fields: FieldSpec[];
+  totals: string[];
+  maxReported: number;
+  csv: CsvDialect;
+  /** the partner's column names, or null for a file without a header line */
+  header: string[] | null;
+  /** the number of columns every record must have */
+  width: number;
+}
+
+/** `skipFirst`: the chunk's first record is the header line, not a row. */
+export type ToWorker = { chunk: Chunk; index: number; skipFirst: boolean } | { end: true };
+export type FromWorker =
+  | { ack: number; rows: [from: number, to: number] }
+  | { index: number; error: { code: string; message: string; details: Record<string, unknown> } }
+  | { done: RowMapper['stats'] };
+
+const spec = workerData as WorkerSpec;
+const columns = spec.fields.length;
+const mapper = new RowMapper(spec.fields, spec.totals, spec.maxReported);
+if (spec.header) mapper.header(spec.header);
+const reader = new RecordReader(spec.csv);
+const db = new Database(spec.path);
 db.pragma('journal_mode = OFF');
 db.pragma('synchronous = OFF');
 const cols = Array.from({ length: columns }, (_, i) => `c${i}`);
@@ -24,38 +49,48 @@ const PER_STMT = Math.max(1, Math.floor(999 / columns));
 const one = `(${cols.map(() => '?').join(',')})`;
 const many = db.prepare(`INSERT INTO rows VALUES ${Array(PER_STMT).fill(one).join(',')}`);
 const single = db.prepare(`INSERT INTO rows VALUES ${one}`);
-const pending: Value[] = [];
-
 const insert = db.transaction((values: Value[]) => {
   const width = PER_STMT * columns;
   let i = 0;
   for (; i + width <= values.length; i += width) many.run(values.slice(i, i + width));
   for (; i < values.length; i += columns) single.run(values.slice(i, i + columns));
 });
+let staged = 0;
+let skipping = false; // the header line is still to come, perhaps in a later chunk of a `more` run
 
-function mapBatch(cells: string[], lines: number[], width: number): void {
-  for (let r = 0, off = 0; r < lines.length; r++, off += width) {
-    const row = mapper.map(cells, off, width, lines[r]!);
-    if (row) for (let i = 0; i < columns; i++) pending.push(row[i]!);
-  }
-  insert(pending);
-  pending.length = 0;
+/** Parses, maps and stores one chunk; returns the rowids its good rows got. */
+function stageChunk(chunk: Chunk, skipFirst: boolean): [number, number] {
+  const values: Value[] = [];
+  if (skipFirst) skipping = true;
+  // Buffers arrive as plain Uint8Arrays: csv-parse wants a Buffer.
+  const bytes = Buffer.from(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength);
+  reader.read({ ...chunk, bytes }, (record, line) => {
+    if (record.length !== spec.width) {
+      const what = spec.header ? 'the header has' : 'the first row has';
+      throw reject('MALFORMED_CSV', `line ${line}: the row has ${record.length} columns, ${what} ${spec.width}`, { line, csvCode: 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' });
+    }
+    if (skipping) {
+      skipping = false;
+      return;
+    }
+    mapper.map(record, line, values);
+  });
+  insert(values);
+  const from = staged + 1;
+  staged += values.length / columns;
+  return [from, staged];
 }
 
-type Message = { header: string[] } | { cells: string[]; lines: number[]; width: number } | { end: true };
-
-parentPort!.on('message', (msg: Message) => {
+parentPort!.on('message', (msg: ToWorker) => {
+  if ('end' in msg) {
+    db.close();
+    parentPort!.postMessage({ done: mapper.stats } satisfies FromWorker);
+    return;
+  }
   try {
-    if ('header' in msg) mapper.header(msg.header);
-    else if ('cells' in msg) {
-      mapBatch(msg.cells, msg.lines, msg.width);
-      parentPort!.postMessage({ ack: true });
-    } else {
-      db.close();
-      parentPort!.postMessage({ done: mapper.stats });
-    }
+    parentPort!.postMessage({ ack: msg.index, rows: stageChunk(msg.chunk, msg.skipFirst) } satisfies FromWorker);
   } catch (err) {
-    const e = err instanceof InboxdError ? { code: err.code, message: err.message, details: err.details } : { code: 'IO_ERROR', message: (err as Error).message, details: {} };
-    parentPort!.postMessage({ error: e });
+    const error = err instanceof InboxdError ? { code: err.code, message: err.message, details: err.details } : { code: 'IO_ERROR', message: (err as Error).message, details: {} };
+    parentPort!.postMessage({ index: msg.index, error } satisfies FromWorker);
   }
 });

@@ -3,9 +3,9 @@
  *
  * Exactly-once design. better-sqlite3 is synchronous: its transactions cannot span an `await`, and one
  * connection shared by deliveries in flight would mix their statements into one transaction. So rows
- * are never written to this database while a file streams. Each delivery streams into its own scratch
- * SQLite file (a staging writer thread, see stage.ts); once every check has passed, `commit` ATTACHes
- * that file and, in ONE short synchronous IMMEDIATE transaction, re-checks the dedupe table, upserts
+ * are never written to this database while a file streams. Each delivery streams into scratch SQLite
+ * files of its own (staging threads, see stage.ts); once every check has passed, `commit` ATTACHes
+ * them and, in ONE short synchronous IMMEDIATE transaction, re-checks the dedupe table, upserts
  * the staged rows, and records the dedupe row and the outcome. Nothing can interleave with a
  * synchronous call, so deliveries in flight never share a transaction, and a rejected file never
  * touches a target table. `synchronous = FULL` makes each commit durable before the partner is told.
@@ -15,6 +15,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { InboxdError } from './errors.js';
 import type { FieldSpec } from './mapping.js';
+import type { StagedRows } from './stage.js';
 import { RemoteLedger } from './remote-ledger.js';
 
 export type Outcome = 'accepted' | 'rejected' | 'duplicate';
@@ -55,7 +56,7 @@ export interface SeqKey {
 }
 
 export interface Staged {
-  path: string;
+  rows: StagedRows;
   target: TargetTable;
   /**
    * A replay (replay.ts): a row last written by a later sequence of this flow keeps its newer values,
@@ -143,6 +144,9 @@ export class Store {
     }
     mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
+    // Set before the first table exists (a new database only): big pages make the B-trees of wide keyed
+    // rows shallower, and a large delivery's upsert measurably faster (npm run bench).
+    this.db.pragma('page_size = 16384');
     this.db.pragma('journal_mode = WAL');
     // WAL with synchronous=NORMAL can lose the last commits on power loss; an ACK must never name those.
     this.db.pragma('synchronous = FULL');
@@ -180,8 +184,8 @@ export class Store {
    * returns the outcome; when that is `accepted` the staged rows are upserted and the dedupe row written.
    */
   commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: (applied: Applied | undefined, lastSeq: number | undefined) => DeliveryRecord): DeliveryRecord {
-    const stagingPath = staged?.path;
-    if (stagingPath) this.db.prepare('ATTACH DATABASE ? AS stg').run(stagingPath);
+    const files = staged?.rows.files ?? [];
+    files.forEach((f, n) => this.db.prepare(`ATTACH DATABASE ? AS stg${n}`).run(f));
     try {
       return this.db.transaction(() => {
         const rec = seqKey ? decide(this.applied(seqKey.partner, seqKey.flow, seqKey.seq), this.lastSeq(seqKey.partner, seqKey.flow)) : decide(undefined, undefined);
@@ -197,7 +201,7 @@ export class Store {
         return rec;
       }).immediate();
     } finally {
-      if (stagingPath) this.db.exec('DETACH DATABASE stg');
+      files.forEach((_, n) => this.db.exec(`DETACH DATABASE stg${n}`));
     }
   }
 
@@ -209,12 +213,16 @@ export class Store {
     const updates = [...t.fields.filter((f) => !t.key.includes(f.ours)).map((f) => q(f.ours)), '_delivery_id', '_updated_at'].map((c) => `${c} = excluded.${c}`);
     const k = staged.keepNewer;
     const keep = k ? ` WHERE NOT EXISTS (SELECT 1 FROM deliveries w WHERE w.id = ${q(t.table)}._delivery_id AND w.partner = @partner AND w.flow = @flow AND w.seq > @seq)` : '';
-    // WHERE true: SQLite's parser needs it between SELECT ... and ON CONFLICT. ORDER BY rowid: the last row of a key wins.
-    const r = this.db.prepare(`INSERT INTO ${q(t.table)} (${cols.join(', ')}, _delivery_id, _updated_at) SELECT ${values.join(', ')}, @id, @at FROM stg.rows WHERE true ORDER BY rowid ON CONFLICT (${t.key.map(q).join(', ')}) DO UPDATE SET ${updates.join(', ')}${keep}`)
-      .run({ id: deliveryId, at, ...(k ? { partner: k.partner, flow: k.flow, seq: k.seq } : {}) });
-    if (!k) return `${r.changes} rows written to ${t.table}`;
-    const kept = (this.db.prepare('SELECT count(*) AS n FROM stg.rows').get() as { n: number }).n - r.changes;
-    return `${r.changes} rows written to ${t.table}${kept > 0 ? `; ${kept} kept as they were: a later sequence wrote them` : ''}`;
+    // Run by run, in file order, each in rowid order: the last row of a key wins, as in the file.
+    const upsert = staged.rows.files.map((_, n) => this.db.prepare(`INSERT INTO ${q(t.table)} (${cols.join(', ')}, _delivery_id, _updated_at) SELECT ${values.join(', ')}, @id, @at FROM stg${n}.rows WHERE rowid BETWEEN @from AND @to ORDER BY rowid ON CONFLICT (${t.key.map(q).join(', ')}) DO UPDATE SET ${updates.join(', ')}${keep}`));
+    let changes = 0;
+    let rows = 0;
+    for (const run of staged.rows.runs) {
+      changes += upsert[run.file]!.run({ id: deliveryId, at, from: run.from, to: run.to, ...(k ? { partner: k.partner, flow: k.flow, seq: k.seq } : {}) }).changes;
+      rows += run.to - run.from + 1;
+    }
+    const kept = rows - changes;
+    return `${changes} rows written to ${t.table}${k && kept > 0 ? `; ${kept} kept as they were: a later sequence wrote them` : ''}`;
   }
 
   /** When this database was created: windows before it are nobody's business. */

@@ -1,27 +1,31 @@
 /** CSV parsing end to end: structure errors name the line, dialects, encodings, and values typed by the mapping only. */
-import { describe, expect, it } from 'vitest';
-import { csvLine, fixture, HEADER, MAPPING, row, type Row, sha256, SLOW } from './helpers/fixture.js';
+import { describe, expect, it, type TestContext } from 'vitest';
+import { csvLine, fixture, HEADER, MAPPING, row, type Row, rowsOf, sha256, SLOW } from './helpers/fixture.js';
 
 const line = (r: Row, delimiter = ',') => csvLine(HEADER.map((h) => r[h] ?? ''), delimiter);
 const text = (...lines: string[]) => `${[HEADER.join(','), ...lines].join('\n')}\n`;
 
-describe.concurrent('structural errors reject the whole file and name the line', SLOW, () => {
-  it.for<[string, string, string, RegExp]>([
+const STRUCTURAL: Array<[string, string, string, RegExp]> = [
     ['an unbalanced quote', text(line(row(1)), `"A-102,BER1,12,1.50,EUR,NEW,true,b@example.com,2025-09-16T01:55:00Z`, line(row(3))), 'MALFORMED_CSV', /^line 3, column 1: .*quote/],
     ['an unbalanced quote after a multi-line field', text(line(row(1, { ContactEmail: 'a\nb\nc' })), line(row(2)).replace('12,', '"12,'), line(row(3)), line(row(4))), 'MALFORMED_CSV', /^line 5, column 3: .*quote/],
     ['a stray quote inside a field', text(line(row(1)), line(row(2)).replace('BER1', 'BE"R1'), line(row(3))), 'MALFORMED_CSV', /^line 3\b/],
     ['a row with too many columns', text(line(row(1)), `${line(row(2))},extra`, line(row(3))), 'MALFORMED_CSV', /^line 3\b.*columns/],
     ['a row with too few columns', text(line(row(1)), line(row(2)), 'A-103,BER1,13', line(row(4))), 'MALFORMED_CSV', /^line 4\b.*columns/],
-  ])('%s', async ([, csvText, code, reason], t) => {
-    const fx = await fixture(t);
-    const d = await fx.makeDelivery({ seq: 1, csvText, manifest: { records: 3 } });
-    const run = await fx.runOnce();
-    expect(run.code).toBe(1);
-    const report = await fx.errorReport();
-    expect(report).toMatchObject({ code, file: d.name });
-    expect(report.reason).toMatch(reason);
-    expect(fx.rows()).toEqual([]);
-  });
+];
+
+async function expectStructural(t: TestContext, [, csvText, code, reason]: (typeof STRUCTURAL)[number], env?: Record<string, string>): Promise<void> {
+  const fx = await fixture(t);
+  const d = await fx.makeDelivery({ seq: 1, csvText, manifest: { records: 3 } });
+  const run = await fx.runOnce({ env });
+  expect(run.code).toBe(1);
+  const report = await fx.errorReport();
+  expect(report).toMatchObject({ code, file: d.name });
+  expect(report.reason).toMatch(reason);
+  expect(fx.rows()).toEqual([]);
+}
+
+describe.concurrent('structural errors reject the whole file and name the line', SLOW, () => {
+  it.for(STRUCTURAL)('%s', (c, t) => expectStructural(t, c));
 
   it('bytes that are not UTF-8 are BAD_ENCODING naming their line', async (t) => {
     const fx = await fixture(t);
@@ -158,5 +162,75 @@ describe.concurrent('what CSV files look like in practice', SLOW, () => {
     expect(reports).toHaveLength(3); // data file, sidecar and manifest: none belongs to a flow
     for (const r of reports) expect(await fx.readJson('error', r)).toMatchObject({ code: 'UNKNOWN_FILE' });
     expect(fx.listDir('error')).toEqual(expect.arrayContaining(other.files));
+  });
+});
+
+/**
+ * Files are cut into chunks of whole records that threads parse at once. Tiny chunks (a row or two
+ * each; INBOXD_TEST_CHUNK_BYTES) make every small file a many-chunk one.
+ */
+describe.concurrent('a file parsed in many chunks at once reads as one', SLOW, () => {
+  const CHUNKS = { INBOXD_TEST_CHUNK_BYTES: '64' };
+
+  it.for(STRUCTURAL)('%s: the same error, the same line', (c, t) => expectStructural(t, c, CHUNKS));
+
+  it('rows are applied in file order: the last row of a key wins', async (t) => {
+    const fx = await fixture(t);
+    const rows = [...rowsOf(60), ...rowsOf(60).map((r, i) => ({ ...r, Quantity: String(1000 + i) }))];
+    const d = await fx.makeDelivery({ seq: 1, rows });
+    expect((await fx.runOnce({ env: CHUNKS })).code).toBe(0);
+    expect(fx.rows().map((r) => [r.sku, r.qty])).toEqual(rowsOf(60).map((r, i) => [r.SKU, 1000 + i]));
+    expect(await fx.readJson('outbox', `${d.name}.ack.json`)).toMatchObject({ records: 120 });
+  });
+
+  it('row errors from every chunk: counted in full, listed by line up to the cap', async (t) => {
+    const fx = await fixture(t, { flow: { max_reported_errors: 5 } });
+    const rows = rowsOf(80).map((r, i) => (i % 7 === 3 ? { ...r, Quantity: 'many' } : r));
+    await fx.makeDelivery({ seq: 1, rows });
+    expect((await fx.runOnce({ env: CHUNKS })).code).toBe(1);
+    const report = await fx.errorReport();
+    expect(report).toMatchObject({ code: 'ROW_ERRORS', error_count: 11, errors_truncated: true });
+    expect(report.errors.map((e: { line: number }) => e.line)).toEqual([5, 12, 19, 26, 33]);
+    expect(fx.rows()).toEqual([]);
+  });
+
+  it('the error earliest in the file is the one reported, though later chunks fail too', async (t) => {
+    const fx = await fixture(t);
+    const lines = rowsOf(40).map((r) => line(r));
+    lines[29] = `${lines[29]},extra`; // line 31
+    lines[34] = lines[34]!.replace('BER1', 'BE"R1'); // line 36
+    await fx.makeDelivery({ seq: 1, csvText: Buffer.concat([Buffer.from(text(...lines)), Buffer.from([0xff, 0x0a])]) });
+    expect((await fx.runOnce({ env: CHUNKS })).code).toBe(1);
+    expect((await fx.errorReport()).reason).toMatch(/^line 31\b.*columns/);
+  });
+
+  it('line numbers after fields with embedded newlines are physical lines', async (t) => {
+    const fx = await fixture(t);
+    const rows = [row(1, { ContactEmail: 'one\ntwo\nthree' }), ...rowsOf(20, 2), row(22, { ContactEmail: 'a\r\nb' }), row(23, { Quantity: 'many' })];
+    await fx.makeDelivery({ seq: 1, rows });
+    expect((await fx.runOnce({ env: CHUNKS })).code).toBe(1);
+    expect((await fx.errorReport()).errors).toEqual([{ line: 27, column: 'Quantity', reason: expect.stringContaining('not an integer') }]);
+  });
+
+  it('CR line ends (no newline to cut at): read in order by one parser, lines still named', async (t) => {
+    const fx = await fixture(t, { flow: { csv: { max_record_bytes: 200 } } });
+    const rows = rowsOf(30).map((r, i) => (i === 24 ? { ...r, Quantity: 'many' } : r));
+    await fx.makeDelivery({ seq: 1, rows, lineEnd: '\r' });
+    expect((await fx.runOnce({ env: CHUNKS })).code).toBe(1);
+    expect((await fx.errorReport()).errors).toEqual([{ line: 26, column: 'Quantity', reason: expect.stringContaining('not an integer') }]);
+
+    const ok = await fixture(t, { flow: { csv: { max_record_bytes: 200 } } });
+    await ok.makeDelivery({ seq: 1, rows: rowsOf(30), lineEnd: '\r' });
+    expect((await ok.runOnce({ env: CHUNKS })).code).toBe(0);
+    expect(ok.rows()).toHaveLength(30);
+  });
+
+  it('an unclosed quote in a large file names its line', async (t) => {
+    const fx = await fixture(t, { flow: { csv: { max_record_bytes: 300 } } });
+    const lines = rowsOf(40).map((r) => line(r));
+    lines[9] = lines[9]!.replace('BER1', '"BER1'); // line 11
+    await fx.makeDelivery({ seq: 1, csvText: text(...lines) });
+    expect((await fx.runOnce({ env: CHUNKS })).code).toBe(1);
+    expect((await fx.errorReport()).reason).toMatch(/^line 11, column 2: the row grows past the maximum record size by line \d+: is a quote never closed\?/);
   });
 });

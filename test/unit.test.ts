@@ -2,13 +2,16 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { csvCell, errorsCsv } from '../src/answer.js';
 import { defaultPattern, globToRegExp } from '../src/config.js';
 import { parseDuration } from '../src/units.js';
 import type { FieldSpec } from '../src/mapping.js';
-import { convert, toMinorUnits, toUtc } from '../src/map.js';
+import { type Chunk, completeUtf8, RecordChunker } from '../src/chunk.js';
+import { stagingSink } from '../src/stage.js';
+import { convert, mergeStats, toMinorUnits, toUtc } from '../src/map.js';
 import { isTempName, manifestName, parseCompactTime, parseName } from '../src/naming.js';
 import { decoder } from '../src/parse.js';
 import { checkTotals, parseManifest, parseSidecar } from '../src/verify.js';
@@ -131,7 +134,12 @@ describe('values are typed by the mapping', () => {
     expect(toMinorUnits('2.500', 2)).toBe(250);
     expect(toMinorUnits('1.005', 3)).toBe(1005);
     expect(toMinorUnits('0.29', 2)).toBe(29); // 0.29 * 100 = 28.999999999999996 in floating point
-    for (const v of ['1.005', '1,50', '1.', '.5', '1e2', '$1']) expect(bad(toMinorUnits(v, 2)), v).toBe(true);
+    expect(toMinorUnits('+1.5', 2)).toBe(150);
+    expect(Object.is(toMinorUnits('-0.00', 2), 0)).toBe(true);
+    expect(toMinorUnits('90071992547409.91', 2)).toBe(9007199254740991);
+    for (const v of ['1.005', '1,50', '1.', '.5', '1e2', '$1', '-', '+', '1.2.3', '1 .5', '90071992547409.92', '99999999999999999999']) expect(bad(toMinorUnits(v, 2)), v).toBe(true);
+    expect((toMinorUnits('1.5x5', 2) as { reason: string }).reason).toMatch(/not a decimal/);
+    expect((toMinorUnits('1.555', 2) as { reason: string }).reason).toMatch(/more than 2 decimal places/);
   });
 
   it('datetime: ISO-8601 with Z or an offset, stored as UTC Z', () => {
@@ -215,6 +223,73 @@ describe('line-error CSV is spreadsheet-safe', () => {
   });
 });
 
+describe('chunks of whole records (parallel parsing)', () => {
+  const cut = (text: string | Buffer, chunkBytes = 8, cap = 64, pieces = 3) => {
+    const bytes = Buffer.from(text);
+    const c = new RecordChunker(0x22, chunkBytes, cap);
+    const out: Chunk[] = [];
+    for (let i = 0; i < bytes.length; i += pieces) out.push(...c.push(bytes.subarray(i, i + pieces)));
+    out.push(...c.end());
+    return out.map((k) => ({ text: k.bytes.toString(), line: k.firstLine, more: k.more }));
+  };
+
+  it('cuts only at a newline outside quotes, the first line on its own, and numbers the lines', () => {
+    const text = 'h1,h2\na,1\n"b\nc",2\nd,"x""\ny"\ne,5\n';
+    const chunks = cut(text);
+    expect(chunks.map((k) => k.text).join('')).toBe(text);
+    expect(chunks[0]).toEqual({ text: 'h1,h2\n', line: 1, more: false });
+    for (const k of chunks) expect(k.text.endsWith('\n') && (k.text.split('"').length - 1) % 2 === 0, JSON.stringify(k)).toBe(true);
+    for (const k of chunks) expect(k.line, k.text).toBe(text.slice(0, text.indexOf(k.text)).split('\n').length);
+  });
+
+  it('strips a UTF-8 BOM and keeps a last line without a newline', () => {
+    expect(cut('\uFEFFh\nlast')).toEqual([{ text: 'h\n', line: 1, more: false }, { text: 'last', line: 2, more: false }]);
+  });
+
+  it('no cut within the cap (CR line ends, an unclosed quote): one ordered run of chunks from there on', () => {
+    const chunks = cut('h\n' + 'a,1\r'.repeat(40), 8, 32);
+    expect(chunks[0]).toEqual({ text: 'h\n', line: 1, more: false });
+    expect(chunks.slice(1, -1).every((k) => k.more)).toBe(true);
+    expect(chunks[chunks.length - 1]!.more).toBe(false);
+    expect(chunks.map((k) => k.text).join('')).toBe('h\n' + 'a,1\r'.repeat(40));
+  });
+
+  it('a forced cut never splits a UTF-8 character', () => {
+    const chunks = cut('h\n' + 'é€😀'.repeat(30), 8, 16, 5);
+    for (const k of chunks) expect(k.text, JSON.stringify(k)).not.toContain('\uFFFD');
+    expect(completeUtf8(Buffer.from('ab€').subarray(0, 4))).toBe(2);
+    expect(completeUtf8(Buffer.from('ab€'))).toBe(5);
+    expect(completeUtf8(Buffer.from('a😀').subarray(0, 4))).toBe(1);
+  });
+
+  it('a first record cut across chunks is held until whole, then goes first, to be skipped', async () => {
+    const calls: Array<{ text: string; skipFirst: boolean; more: boolean }> = [];
+    const started: unknown[] = [];
+    const stager = { start: (header: string[] | null, width: number) => void started.push(header, width), add: async (c: Chunk, skipFirst: boolean) => void calls.push({ text: c.bytes.toString(), skipFirst, more: c.more }) };
+    const csv = { delimiter: ',', quote: '"', header: true, encoding: 'utf-8', maxRecordBytes: 16 };
+    // Blank lines ended by CR, more than the cap (8 + 2 * 16 bytes): no newline to cut at, so a forced cut before the header.
+    const text = `${'\r'.repeat(50)}a,b,c\r${'1,2,3\r'.repeat(5)}`;
+    const fields = ['a', 'b', 'c'].map((h) => ({ ours: h, partner: h, type: 'string' as const, required: false, pii: false, notes: '' }));
+    const pieces = Array.from({ length: Math.ceil(text.length / 10) }, (_, i) => Buffer.from(text.slice(i * 10, i * 10 + 10)));
+    await pipeline(Readable.from(pieces), stagingSink(stager, { base: '', fields, totals: [], maxReported: 1, csv, header: true, utf8Checked: false, chunkBytes: 8 }));
+    expect(started).toEqual([['a', 'b', 'c'], 3]);
+    expect(calls.map((c) => c.text).join('')).toBe(text);
+    expect(calls[0]!.text).not.toContain('a,b,c');
+    expect(calls.map((c) => c.skipFirst)).toEqual(calls.map((_, i) => i === 0));
+    expect(calls.map((c) => c.more)).toEqual(calls.map((_, i) => i < calls.length - 1));
+  });
+
+  it('stats of the parts merge as if the file were mapped in one go', () => {
+    const err = (line: number) => ({ line, column: 'Q', reason: 'x' });
+    const merged = mergeStats([
+      { rows: 3, badRows: 1, errorCount: 2, errors: [err(2), err(9)], sums: { qty: 5 } },
+      { rows: 4, badRows: 2, errorCount: 2, errors: [err(4), err(5)], sums: { qty: undefined } },
+    ], ['qty'], 3);
+    expect(merged).toEqual({ rows: 7, badRows: 3, errorCount: 4, errors: [err(2), err(4), err(5)], sums: { qty: undefined } });
+    expect(mergeStats([], ['qty'], 3).sums).toEqual({ qty: 0 });
+  });
+});
+
 describe('decoder', () => {
   async function decode(chunks: Buffer[], encoding = 'utf-8'): Promise<string> {
     let out = '';
@@ -246,7 +321,7 @@ describe('decoder', () => {
 
 describe('layering', () => {
   const src = fileURLToPath(new URL('../src/', import.meta.url));
-  const STEPS = ['naming', 'discover', 'claim', 'verify', 'map', 'parse', 'stage', 'stage-worker', 'answer', 'mapping', 'fsx', 'errors', 'units', 'crashpoint'];
+  const STEPS = ['naming', 'discover', 'claim', 'verify', 'chunk', 'map', 'parse', 'stage', 'stage-worker', 'answer', 'mapping', 'fsx', 'errors', 'units', 'crashpoint'];
   /** Value imports only: `import type` and `import { type X }`-only lines vanish at runtime. */
   const imports = (mod: string) => [...readFileSync(join(src, `${mod}.ts`), 'utf8').matchAll(/^import\s+(?!type\s)([^;]*?)\s+from\s+'\.\/([\w-]+)\.js';/gm)]
     .filter(([, what]) => !/^\{\s*(type\s+\w+\s*,?\s*)+\}$/.test(what!))
