@@ -182,5 +182,37 @@ function rowParser(dialect: CsvDialect, limit?: number): Parser & { api: ParserA
     ...(limit ? { to: limit } : {}),
   }) as Parser & { api?: ParserApi };
   if (typeof parser.api?.parse !== 'function') throw new Error('csv-parse: Parser.api.parse is missing (an incompatible csv-parse version)');
+  decodeFieldsInPlace(parser);
   return parser as Parser & { api: ParserApi };
+}
+
+/** Whether csv-parse's field decoding runs in place (see below): a csv-parse upgrade that changes its shape shows here. */
+export function fieldsDecodedInPlace(): boolean {
+  const field = (rowParser({ delimiter: ',', quote: '"', header: false, encoding: 'utf-8', maxRecordBytes: 1 }) as Parser & { state?: { field?: object } }).state?.field;
+  return !!field && (Object.getPrototypeOf(field) as { [PATCHED]?: true })[PATCHED] === true;
+}
+
+interface FieldBuffer {
+  buf: Buffer;
+  length: number;
+}
+const PATCHED = Symbol('inboxd.decodeInPlace');
+
+/**
+ * csv-parse (6.2) turns every field into a string by `buf.slice(0, length).toString(encoding)`: a new
+ * Buffer object per field before decoding. Decoding the range in place gives the same string and cuts
+ * parsing time by about a quarter (npm run bench). Applied once to csv-parse's field buffer class when
+ * it has the shape this was written for; anything else leaves csv-parse as it is.
+ */
+function decodeFieldsInPlace(parser: Parser): void {
+  const field = (parser as Parser & { state?: { field?: FieldBuffer } }).state?.field;
+  const proto = field && (Object.getPrototypeOf(field) as { toString: unknown; [PATCHED]?: true });
+  if (!field || !proto || proto[PATCHED] || !Buffer.isBuffer(field.buf) || typeof field.length !== 'number' || typeof proto.toString !== 'function') return;
+  const original = proto.toString as (this: FieldBuffer, encoding?: BufferEncoding | null) => unknown;
+  const utf8Slice = (Buffer.prototype as unknown as { utf8Slice?: (start: number, end: number) => string }).utf8Slice;
+  proto.toString = function (this: FieldBuffer, encoding?: BufferEncoding | null) {
+    if (encoding === 'utf8' && utf8Slice) return utf8Slice.call(this.buf, 0, this.length);
+    return encoding ? this.buf.toString(encoding, 0, this.length) : original.call(this, encoding);
+  };
+  proto[PATCHED] = true;
 }

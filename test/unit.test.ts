@@ -13,7 +13,7 @@ import { type Chunk, completeUtf8, RecordChunker } from '../src/chunk.js';
 import { stagingSink } from '../src/stage.js';
 import { convert, mergeStats, toMinorUnits, toUtc } from '../src/map.js';
 import { isTempName, manifestName, parseCompactTime, parseName } from '../src/naming.js';
-import { decoder } from '../src/parse.js';
+import { decoder, fieldsDecodedInPlace, RecordReader } from '../src/parse.js';
 import { checkTotals, parseManifest, parseSidecar } from '../src/verify.js';
 
 const HEX = 'ab'.repeat(32);
@@ -277,6 +277,14 @@ describe('chunks of whole records (parallel parsing)', () => {
     expect(calls[0]!.text).not.toContain('a,b,c');
     expect(calls.map((c) => c.skipFirst)).toEqual(calls.map((_, i) => i === 0));
     expect(calls.map((c) => c.more)).toEqual(calls.map((_, i) => i < calls.length - 1));
+  });
+
+  it('records and their lines, fields decoded in place (csv-parse patched for speed, same strings)', () => {
+    expect(fieldsDecodedInPlace()).toBe(true);
+    const reader = new RecordReader({ delimiter: ';', quote: '"', header: false, encoding: 'utf-8', maxRecordBytes: 1000 });
+    const seen: Array<[string[], number]> = [];
+    reader.read({ bytes: Buffer.from('é;😀;"a""b"\r\n\n"x\r\ny";€\rz;"";\n'), firstLine: 7, more: false }, (r, line) => seen.push([r, line]));
+    expect(seen).toEqual([[['é', '😀', 'a"b'], 7], [['x\r\ny', '€'], 10], [['z', '', ''], 11]]);
   });
 
   it('stats of the parts merge as if the file were mapped in one go', () => {
