@@ -1,8 +1,10 @@
-// npm run bench [-- --rows 1000000 --factor 10]
+// npm run bench [-- --rows 1000000 --factor 10 --runs 3]
 // Generates inventory deliveries (CSV + sidecar + manifest), ingests each end to end with the real
 // CLI, and prints rows per second and peak memory; then times the plain C-tools way of loading the
 // same file (sha256sum, then sqlite3 importing into a staging table and upserting into a keyed table
 // in one transaction) and prints inboxd's time as a ratio of it.
+// A shared machine's speed drifts from minute to minute, so the cases take turns, `runs` rounds of
+// them at the base size (one round at the larger size), and each prints its median.
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
@@ -13,6 +15,7 @@ import { once } from 'node:events';
 const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
 const ROWS = Number(args.rows ?? 1_000_000);
 const FACTOR = Number(args.factor ?? 10);
+const RUNS = Number(args.runs ?? 3);
 const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
 const MAPPING = new URL('../config/mappings/acme-inventory.csv', import.meta.url).pathname;
 const GNUPGHOME = mkdtempSync(join(tmpdir(), 'inboxd-bench-gpg-'));
@@ -134,21 +137,32 @@ COMMIT;
 }
 
 const fmt = (n) => Math.round(n).toLocaleString('en-US');
-function report(label, rows, r, base) {
-  const ratio = base ? `  ratio to C tools ${(r.seconds / base.seconds).toFixed(2)}` : '';
-  console.log(`${label.padEnd(28)} ${fmt(rows).padStart(11)} rows  ${r.seconds.toFixed(2).padStart(7)} s  ${fmt(rows / r.seconds).padStart(10)} rows/s  peak ${r.peakMb.toFixed(0).padStart(5)} MB${ratio}`);
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+function report(label, rows, runs, base) {
+  const seconds = median(runs.map((r) => r.seconds));
+  const peak = runs.some((r) => r.peakMb) ? `  peak ${median(runs.map((r) => r.peakMb)).toFixed(0).padStart(5)} MB` : '';
+  const ratio = base ? `  ratio to C tools ${(seconds / base).toFixed(2)}` : '';
+  const each = runs.length > 1 ? `  (${runs.map((r) => r.seconds.toFixed(2)).join(', ')})` : '';
+  console.log(`${label.padEnd(28)} ${fmt(rows).padStart(11)} rows  ${seconds.toFixed(2).padStart(7)} s  ${fmt(rows / seconds).padStart(10)} rows/s${peak}${ratio}${each}`);
+  return seconds;
 }
 
-console.log(`inboxd bench: node ${process.version}, ${ROWS} rows and ${ROWS * FACTOR} rows\n`);
-for (const rows of [ROWS, ROWS * FACTOR]) {
-  const base = await cToolsCase(rows);
-  console.log(`${'C tools (sha256sum+sqlite3)'.padEnd(28)} ${fmt(rows).padStart(11)} rows  ${base.seconds.toFixed(2).padStart(7)} s  ${fmt(rows / base.seconds).padStart(10)} rows/s`);
-  const plain = await inboxdCase(rows);
+console.log(`inboxd bench: node ${process.version}, ${ROWS} rows (median of ${RUNS} rounds) and ${ROWS * FACTOR} rows\n`);
+for (const [rows, rounds] of [[ROWS, RUNS], [ROWS * FACTOR, 1]]) {
+  const c = [];
+  const plain = [];
+  const enc = [];
+  for (let i = 0; i < rounds; i++) {
+    c.push(await cToolsCase(rows));
+    for (const [list, encrypted] of [[plain, false], [enc, true]]) {
+      const r = await inboxdCase(rows, encrypted);
+      rmSync(r.dir, { recursive: true, force: true });
+      list.push(r);
+    }
+  }
+  const base = report('C tools (sha256sum+sqlite3)', rows, c);
   report('inboxd plain CSV', rows, plain, base);
-  rmSync(plain.dir, { recursive: true, force: true });
-  const enc = await inboxdCase(rows, true);
   report('inboxd signed+encrypted', rows, enc, base);
-  rmSync(enc.dir, { recursive: true, force: true });
   console.log('');
 }
 // gpg starts an agent per home directory: stop it before removing its home.

@@ -46,18 +46,29 @@ export class RecordChunker {
     }
     let from = 0;
     let lines = 0;
-    for (let i = 0; i < buf.length; i++) {
-      const b = buf[i];
-      if (b === this.quote) this.inQuote = !this.inQuote;
-      else if (b === CR) lines++;
-      else if (b === LF) {
-        if ((i > 0 ? buf[i - 1] : this.lastByte) !== CR) lines++;
-        if (!this.inQuote && this.size + i + 1 - from >= this.target) {
-          this.append(buf, from, i + 1, lines);
-          out.push(this.take(false));
-          from = i + 1;
-          lines = 0;
-          this.target = this.chunkBytes;
+    if (!this.inQuote && buf.indexOf(this.quote) === -1) {
+      // No quote in sight, so every newline ends a record: native searches find them, no byte loop.
+      for (let at; (at = buf.indexOf(LF, from + Math.max(0, this.target - this.size - 1))) !== -1; ) {
+        this.append(buf, from, at + 1, this.lineEnds(buf, from, at + 1));
+        out.push(this.take(false));
+        from = at + 1;
+        this.target = this.chunkBytes;
+      }
+      lines = this.lineEnds(buf, from, buf.length);
+    } else {
+      for (let i = 0; i < buf.length; i++) {
+        const b = buf[i];
+        if (b === this.quote) this.inQuote = !this.inQuote;
+        else if (b === CR) lines++;
+        else if (b === LF) {
+          if ((i > 0 ? buf[i - 1] : this.lastByte) !== CR) lines++;
+          if (!this.inQuote && this.size + i + 1 - from >= this.target) {
+            this.append(buf, from, i + 1, lines);
+            out.push(this.take(false));
+            from = i + 1;
+            lines = 0;
+            this.target = this.chunkBytes;
+          }
         }
       }
     }
@@ -73,6 +84,14 @@ export class RecordChunker {
   /** What is left at the end of the stream; after chunks flagged `more`, always one, to end their run. */
   end(): Chunk[] {
     return this.size > 0 || this.sequential ? [this.take(false)] : [];
+  }
+
+  /** Line ends in buf[from, to): each CR and each LF, a CRLF once. */
+  private lineEnds(buf: Buffer, from: number, to: number): number {
+    let n = 0;
+    for (let i = buf.indexOf(CR, from); i !== -1 && i < to; i = buf.indexOf(CR, i + 1)) n++;
+    for (let i = buf.indexOf(LF, from); i !== -1 && i < to; i = buf.indexOf(LF, i + 1)) if ((i > 0 ? buf[i - 1] : this.lastByte) !== CR) n++;
+    return n;
   }
 
   private append(buf: Buffer, from: number, to: number, lines: number): void {

@@ -122,22 +122,30 @@ export function toMinorUnits(v: string, scale: number): number | Bad {
 }
 
 /** True when v[from..] is one or more ASCII digits. A loop, not a regex: this runs for every cell. */
-function isDigits(v: string, from: number, to = v.length): boolean {
-  if (to <= from) return false;
-  for (let i = from; i < to; i++) {
+function isDigits(v: string, from: number): boolean {
+  if (v.length <= from) return false;
+  for (let i = from; i < v.length; i++) {
     const c = v.charCodeAt(i);
     if (c < 48 || c > 57) return false;
   }
   return true;
 }
 
-const num2 = (v: string, i: number) => (v.charCodeAt(i) - 48) * 10 + v.charCodeAt(i + 1) - 48;
+/** The digit at v[i], or a negative number large enough to make any sum of digits below it negative. */
+const digit = (v: string, i: number) => {
+  const d = v.charCodeAt(i) - 48;
+  return d >= 0 && d <= 9 ? d : -1e6;
+};
+const num2 = (v: string, i: number) => digit(v, i) * 10 + digit(v, i + 1);
 
 /** The common case, already canonical: `YYYY-MM-DDTHH:MM:SSZ`, checked without a regex or a Date. */
 function canonicalUtc(v: string): boolean {
   if (v.length !== 20 || v.charCodeAt(4) !== 45 || v.charCodeAt(7) !== 45 || v.charCodeAt(10) !== 84 || v.charCodeAt(13) !== 58 || v.charCodeAt(16) !== 58 || v.charCodeAt(19) !== 90) return false;
-  if (!isDigits(v, 0, 4) || !isDigits(v, 5, 7) || !isDigits(v, 8, 10) || !isDigits(v, 11, 13) || !isDigits(v, 14, 16) || !isDigits(v, 17, 19)) return false;
-  return validDate(num2(v, 0) * 100 + num2(v, 2), num2(v, 5), num2(v, 8)) && num2(v, 11) < 24 && num2(v, 14) < 60 && num2(v, 17) < 60;
+  const year = num2(v, 0) * 100 + num2(v, 2);
+  const hour = num2(v, 11);
+  const minute = num2(v, 14);
+  const second = num2(v, 17);
+  return year >= 0 && validDate(year, num2(v, 5), num2(v, 8)) && hour >= 0 && hour < 24 && minute >= 0 && minute < 60 && second >= 0 && second < 60;
 }
 
 /** ISO-8601 with `Z` or an offset -> UTC `Z`. A local time without an offset is ambiguous and refused. */
@@ -181,17 +189,27 @@ export function mergeStats(parts: readonly MapStats[], totals: readonly string[]
 }
 
 export class RowMapper {
-  readonly stats: MapStats;
+  private rows = 0;
+  private badRows = 0;
+  private errorCount = 0;
+  private readonly errors: RowError[] = [];
   private index: number[];
   private readonly convert: Array<(raw: string) => Converted>;
   private readonly totalIdx: number[];
+  /** by control-total column, in `totals` order */
+  private readonly sums: Array<number | undefined>;
 
-  constructor(private readonly fields: readonly FieldSpec[], totals: readonly string[], private readonly maxReported: number) {
+  constructor(private readonly fields: readonly FieldSpec[], private readonly totals: readonly string[], private readonly maxReported: number) {
     // Without a header the mapping's partner column is a 1-based column number.
     this.index = fields.map((f) => Number(f.partner) - 1);
     this.convert = fields.map(converter);
     this.totalIdx = totals.map((t) => fields.findIndex((f) => f.ours === t));
-    this.stats = { rows: 0, badRows: 0, errorCount: 0, errors: [], sums: Object.fromEntries(totals.map((t) => [t, 0])) };
+    this.sums = totals.map(() => 0);
+  }
+
+  get stats(): MapStats {
+    const sums = Object.fromEntries(this.totals.map((t, i) => [t, this.sums[i]]));
+    return { rows: this.rows, badRows: this.badRows, errorCount: this.errorCount, errors: [...this.errors], sums };
   }
 
   /** Resolves each mapped column by the partner's header name. A Map, so `__proto__` is just a name. */
@@ -212,7 +230,7 @@ export class RowMapper {
    * nothing, its errors are recorded, and the answer is false.
    */
   map(record: readonly string[], line: number, out: Value[]): boolean {
-    this.stats.rows++;
+    this.rows++;
     const start = out.length;
     let bad = false;
     for (let i = 0; i < this.fields.length; i++) {
@@ -224,26 +242,26 @@ export class RowMapper {
         out.push(null);
       } else out.push(v);
     }
-    for (const i of this.totalIdx) {
-      const column = this.fields[i]!.ours;
-      const sum = this.stats.sums[column];
+    for (let t = 0; t < this.totalIdx.length; t++) {
+      const sum = this.sums[t];
       if (sum === undefined) continue;
       // A value that could not be read makes the sum unverifiable; an empty one counts as 0.
+      const i = this.totalIdx[t]!;
       const value = out[start + i] as number | null;
       const unreadable = value === null && !!record[this.index[i]!]?.trim();
-      this.stats.sums[column] = unreadable ? undefined : sum + (value ?? 0);
+      this.sums[t] = unreadable ? undefined : sum + (value ?? 0);
     }
     if (!bad) return true;
-    this.stats.badRows++;
+    this.badRows++;
     out.length = start;
     return false;
   }
 
   private addError(line: number, field: FieldSpec, raw: string | undefined, reason: string): void {
-    this.stats.errorCount++;
-    if (this.stats.errors.length >= this.maxReported) return;
+    this.errorCount++;
+    if (this.errors.length >= this.maxReported) return;
     // PII values never leave this function: not in logs, not in reports.
     const shown = raw === undefined || raw === '' ? '' : field.pii ? 'the value (hidden: personal data) ' : `"${raw.length > 60 ? `${raw.slice(0, 60)}…` : raw}" `;
-    this.stats.errors.push({ line, column: field.partner, reason: `${shown}${reason}`.replace(/^./, (c) => c.toUpperCase()) });
+    this.errors.push({ line, column: field.partner, reason: `${shown}${reason}`.replace(/^./, (c) => c.toUpperCase()) });
   }
 }

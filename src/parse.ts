@@ -193,7 +193,7 @@ export function fieldsDecodedInPlace(): boolean {
 }
 
 interface FieldBuffer {
-  buf: Buffer;
+  buf: Buffer & { utf8Slice?: (start: number, end: number) => string };
   length: number;
 }
 const PATCHED = Symbol('inboxd.decodeInPlace');
@@ -209,9 +209,10 @@ function decodeFieldsInPlace(parser: Parser): void {
   const proto = field && (Object.getPrototypeOf(field) as { toString: unknown; [PATCHED]?: true });
   if (!field || !proto || proto[PATCHED] || !Buffer.isBuffer(field.buf) || typeof field.length !== 'number' || typeof proto.toString !== 'function') return;
   const original = proto.toString as (this: FieldBuffer, encoding?: BufferEncoding | null) => unknown;
-  const utf8Slice = (Buffer.prototype as unknown as { utf8Slice?: (start: number, end: number) => string }).utf8Slice;
+  // Buffer's own UTF-8 decoder, what toString('utf8') ends in, without the argument checks on the way.
+  const direct = typeof field.buf.utf8Slice === 'function';
   proto.toString = function (this: FieldBuffer, encoding?: BufferEncoding | null) {
-    if (encoding === 'utf8' && utf8Slice) return utf8Slice.call(this.buf, 0, this.length);
+    if (encoding === 'utf8' && direct) return this.buf.utf8Slice!(0, this.length);
     return encoding ? this.buf.toString(encoding, 0, this.length) : original.call(this, encoding);
   };
   proto[PATCHED] = true;

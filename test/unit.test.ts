@@ -242,6 +242,25 @@ describe('chunks of whole records (parallel parsing)', () => {
     for (const k of chunks) expect(k.line, k.text).toBe(text.slice(0, text.indexOf(k.text)).split('\n').length);
   });
 
+  it('random files in random pieces: nothing lost, every cut between records, every first line right', () => {
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+    const lineEnds = (t: string) => (t.match(/\r\n|\r|\n/g) ?? []).length;
+    for (let round = 0; round < 200; round++) {
+      const cells = ['a', 'bb', '"q,q"', '"x""y"', '"l1\nl2"', '"c\r\nd"', ''];
+      const ends = ['\n', '\r\n', '\r\n', '\n', '\r'];
+      const text = Array.from({ length: 1 + rnd(30) }, () => `${cells[rnd(cells.length)]},${cells[rnd(cells.length)]}${ends[rnd(ends.length)]}`).join('');
+      const chunks = cut(text, 1 + rnd(20), 1000, 1 + rnd(9));
+      expect(chunks.map((k) => k.text).join('')).toBe(text);
+      let before = '';
+      for (const k of chunks) {
+        expect(k.line, `${JSON.stringify(text)} at ${before.length}`).toBe(1 + lineEnds(before));
+        expect((k.text.split('"').length - 1) % 2, k.text).toBe(0);
+        before += k.text;
+      }
+    }
+  });
+
   it('strips a UTF-8 BOM and keeps a last line without a newline', () => {
     expect(cut('\uFEFFh\nlast')).toEqual([{ text: 'h\n', line: 1, more: false }, { text: 'last', line: 2, more: false }]);
   });
