@@ -17,5 +17,7 @@ export function watchInboxes(inboxes: ReadonlyMap<string, string>, onActivity: (
     if (partner) onActivity(partner);
   };
   watcher.on('add', notify).on('change', notify).on('error', onError);
+  // A file that arrived during the watcher's initial scan raises no event: look once it is ready.
+  watcher.on('ready', () => new Set(inboxes.values()).forEach(onActivity));
   return { close: () => watcher.close() };
 }
