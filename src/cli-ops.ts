@@ -9,18 +9,14 @@
  *   check         0 would be accepted · 1 would be rejected · 64 unknown partner, flow or file
  *   prune         0
  *   every one     78 configuration error · 70 internal error
+ * Each command loads what it runs when it runs: starting any one stays quick.
  */
 import type { Command } from 'commander';
 import { type DeliveryFilter, listDeliveries, OUTCOME_FILTERS } from './audit.js';
-import { checkFiles, formatCheck, pickFlow } from './check.js';
 import { type Config, loadConfig } from './config.js';
-import { detail, formatDetail, formatList, summary } from './deliveries.js';
 import { classify, EXIT, InboxdError } from './errors.js';
 import { createLogger, type Logger } from './log.js';
-import { formatPrune, prune } from './prune.js';
-import { replay, type ReplayOutcome } from './replay.js';
-import { openKeyring } from './run.js';
-import { formatStatus, status } from './status.js';
+import type { ReplayOutcome } from './replay.js';
 import { Store } from './store.js';
 import { parseDuration } from './units.js';
 import { when } from './table.js';
@@ -72,6 +68,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--json', 'one JSON document')
     .action(action(async (opts: { config: string; json?: boolean }) => {
       const { config } = setup(opts.config);
+      const { formatStatus, status } = await import('./status.js');
       const s = await withStore(config, (store) => status(store, config));
       if (opts.json) printJson(s);
       else print(formatStatus(s));
@@ -96,6 +93,7 @@ export function registerOpsCommands(program: Command): void {
       const limit = Number(opts.limit);
       if (!Number.isInteger(limit) || limit < 1) throw new InboxdError('USAGE', `--limit: a positive whole number, got "${opts.limit}"`);
       const filter: DeliveryFilter = { partner: opts.partner, flow: opts.flow, outcome: opts.outcome as DeliveryFilter['outcome'], since: timeArg(opts.since, '--since'), until: timeArg(opts.until, '--until'), limit };
+      const { formatList, summary } = await import('./deliveries.js');
       const rows = await withStore(config, async (store) => listDeliveries(store, filter));
       if (opts.json) printJson(rows.map(summary));
       else print(formatList(rows));
@@ -108,6 +106,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--json', 'one JSON document')
     .action(action(async (id: string, opts: { config: string; json?: boolean }) => {
       const { config } = setup(opts.config);
+      const { detail, formatDetail } = await import('./deliveries.js');
       const d = await withStore(config, (store) => detail(store, config, id));
       if (opts.json) printJson(d);
       else print(formatDetail(d));
@@ -136,6 +135,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--json', 'one JSON document')
     .action(action(async (id: string, opts: { config: string; json?: boolean }) => {
       const { config, log } = setup(opts.config);
+      const { replay } = await import('./replay.js');
       const o = await replay(config, log, id);
       if (opts.json) printJson(replayJson(o));
       else print(formatReplay(o));
@@ -152,6 +152,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--json', 'one JSON document')
     .action(action(async (files: string[], opts: { config: string; partner: string; flow: string; sample: string; json?: boolean }) => {
       const { config, log } = setup(opts.config);
+      const [{ checkFiles, formatCheck, pickFlow }, { openKeyring }] = await Promise.all([import('./check.js'), import('./run.js')]);
       const { partner, flow } = pickFlow(config, opts.partner, opts.flow);
       const r = await checkFiles(config, partner, flow, files, { sample: Number(opts.sample) || 0, keyring: () => openKeyring(config, log) });
       if (opts.json) printJson(r);
@@ -167,6 +168,7 @@ export function registerOpsCommands(program: Command): void {
     .option('--json', 'one JSON document')
     .action(action(async (opts: { config: string; dryRun?: boolean; json?: boolean }) => {
       const { config } = setup(opts.config);
+      const { formatPrune, prune } = await import('./prune.js');
       const r = await withStore(config, (store) => prune(store, config, { dryRun: opts.dryRun }));
       if (opts.json) printJson(r);
       else print(formatPrune(r));

@@ -7,7 +7,6 @@ import { Command, CommanderError } from 'commander';
 import { type Config, loadConfig } from './config.js';
 import { registerKeysCommands } from './cli-keys.js';
 import { registerOpsCommands } from './cli-ops.js';
-import { Daemon } from './daemon.js';
 import { classify, EXIT, InboxdError } from './errors.js';
 import { keySources } from './keyring.js';
 import { createLogger, type Logger } from './log.js';
@@ -32,6 +31,8 @@ program
 
 /** Runs until SIGTERM or SIGINT: the first stops gracefully (exit 0), a second exits at once. */
 async function runDaemon(config: Config, log: Logger): Promise<void> {
+  // Loaded here, not above: `run --once` and the other commands start without the daemon's modules.
+  const { Daemon } = await import('./daemon.js');
   const daemon = new Daemon(config, log);
   let signals = 0;
   const stopped = new Promise<void>((resolve) => {
