@@ -141,11 +141,12 @@ export class RecordReader {
       this.lastLine = chunk.firstLine - 1;
     }
     const p = this.parser;
+    if (!chunk.more) this.parser = undefined; // the run ends here: the next chunk starts afresh
     const { bytes } = chunk;
     let counted = 0;
     let next = chunk.firstLine; // the line bytes[counted] is on
     // The Parser's own engine, called directly: records arrive synchronously, with `info` for each.
-    const err = p.api.parse(bytes, !chunk.more, (record) => {
+    const push = (record: string[]) => {
       let line: number;
       if (this.exact) {
         const end = p.info.bytes; // just past the record and its line end, if it has one
@@ -156,9 +157,14 @@ export class RecordReader {
       } else line = this.anchor.line + p.info.lines - this.anchor.counted;
       this.lastLine = line;
       onRecord(record, line);
-    }, () => {});
-    if (err) throw csvError(err, this.lastLine, (n) => this.anchor.line + n - this.anchor.counted);
-    if (!chunk.more) this.parser = undefined;
+    };
+    try {
+      const err = p.api.parse(bytes, !chunk.more, push, () => {});
+      if (err) throw csvError(err, this.lastLine, (n) => this.anchor.line + n - this.anchor.counted);
+    } catch (err) {
+      this.parser = undefined; // a failed run is over
+      throw err;
+    }
   }
 }
 

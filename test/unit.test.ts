@@ -306,6 +306,14 @@ describe('chunks of whole records (parallel parsing)', () => {
     expect(seen).toEqual([[['é', '😀', 'a"b'], 7], [['x\r\ny', '€'], 10], [['z', '', ''], 11]]);
   });
 
+  it('a run of chunks that failed is over: the next chunk gets a parser of its own', () => {
+    const reader = new RecordReader({ delimiter: ',', quote: '"', header: false, encoding: 'utf-8', maxRecordBytes: 1000 });
+    expect(() => reader.read({ bytes: Buffer.from('a,b\rc,"d'), firstLine: 1, more: true }, () => { throw new Error('bad row'); })).toThrow('bad row');
+    const seen: Array<[string[], number]> = [];
+    reader.read({ bytes: Buffer.from('x,y\n'), firstLine: 10, more: false }, (r, line) => seen.push([r, line]));
+    expect(seen).toEqual([[['x', 'y'], 10]]);
+  });
+
   it('stats of the parts merge as if the file were mapped in one go', () => {
     const err = (line: number) => ({ line, column: 'Q', reason: 'x' });
     const merged = mergeStats([
