@@ -49,6 +49,8 @@ function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise
 
 const print = (text: string) => process.stdout.write(text);
 const printJson = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+/** With --json one JSON document, otherwise the terminal view. */
+const output = <T>(json: boolean | undefined, value: T, view: (value: T) => string) => (json ? printJson(value) : print(view(value)));
 
 /** ISO-8601, or a duration back from now ("24h", "7d"). */
 function timeArg(value: string | undefined, flag: string): string | undefined {
@@ -70,8 +72,7 @@ export function registerOpsCommands(program: Command): void {
       const { config } = setup(opts.config);
       const { formatStatus, status } = await import('./status.js');
       const s = await withStore(config, (store) => status(store, config));
-      if (opts.json) printJson(s);
-      else print(formatStatus(s));
+      output(opts.json, s, formatStatus);
       return s.attention ? EXIT.REJECTED : EXIT.OK;
     }));
 
@@ -108,8 +109,7 @@ export function registerOpsCommands(program: Command): void {
       const { config } = setup(opts.config);
       const { detail, formatDetail } = await import('./deliveries.js');
       const d = await withStore(config, (store) => detail(store, config, id));
-      if (opts.json) printJson(d);
-      else print(formatDetail(d));
+      output(opts.json, d, formatDetail);
       return EXIT.OK;
     }));
   deliveries
@@ -155,8 +155,7 @@ export function registerOpsCommands(program: Command): void {
       const [{ checkFiles, formatCheck, pickFlow }, { openKeyring }] = await Promise.all([import('./check.js'), import('./run.js')]);
       const { partner, flow } = pickFlow(config, opts.partner, opts.flow);
       const r = await checkFiles(config, partner, flow, files, { sample: Number(opts.sample) || 0, keyring: () => openKeyring(config, log) });
-      if (opts.json) printJson(r);
-      else print(formatCheck(r));
+      output(opts.json, r, formatCheck);
       return r.accepted ? EXIT.OK : EXIT.REJECTED;
     }));
 
@@ -170,8 +169,7 @@ export function registerOpsCommands(program: Command): void {
       const { config } = setup(opts.config);
       const { formatPrune, prune } = await import('./prune.js');
       const r = await withStore(config, (store) => prune(store, config, { dryRun: opts.dryRun }));
-      if (opts.json) printJson(r);
-      else print(formatPrune(r));
+      output(opts.json, r, formatPrune);
       return EXIT.OK;
     }));
 }

@@ -37,6 +37,8 @@ export interface StagedRows {
 }
 
 interface Thread {
+  /** its scratch file */
+  path: string;
   worker: Worker;
   inFlight: number;
   stats?: MapStats;
@@ -157,8 +159,9 @@ export class Stager {
   private spawn(): Thread {
     if (!this.setup) throw new Error('Stager.start must come before the first chunk');
     const n = this.threads.length;
-    const data: WorkerSpec = { path: `${this.spec.base}-${n}.db`, fields: [...this.spec.fields], totals: [...this.spec.totals], maxReported: this.spec.maxReported, csv: this.spec.csv, ...this.setup };
-    const thread: Thread = { worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data }), inFlight: 0 };
+    const path = `${this.spec.base}-${n}.db`;
+    const data: WorkerSpec = { path, fields: [...this.spec.fields], totals: [...this.spec.totals], maxReported: this.spec.maxReported, csv: this.spec.csv, ...this.setup };
+    const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data }), inFlight: 0 };
     thread.worker.on('message', (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };
       else if ('error' in m) this.failed.set(m.index, new InboxdError(m.error.code as ErrorCode, m.error.message, m.error.details));
@@ -181,7 +184,7 @@ export class Stager {
       if (last && last.file === r.file && last.to + 1 === r.from) last.to = r.to;
       else runs.push({ ...r });
     }
-    return { files: this.threads.map((_, n) => `${this.spec.base}-${n}.db`), runs };
+    return { files: this.threads.map((t) => t.path), runs };
   }
 
   private break(err: Error): void {
