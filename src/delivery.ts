@@ -57,7 +57,7 @@ export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): P
   const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, ready.files);
   if (!dir) return { status: 'skipped' };
   // Audit: the upload's own time (on our clock), then the moment it was complete, settled and claimed.
-  ctx.store.event(id, 'received', ready.files.join(', '), new Date(ready.arrivedMs ?? ready.mtimeMs).toISOString());
+  ctx.store.event(id, 'received', ready.files.join(', '), new Date(ready.arrivedMs).toISOString());
   ctx.store.event(id, 'ready', 'complete and settled; claimed');
   log.info({ files: ready.files }, 'delivery claimed');
   return takeClaimed({ ...ctx, log }, flow, ready, id, dir);

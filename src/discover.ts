@@ -3,6 +3,10 @@
  * tell which deliveries are ready: complete, and settled (size and time unchanged for the settle time,
  * since some clients such as WinSCP write small files in place under their final name). Temporary
  * names are never read. What waits too long, or is no delivery at all, is returned for rejection.
+ *
+ * Ages are measured on our clock from a file's inode change time, never its modification time alone:
+ * clients such as WinSCP or `sftp put -p` keep the original modification time, so a file uploaded a
+ * second ago can claim to be a day old. Every write, rename and `utime` sets the change time to now.
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
@@ -27,8 +31,6 @@ export interface DiscoverOptions {
 export interface Observation {
   size: number;
   mtimeMs: number;
-  /** when a scan first saw the name, on our clock */
-  firstSeenMs: number;
 }
 
 export interface ReadyDelivery {
@@ -36,11 +38,8 @@ export interface ReadyDelivery {
   name: ParsedName;
   /** the data file's modification time */
   mtimeMs: number;
-  /**
-   * When it arrived, on our clock: when a scan of this process first saw it, else its modification
-   * time. Not the modification time alone: clients such as WinSCP or `sftp put -p` keep the original.
-   */
-  arrivedMs?: number;
+  /** when it arrived, on our clock: its last write, rename or change (the inode change time) */
+  arrivedMs: number;
   sidecar?: string;
   manifest?: string;
   /** every file of the delivery, data file first */
@@ -67,6 +66,8 @@ interface Entry {
   name: string;
   size: number;
   mtimeMs: number;
+  /** the inode change time, on our clock */
+  ctimeMs: number;
   regular: boolean;
 }
 
@@ -76,7 +77,7 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   // Names gone from the inbox are forgotten: a long-running daemon must not keep every name it ever saw.
   if (opts.seen) for (const name of opts.seen.keys()) if (!byName.has(name)) opts.seen.delete(name);
   const settled = (e: Entry) => isSettled(e, opts);
-  const tooOld = (e: Entry) => opts.now - e.mtimeMs >= opts.incompleteAfterMs;
+  const tooOld = (e: Entry) => opts.now - e.ctimeMs >= opts.incompleteAfterMs;
   const scan: Scan = { ready: [], stale: [], waiting: 0 };
   const claimed = new Set<string>();
 
@@ -102,7 +103,7 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
       scan.waiting++;
       continue;
     }
-    scan.ready.push({ file: e.name, name, mtimeMs: e.mtimeMs, arrivedMs: opts.seen?.get(e.name)?.firstSeenMs ?? e.mtimeMs, sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
+    scan.ready.push({ file: e.name, name, mtimeMs: e.mtimeMs, arrivedMs: e.ctimeMs, sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
   }
 
   // Whatever belongs to no data file: a companion waiting for its data file, or a stray file.
@@ -123,7 +124,7 @@ async function listEntries(inbox: string, tempPatterns: readonly RegExp[]): Prom
     if (d.isDirectory() || isTempName(d.name, tempPatterns)) continue;
     try {
       const st = await fsp.lstat(join(inbox, d.name));
-      out.push({ name: d.name, size: st.size, mtimeMs: st.mtimeMs, regular: st.isFile() });
+      out.push({ name: d.name, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, regular: st.isFile() });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // renamed away meanwhile
     }
@@ -134,7 +135,7 @@ async function listEntries(inbox: string, tempPatterns: readonly RegExp[]): Prom
 /** Settled: old enough on our clock, and unchanged since the previous scan when there was one. */
 function isSettled(e: Entry, opts: DiscoverOptions): boolean {
   const before = opts.seen?.get(e.name);
-  opts.seen?.set(e.name, { size: e.size, mtimeMs: e.mtimeMs, firstSeenMs: before?.firstSeenMs ?? opts.now });
+  opts.seen?.set(e.name, { size: e.size, mtimeMs: e.mtimeMs });
   const unchanged = !before || (before.size === e.size && before.mtimeMs === e.mtimeMs);
-  return unchanged && opts.now - e.mtimeMs >= opts.settleMs;
+  return unchanged && opts.now - e.ctimeMs >= opts.settleMs;
 }

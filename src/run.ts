@@ -124,7 +124,7 @@ function gapGate(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, h
   const last = ctx.store.lastSeq(flow.partner, flow.id);
   const expected = last === undefined ? undefined : last + 1;
   if (expected === undefined || ready.name.seq <= expected) return 'go';
-  if (flow.sequenceGap === 'wait' && Date.now() - (ready.arrivedMs ?? ready.mtimeMs) < flow.gapWaitMs) return 'hold';
+  if (flow.sequenceGap === 'wait' && Date.now() - ready.arrivedMs < flow.gapWaitMs) return 'hold';
   ctx.log.warn({ partner: flow.partner, flow: flow.id, expected, seq: ready.name.seq, file: ready.file, event: 'sequence.gap' }, `sequence gap: expected ${expected}, got ${ready.name.seq}; going on`);
   hooks.gap?.(flow, expected, ready.name.seq);
   return 'go';

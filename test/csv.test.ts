@@ -1,4 +1,5 @@
 /** CSV parsing end to end: structure errors name the line, dialects, encodings, and values typed by the mapping only. */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { csvLine, fixture, HEADER, MAPPING, row, type Row, rowsOf, sha256, SLOW } from './helpers/fixture.js';
 
@@ -156,6 +157,7 @@ describe.concurrent('what CSV files look like in practice', SLOW, () => {
     const fx = await fixture(t, { incomplete_after: '1s', flow: { pattern: '^stock-(?<seq>\\d+)\\.csv$' } });
     const d = await fx.makeDelivery({ name: 'stock-0007.csv' });
     const other = await fx.makeDelivery({ name: 'inventory_20250916T0200Z_001.csv' });
+    await sleep(1100); // incomplete_after: then a file that belongs to no flow is rejected
     expect((await fx.runOnce()).code).toBe(1);
     expect(await fx.readJson('outbox', `${d.name}.ack.json`)).toMatchObject({ status: 'accepted', sequence: 7, sha256: sha256(d.data) });
     const reports = fx.listDir('error').filter((n) => n.endsWith('.error.json'));

@@ -135,7 +135,7 @@ describe('sequence order and the gap policy', () => {
     expect(fx.listDir('error')).toEqual([]);
   });
 
-  it('wait is measured from when inboxd first saw the file, not its modification time (clients such as WinSCP keep the original time)', async (t) => {
+  it('wait is measured from when the file arrived on this server, not its modification time (clients such as WinSCP keep the original time)', async (t) => {
     const fx = await daemonFixture(t, { flow: { sequence_gap: 'wait', gap_wait: '2s' } });
     await daemon(t, fx);
     await fx.makeDelivery({ seq: 1 });

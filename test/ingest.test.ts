@@ -4,6 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { fixture, nameFor, row, rowsOf, SLOW } from './helpers/fixture.js';
 
@@ -216,13 +217,14 @@ describe.concurrent('resending after a rejection', SLOW, () => {
 describe.concurrent('a delivery whose companion has not arrived', SLOW, () => {
   it('waits for a missing manifest, then is rejected INCOMPLETE naming it', async (t) => {
     const fx = await fixture(t, { incomplete_after: '1h' });
-    const d = await fx.makeDelivery({ seq: 1, manifest: false, ageMs: 0 });
+    // Uploaded just now with its original time kept (WinSCP, `sftp put -p`): a day-old stamp is no age.
+    const d = await fx.makeDelivery({ seq: 1, manifest: false, ageMs: 24 * 3_600_000 });
     expect((await fx.runOnce()).code).toBe(0);
     expect(fx.listDir('inbox')).toEqual(d.files.sort());
     expect(fx.query('SELECT * FROM deliveries')).toEqual([]);
 
-    const past = new Date(Date.now() - 2 * 3_600_000);
-    for (const f of d.files) await fsp.utimes(fx.path('inbox', f), past, past);
+    await fx.writeConfig({ incomplete_after: '1s' });
+    await sleep(1100);
     const run = await fx.runOnce();
     expect(run.code).toBe(1);
     const report = await fx.errorReport();
@@ -236,7 +238,8 @@ describe.concurrent('a delivery whose companion has not arrived', SLOW, () => {
 
   it('names a missing sidecar too; an optional one is not waited for', async (t) => {
     const fx = await fixture(t, { incomplete_after: '1s' });
-    const d = await fx.makeDelivery({ seq: 1, sidecar: false, ageMs: 5_000 });
+    const d = await fx.makeDelivery({ seq: 1, sidecar: false });
+    await sleep(1100);
     expect((await fx.runOnce()).code).toBe(1);
     expect((await fx.errorReport()).reason).toContain(`${d.name}.sha256`);
 
@@ -261,19 +264,20 @@ describe.concurrent('a delivery whose companion has not arrived', SLOW, () => {
 });
 
 describe.concurrent('settle time', SLOW, () => {
-  it('a file modified just now is not read yet', async (t) => {
+  it('a file modified just now is not read yet, whatever modification time it was given', async (t) => {
     const fx = await fixture(t, { settle_time: '1h' }); // generous: the run must start well within it
     const d = await fx.makeDelivery({ seq: 1, ageMs: 0 });
+    const d2 = await fx.makeDelivery({ seq: 2, ageMs: 24 * 3_600_000, rows: rowsOf(3, 20) }); // its original time kept by the client
     const run = await fx.runOnce();
     expect(run.code).toBe(0);
-    expect(fx.listDir('inbox')).toEqual([...d.files].sort());
+    expect(fx.listDir('inbox')).toEqual([...d.files, ...d2.files].sort());
     expect(fx.query('SELECT * FROM deliveries')).toEqual([]);
-    expect(run.logs.at(-1)).toMatchObject({ msg: 'run complete', waiting: 1, accepted: 0 });
+    expect(run.logs.at(-1)).toMatchObject({ msg: 'run complete', waiting: 2, accepted: 0 });
 
-    const past = new Date(Date.now() - 2 * 3_600_000);
-    for (const f of d.files) await fsp.utimes(fx.path('inbox', f), past, past);
+    await fx.writeConfig({ settle_time: '1s' });
+    await sleep(1100);
     expect((await fx.runOnce()).code).toBe(0);
-    expect(fx.rows()).toHaveLength(3);
+    expect(fx.query("SELECT seq, outcome FROM deliveries ORDER BY seq")).toEqual([{ seq: 1, outcome: 'accepted' }, { seq: 2, outcome: 'accepted' }]);
   });
 });
 
@@ -359,7 +363,7 @@ describe.concurrent('logs', SLOW, () => {
     await fx.makeDelivery({ seq: 2, corrupt: true });
     await fx.makeDelivery({ seq: 3, manifest: false, ageMs: 10_000 });
     await fsp.writeFile(fx.path('inbox', 'notes.txt'), 'hello');
-    await fsp.utimes(fx.path('inbox', 'notes.txt'), new Date(Date.now() - 10_000), new Date(Date.now() - 10_000));
+    await sleep(1100); // incomplete_after
     const run = await fx.runOnce();
     await fx.makeDelivery({ seq: 1 });
     const run2 = await fx.runOnce();
