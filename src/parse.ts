@@ -130,10 +130,19 @@ export class RecordReader {
   /** where the last record ended: an unclosed quote opened after it */
   private lastLine = 0;
 
-  constructor(private readonly dialect: CsvDialect, private readonly limit?: number) {}
+  private readonly limit: number | undefined;
+  private readonly splitQuoteFree: boolean;
+
+  /** `limit`: records to read at most. `splitQuoteFree: false` sends every chunk through csv-parse (tests). */
+  constructor(private readonly dialect: CsvDialect, opts: { limit?: number; splitQuoteFree?: boolean } = {}) {
+    this.limit = opts.limit;
+    const d = dialect.delimiter;
+    this.splitQuoteFree = (opts.splitQuoteFree ?? true) && !this.limit && !d.includes('\n') && !d.includes('\r') && !d.includes(dialect.quote);
+  }
 
   /** Calls `onRecord` for each record in the chunk with the line it ends on; throws MALFORMED_CSV naming the line. */
   read(chunk: Chunk, onRecord: (record: string[], line: number) => void): void {
+    if (!this.parser && this.quoteFree(chunk)) return splitLines(chunk, this.dialect.delimiter, onRecord);
     if (!this.parser) {
       this.parser = rowParser(this.dialect, this.limit);
       this.exact = !chunk.more;
@@ -165,6 +174,33 @@ export class RecordReader {
       this.parser = undefined; // a failed run is over
       throw err;
     }
+  }
+
+  /**
+   * A chunk of whole records with no quote character in it, and too short to hold a record over the
+   * size limit: csv-parse could find no error in it, and its records are its lines split at the delimiter.
+   */
+  private quoteFree(chunk: Chunk): boolean {
+    return this.splitQuoteFree && !chunk.more && chunk.bytes.length < this.dialect.maxRecordBytes && !chunk.bytes.includes(this.dialect.quote.charCodeAt(0));
+  }
+}
+
+/**
+ * Without quotes CSV has no syntax but line ends and delimiters: a quote-free chunk's records are its
+ * non-empty lines split at the delimiter, exactly what csv-parse returns for them (a unit test holds
+ * the two to the same records and lines on random input), in a fraction of the time: most files hold
+ * no quote at all, and csv-parse, reading byte by byte, was half the cost of a delivery (npm run bench).
+ */
+export function splitLines(chunk: Chunk, delimiter: string, onRecord: (record: string[], line: number) => void): void {
+  const text = chunk.bytes.toString('utf8');
+  let lf = text.indexOf('\n');
+  let cr = text.indexOf('\r');
+  for (let start = 0, line = chunk.firstLine; start < text.length; line++) {
+    if (lf !== -1 && lf < start) lf = text.indexOf('\n', start);
+    if (cr !== -1 && cr < start) cr = text.indexOf('\r', start);
+    const end = Math.min(lf === -1 ? text.length : lf, cr === -1 ? text.length : cr);
+    if (end > start) onRecord(text.slice(start, end).split(delimiter), line);
+    start = end + (end === cr && lf === end + 1 ? 2 : 1); // CRLF is one line end
   }
 }
 

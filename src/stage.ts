@@ -52,7 +52,7 @@ interface Thread {
 export function stagingSink(stager: Pick<Stager, 'start' | 'add'>, spec: StageSpec & { header: boolean; utf8Checked: boolean; chunkBytes?: number }): Writable {
   const chunkBytes = spec.chunkBytes ?? CHUNK_BYTES;
   const chunker = new RecordChunker(spec.csv.quote.charCodeAt(0), chunkBytes, chunkBytes + 2 * spec.csv.maxRecordBytes);
-  const firstRecord = new RecordReader(spec.csv, 1);
+  const firstRecord = new RecordReader(spec.csv, { limit: 1 });
   const readFirst = (chunk: Chunk): string[] | undefined => {
     let found: string[] | undefined;
     firstRecord.read(chunk, (record) => (found ??= record));

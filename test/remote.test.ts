@@ -267,7 +267,8 @@ describe('failures', () => {
   it('a hung server (SIGSTOP): idle transfer, operation and connect timeouts fire as REMOTE_TIMEOUT and drop the connection', async () => {
     const out = localDir();
     const final = join(out, 'big.bin');
-    const ep = endpoint({ timeouts: { connectMs: 500, opMs: 500, transferIdleMs: 500 } });
+    // A connect under load can take longer than 500 ms: the sessions are opened with room to spare.
+    const ep = endpoint({ timeouts: { connectMs: 10_000, opMs: 500, transferIdleMs: 500 } });
     const s1 = await RemoteSession.open(ep);
     const s2 = await RemoteSession.open(ep);
     try {
@@ -283,7 +284,8 @@ describe('failures', () => {
       await expect(s2.list(sshd.dir)).rejects.toMatchObject({ code: 'REMOTE_TIMEOUT', message: expect.stringContaining(`list ${sshd.dir}`) });
       await expect(s2.list(sshd.dir)).rejects.toMatchObject({ message: expect.stringContaining('closed') });
 
-      await expect(RemoteSession.open(ep)).rejects.toMatchObject({ code: 'REMOTE_TIMEOUT', message: expect.stringContaining('connect to') });
+      const hung = endpoint({ timeouts: { connectMs: 500, opMs: 500, transferIdleMs: 500 } });
+      await expect(RemoteSession.open(hung)).rejects.toMatchObject({ code: 'REMOTE_TIMEOUT', message: expect.stringContaining('connect to') });
     } finally {
       sshd.signal('SIGCONT');
       await s1.close();

@@ -13,7 +13,7 @@ import { type Chunk, completeUtf8, RecordChunker } from '../src/chunk.js';
 import { stagingSink } from '../src/stage.js';
 import { convert, mergeStats, toMinorUnits, toUtc } from '../src/map.js';
 import { isTempName, manifestName, parseCompactTime, parseName } from '../src/naming.js';
-import { decoder, fieldsDecodedInPlace, RecordReader } from '../src/parse.js';
+import { decoder, fieldsDecodedInPlace, RecordReader, splitLines } from '../src/parse.js';
 import { checkTotals, parseManifest, parseSidecar } from '../src/verify.js';
 
 const HEX = 'ab'.repeat(32);
@@ -304,6 +304,26 @@ describe('chunks of whole records (parallel parsing)', () => {
     const seen: Array<[string[], number]> = [];
     reader.read({ bytes: Buffer.from('é;😀;"a""b"\r\n\n"x\r\ny";€\rz;"";\n'), firstLine: 7, more: false }, (r, line) => seen.push([r, line]));
     expect(seen).toEqual([[['é', '😀', 'a"b'], 7], [['x\r\ny', '€'], 10], [['z', '', ''], 11]]);
+  });
+
+  it('a chunk without quotes, split at line ends and delimiters, reads exactly as csv-parse reads it (random chunks)', () => {
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    const pieces = ['a', 'bc', 'é', '😀', ' ', ',', ';', '||', '|', '\t', '\r', '\n', '\r\n', '\n\n', '\r\r\n'];
+    for (let n = 0; n < 500; n++) {
+      const delimiter = [',', ';', '||', '\t'][rand(4)]!;
+      const text = Array.from({ length: rand(40) }, () => pieces[rand(pieces.length)]).join('');
+      const chunk = { bytes: Buffer.from(text), firstLine: 1 + rand(5), more: false };
+      const dialect = { delimiter, quote: '"', header: false, encoding: 'utf-8', maxRecordBytes: 1000 };
+      const read = (f: (onRecord: (r: string[], line: number) => void) => void) => {
+        const out: Array<[string[], number]> = [];
+        f((r, line) => out.push([r, line]));
+        return out;
+      };
+      const byCsvParse = read((on) => new RecordReader(dialect, { splitQuoteFree: false }).read(chunk, on));
+      expect(read((on) => splitLines(chunk, delimiter, on)), JSON.stringify({ text, delimiter })).toEqual(byCsvParse);
+      expect(read((on) => new RecordReader(dialect).read(chunk, on))).toEqual(byCsvParse);
+    }
   });
 
   it('a run of chunks that failed is over: the next chunk gets a parser of its own', () => {
