@@ -13,13 +13,16 @@ import { reject } from './errors.js';
 export function decoder(encoding: string): Transform {
   const dec = new TextDecoder(encoding, { fatal: true });
   let lines = 1;
+  let endsInCr = false;
   const decode = (chunk: Buffer | undefined, stream: boolean): string => {
     try {
       const text = chunk ? dec.decode(chunk, { stream }) : dec.decode();
-      for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lines++;
+      // A CRLF cut between two pieces is one line end.
+      lines += lineEnds(text) - (endsInCr && text.startsWith('\n') ? 1 : 0);
+      if (text.length > 0) endsInCr = text.endsWith('\r');
       return text;
     } catch {
-      const line = lines + (chunk ? newlinesBeforeInvalid(encoding, chunk, false) : 0);
+      const line = lines + (chunk ? newlinesBeforeInvalid(encoding, chunk, false, endsInCr) : 0);
       throw reject('BAD_ENCODING', `line ${line}: bytes that are not valid ${encoding}`, { line });
     }
   };
@@ -53,8 +56,9 @@ export function utf8ErrorLine(chunk: Chunk): number {
  * streaming mode holds no error and longer ones fail, so bisect with fresh decoders. UTF-8 continuation
  * bytes at the start belong to a character begun in the previous chunk and are skipped. A chunk that
  * decodes but for its end has a character cut short there: in the `final` chunk that is the error.
+ * `crBefore`: the text before the chunk ended in CR, so a LF first is the end of that line, not another.
  */
-function newlinesBeforeInvalid(encoding: string, chunk: Buffer, final: boolean): number {
+function newlinesBeforeInvalid(encoding: string, chunk: Buffer, final: boolean, crBefore = false): number {
   let start = 0;
   if (new TextDecoder(encoding).encoding === 'utf-8') while (start < 3 && ((chunk[start] ?? 0) & 0xc0) === 0x80) start++;
   let ok = start;
@@ -70,7 +74,16 @@ function newlinesBeforeInvalid(encoding: string, chunk: Buffer, final: boolean):
   }
   // The chunk decodes on its own: the error is a character cut short at its start, begun in the previous chunk.
   if (ok === chunk.length && !final) return 0;
-  return new TextDecoder(encoding).decode(chunk.subarray(start, ok)).split('\n').length - 1;
+  const text = new TextDecoder(encoding).decode(chunk.subarray(start, ok));
+  return lineEnds(text) - (crBefore && text.startsWith('\n') ? 1 : 0);
+}
+
+/** Line ends in text: LF, CRLF or a lone CR, as chunk.ts counts them in bytes. */
+function lineEnds(text: string): number {
+  let n = 0;
+  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) n++;
+  for (let i = text.indexOf('\r'); i !== -1; i = text.indexOf('\r', i + 1)) if (text.charCodeAt(i + 1) !== 0x0a) n++;
+  return n;
 }
 
 /** Our words for csv-parse's errors: its own messages can quote the field's value, which may be personal data. */

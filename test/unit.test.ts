@@ -13,7 +13,7 @@ import { type Chunk, completeUtf8, RecordChunker } from '../src/chunk.js';
 import { stagingSink } from '../src/stage.js';
 import { convert, mergeStats, toMinorUnits, toUtc } from '../src/map.js';
 import { isTempName, manifestName, parseCompactTime, parseName } from '../src/naming.js';
-import { decoder, fieldsDecodedInPlace, RecordReader, splitLines } from '../src/parse.js';
+import { decoder, fieldsDecodedInPlace, RecordReader, splitLines, utf8ErrorLine } from '../src/parse.js';
 import { checkTotals, parseManifest, parseSidecar } from '../src/verify.js';
 
 const HEX = 'ab'.repeat(32);
@@ -363,6 +363,17 @@ describe('decoder', () => {
     const bytes = Buffer.concat([Buffer.from('l1\nl2\nl3 é\nl4 '), Buffer.from([0xff]), Buffer.from('\nl5\n')]);
     expect(await lineOf([bytes])).toBe('BAD_ENCODING 4');
     for (let cut = 1; cut < bytes.length; cut++) expect(await lineOf([bytes.subarray(0, cut), bytes.subarray(cut)]), `cut at ${cut}`).toBe('BAD_ENCODING 4');
+  });
+
+  it('lines end at LF, CRLF or a lone CR, as everywhere else, also where a CRLF is cut between chunks', async () => {
+    const bytes = Buffer.concat([Buffer.from('l1\rl2\r\nl3\n\rl5 '), Buffer.from([0xff]), Buffer.from('\r')]);
+    expect(await lineOf([bytes])).toBe('BAD_ENCODING 5');
+    for (let cut = 1; cut < bytes.length; cut++) expect(await lineOf([bytes.subarray(0, cut), bytes.subarray(cut)]), `cut at ${cut}`).toBe('BAD_ENCODING 5');
+  });
+
+  it('a chunk checked as UTF-8 names the line of its bad byte, with CR-only line ends too', () => {
+    const bytes = Buffer.concat([Buffer.from('a\rb\r\nc\rd '), Buffer.from([0xff])]);
+    expect(utf8ErrorLine({ bytes, firstLine: 3, more: false })).toBe(6);
   });
 
   it('a character cut short at the end of the file', async () => {
