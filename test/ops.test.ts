@@ -189,7 +189,7 @@ describe.concurrent('status and deliveries on a database made by real runs', { t
     expect(json(await ops(fx, 'status', '--json')).openErrors).toEqual([]);
     expect(json(await ops(fx, 'deliveries', 'show', rejected, '--json')).resolution).toMatchObject({ byDelivery: null, note: 'resolved by an operator: partner resends as sequence 3' });
     expect((await ops(fx, 'deliveries', 'resolve', accepted, '--note', 'x')).code).toBe(64);
-  });
+  }, 180_000); // a dozen real runs, each a process start: slow on a loaded machine
 });
 
 describe.concurrent('metrics and health from a running daemon', SLOW, () => {
@@ -353,7 +353,7 @@ describe.concurrent('replay', { timeout: 300_000 }, () => {
     await fx.makeDelivery({ seq: 1, rows: [row(1, { UnitCost: '1.50' }), row(2, { UnitCost: '2.50' }), row(3, { UnitCost: '3.50' })] });
     expect((await fx.runOnce()).code).toBe(0);
     expect(fx.query("SELECT count(*) AS n FROM deliveries WHERE outcome = 'duplicate'")[0]!.n).toBe(1);
-  });
+  }, 180_000); // a dozen real runs, each a process start: slow on a loaded machine
 
   it('refuses what it cannot replay faithfully: an archived file that changed, a duplicate, an unknown id', async (t) => {
     const fx = await fixture(t);
@@ -485,7 +485,7 @@ describe.concurrent('prune', SLOW, () => {
     expect(fx.rows()).toEqual(rowsBefore);
     // The text form
     expect((await ops(fx, 'prune', '--dry-run')).stdout).toMatch(/Files to remove \(dry run: nothing removed\): 0\nRows to remove/);
-  });
+  }, 180_000); // a dozen real runs, each a process start: slow on a loaded machine
 });
 
 describe.concurrent('check: an onboarding dry run', SLOW, () => {
