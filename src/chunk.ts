@@ -40,7 +40,9 @@ export class RecordChunker {
   push(buf: Buffer): Chunk[] {
     const out: Chunk[] = [];
     if (this.sequential) {
-      this.append(buf, 0, buf.length, 0);
+      // Lines still counted: a chunk's first line is what names an undecodable byte in it.
+      this.append(buf, 0, buf.length, this.lineEnds(buf, 0, buf.length));
+      if (buf.length) this.lastByte = buf[buf.length - 1]!;
       if (this.size >= this.chunkBytes) this.cutAtCharBoundary(out);
       return out;
     }
@@ -100,13 +102,15 @@ export class RecordChunker {
     this.pendingLines += lines;
   }
 
-  /** Sequential mode: everything pending but a character cut short, which waits for its other bytes. */
+  /**
+   * Sequential mode: everything pending but a character cut short, which waits for its other bytes
+   * (bytes of 0x80 and up: the line ends counted all belong to the chunk).
+   */
   private cutAtCharBoundary(out: Chunk[]): void {
     const all = Buffer.concat(this.parts, this.size);
     const at = completeUtf8(all);
     this.parts = [all.subarray(0, at)];
     this.size = at;
-    this.pendingLines = 0;
     const chunk = this.take(true);
     if (at < all.length) {
       this.parts = [all.subarray(at)];

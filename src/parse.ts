@@ -46,9 +46,12 @@ export function decoder(encoding: string): Transform {
   });
 }
 
-/** UTF-8 input is checked chunk by chunk (chunks start on a character): the line of its first bad byte. */
-export function utf8ErrorLine(chunk: Chunk): number {
-  return chunk.firstLine + newlinesBeforeInvalid('utf-8', chunk.bytes, !chunk.more);
+/**
+ * UTF-8 input is checked chunk by chunk (chunks start on a character): the line of its first bad byte.
+ * `afterCr`: the chunk before ended in CR (a forced cut inside a CRLF).
+ */
+export function utf8ErrorLine(chunk: Chunk, afterCr = false): number {
+  return chunk.firstLine + newlinesBeforeInvalid('utf-8', chunk.bytes, !chunk.more, afterCr);
 }
 
 /**

@@ -4,6 +4,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isReplayCopy, release } from './claim.js';
 import type { Config, FlowConfig, PartnerConfig } from './config.js';
 import { type DeliveryContext, finish, handleReady, handleStale, type Result } from './delivery.js';
@@ -38,8 +39,10 @@ export async function ensureTree(config: Config): Promise<void> {
 /**
  * Startup recovery, before any new delivery is taken. A committed delivery whose answer was cut short
  * gets its stored plan carried out again; a claimed delivery that never committed goes back to the inbox.
+ * Returns how many went back.
  */
-export async function recover(store: Store, partner: PartnerConfig, log: Logger): Promise<void> {
+export async function recover(store: Store, partner: PartnerConfig, log: Logger): Promise<number> {
+  let putBack = 0;
   const ctx = { store, log, partner };
   const unanswered = store.db.prepare('SELECT id FROM deliveries WHERE partner = ? AND answered_at IS NULL ORDER BY decided_at').all(partner.id) as { id: string }[];
   for (const { id } of unanswered) {
@@ -69,8 +72,12 @@ export async function recover(store: Store, partner: PartnerConfig, log: Logger)
     const stuck = await release(partner.dirs.inbox, dir);
     store.event(id, 'interrupted', 'claimed but not committed: put back into the inbox');
     if (stuck.length) log.error({ delivery_id: id, partner: partner.id, stuck, dir }, 'recovered delivery could not go back to the inbox: a file of the same name is there; left in the working directory');
-    else log.info({ delivery_id: id, partner: partner.id }, 'recovered: uncommitted delivery put back into the inbox');
+    else {
+      log.info({ delivery_id: id, partner: partner.id }, 'recovered: uncommitted delivery put back into the inbox');
+      putBack++;
+    }
   }
+  return putBack;
 }
 
 export interface SweepHooks {
@@ -150,7 +157,10 @@ export async function runOnce(config: Config, log: Logger): Promise<Tally> {
   const store = openStore(config);
   const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
   try {
-    for (const partner of config.partners) await recover(store, partner, log);
+    let putBack = 0;
+    for (const partner of config.partners) putBack += await recover(store, partner, log);
+    // A delivery put back has just changed in the inbox, as if just uploaded: this run still takes it.
+    if (putBack > 0) await sleep(config.settleMs);
     for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring }, config, tally);
   } finally {
     store.close();

@@ -60,12 +60,14 @@ export function stagingSink(stager: Pick<Stager, 'start' | 'add'>, spec: StageSp
   };
   let first: string[] | undefined;
   let held: Chunk[] = []; // a first record cut across chunks (a run flagged `more`) waits whole
+  let afterCr = false; // a forced cut can fall inside a CRLF
   const send = async (chunks: Chunk[]): Promise<void> => {
     for (const chunk of chunks) {
       if (!spec.utf8Checked && !isUtf8(chunk.bytes)) {
-        const line = utf8ErrorLine(chunk);
+        const line = utf8ErrorLine(chunk, afterCr);
         throw reject('BAD_ENCODING', `line ${line}: bytes that are not valid ${spec.csv.encoding}`, { line });
       }
+      afterCr = chunk.bytes[chunk.bytes.length - 1] === 0x0d;
       if (first) {
         await stager.add(chunk, false);
         continue;

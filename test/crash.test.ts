@@ -4,6 +4,7 @@
  * one clean run would: the same rows, one ACK, a complete read-only archive, an empty work directory.
  */
 import { promises as fsp } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { fixture, type Fixture, type Row, rowsOf, SLOW } from './helpers/fixture.js';
 
@@ -114,6 +115,19 @@ describe.concurrent('crash recovery', SLOW, () => {
     expect(run.code).toBe(0);
     await expectCleanOutcome(fx, d.files, 5000);
     expect(fx.query("SELECT step FROM events WHERE step = 'interrupted'")).toHaveLength(1);
+  });
+
+  it('killed mid-stream with a settle time: the next run waits it out for the delivery it put back, and applies it', async (t) => {
+    const fx = await fixture(t, { settle_time: '1s' });
+    const d = await fx.makeDelivery({ seq: 1, rows: rowsOf(5000) });
+    await sleep(1100); // settled
+    expect((await crash(fx, 'mid-stream')).signal).toBe('SIGKILL');
+    expect(fx.listWork()).toHaveLength(1);
+
+    // Put back into the inbox, the files have just changed there, as if uploaded a moment ago.
+    const run = await fx.runOnce();
+    expect(run.code).toBe(0);
+    await expectCleanOutcome(fx, d.files, 5000);
   });
 
   it('killed after committing a rejection: the next run files the report once', async (t) => {

@@ -101,7 +101,7 @@ describe('sequence order and the gap policy', () => {
     await until(() => hasAck(fx, nameFor(1)), 'the ACK of 001');
     const t0 = Date.now(); // 003 arrives after this
     await fx.makeDelivery({ seq: 3, ageMs: 0, rows: rowsOf(3, 30) });
-    await sleep(1000);
+    await sleep(t0 + 1000 - Date.now()); // halfway through gap_wait, however long the upload took
     // Held: untouched in the inbox, nothing decided.
     expect(hasAck(fx, nameFor(3))).toBe(false);
     expect(fx.listDir('inbox')).toContain(nameFor(3));
@@ -140,8 +140,9 @@ describe('sequence order and the gap policy', () => {
     await daemon(t, fx);
     await fx.makeDelivery({ seq: 1 });
     await until(() => hasAck(fx, nameFor(1)), 'the ACK of 001');
+    const t0 = Date.now();
     await fx.makeDelivery({ seq: 3, ageMs: 3600_000 }); // uploaded now, stamped an hour ago
-    await sleep(1000);
+    await sleep(t0 + 1000 - Date.now()); // halfway through gap_wait, however long the upload took
     expect(hasAck(fx, nameFor(3))).toBe(false);
     expect(fx.listDir('inbox')).toContain(nameFor(3));
     await until(() => hasAck(fx, nameFor(3)), 'the ACK of 003', 10_000);

@@ -16,6 +16,16 @@ import { isTempName, manifestName, parseCompactTime, parseName } from '../src/na
 import { decoder, fieldsDecodedInPlace, RecordReader, splitLines, utf8ErrorLine } from '../src/parse.js';
 import { checkTotals, parseManifest, parseSidecar } from '../src/verify.js';
 
+/** Seeded random integers below n (mulberry32): the same cases on every run, spread over the whole range. */
+function seeded(seed: number): (n: number) => number {
+  return (n) => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) % n;
+  };
+}
+
 const HEX = 'ab'.repeat(32);
 const FILE = 'inventory_20250916T0200Z_001.csv';
 const code = (fn: () => unknown) => {
@@ -243,19 +253,21 @@ describe('chunks of whole records (parallel parsing)', () => {
   });
 
   it('random files in random pieces: nothing lost, every cut between records, every first line right', () => {
-    let seed = 7;
-    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+    const rnd = seeded(7);
     const lineEnds = (t: string) => (t.match(/\r\n|\r|\n/g) ?? []).length;
-    for (let round = 0; round < 200; round++) {
-      const cells = ['a', 'bb', '"q,q"', '"x""y"', '"l1\nl2"', '"c\r\nd"', ''];
+    for (let round = 0; round < 400; round++) {
+      const cells = ['a', 'bb', '"q,q"', '"x""y"', '"l1\nl2"', '"c\r\nd"', '', 'é'];
       const ends = ['\n', '\r\n', '\r\n', '\n', '\r'];
       const text = Array.from({ length: 1 + rnd(30) }, () => `${cells[rnd(cells.length)]},${cells[rnd(cells.length)]}${ends[rnd(ends.length)]}`).join('');
-      const chunks = cut(text, 1 + rnd(20), 1000, 1 + rnd(9));
+      // Every other round a cap so small that no newline is found within it: forced cuts, lines still counted.
+      const chunks = cut(text, 1 + rnd(20), rnd(2) ? 1000 : 4 + rnd(12), 1 + rnd(9));
       expect(chunks.map((k) => k.text).join('')).toBe(text);
       let before = '';
+      let forced = false;
       for (const k of chunks) {
         expect(k.line, `${JSON.stringify(text)} at ${before.length}`).toBe(1 + lineEnds(before));
-        expect((k.text.split('"').length - 1) % 2, k.text).toBe(0);
+        if (!forced && !k.more) expect((k.text.split('"').length - 1) % 2, k.text).toBe(0);
+        forced ||= k.more;
         before += k.text;
       }
     }
@@ -298,6 +310,21 @@ describe('chunks of whole records (parallel parsing)', () => {
     expect(calls.map((c) => c.more)).toEqual(calls.map((_, i) => i < calls.length - 1));
   });
 
+  it('a bad byte far into a file with no cut within the cap (CR-only lines) is named at its line', async () => {
+    const stager = { start: () => {}, add: async () => {} };
+    const csv = { delimiter: ',', quote: '"', header: false, encoding: 'utf-8', maxRecordBytes: 50 };
+    // The last: CR-only lines long enough to force cuts, then CRLF lines, which forced cuts may split.
+    for (const text of ['a,b\n'.repeat(200), 'a,b\r\n'.repeat(200), 'a,b\r'.repeat(200), 'a,b\r'.repeat(100) + 'a,b\r\n'.repeat(100)]) {
+      const bytes = Buffer.concat([Buffer.from(text), Buffer.from([0xff])]);
+      for (const size of [100, 7, 8, 9, 10, 11, 12, 13]) {
+        const pieces = Array.from({ length: Math.ceil(bytes.length / size) }, (_, i) => bytes.subarray(i * size, i * size + size));
+        const sink = stagingSink(stager, { base: '', fields: [], totals: [], maxReported: 1, csv, header: false, utf8Checked: false, chunkBytes: 64 });
+        const err = await pipeline(Readable.from(pieces), sink).catch((e: unknown) => e);
+        expect(err, `${JSON.stringify(text.slice(-5))} in pieces of ${size}`).toMatchObject({ code: 'BAD_ENCODING', details: { line: 201 } });
+      }
+    }
+  });
+
   it('records and their lines, fields decoded in place (csv-parse patched for speed, same strings)', () => {
     expect(fieldsDecodedInPlace()).toBe(true);
     const reader = new RecordReader({ delimiter: ';', quote: '"', header: false, encoding: 'utf-8', maxRecordBytes: 1000 });
@@ -307,8 +334,7 @@ describe('chunks of whole records (parallel parsing)', () => {
   });
 
   it('a chunk without quotes, split at line ends and delimiters, reads exactly as csv-parse reads it (random chunks)', () => {
-    let seed = 7;
-    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    const rand = seeded(11);
     const pieces = ['a', 'bc', 'é', '😀', ' ', ',', ';', '||', '|', '\t', '\r', '\n', '\r\n', '\n\n', '\r\r\n'];
     for (let n = 0; n < 500; n++) {
       const delimiter = [',', ';', '||', '\t'][rand(4)]!;
