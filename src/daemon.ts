@@ -90,7 +90,7 @@ export class Daemon {
     }
     if (this.stopping) return;
     this.recovered = true;
-    this.deadlines = new DeadlineKeeper(this.store, this.config.partners, this.log, (a) => this.alert(a));
+    this.deadlines = new DeadlineKeeper(this.store, this.config.partners, this.log, (a) => this.alert(a), this.config.tempPatterns);
     this.deadlines.start();
     if (this.config.watch) {
       const inboxes = new Map(this.config.partners.map((p) => [p.dirs.inbox, p.id]));

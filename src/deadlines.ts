@@ -2,16 +2,24 @@
  * The deadline keeper: delivery windows per flow ("file@02:00Z daily"). When a window closes without
  * an accepted delivery, a late event is recorded, logged at error level and alerted; an at-risk warning
  * can come a set time before the close. A delivery accepted later is marked late and resolves the alert.
- * Verdicts are stored, so a restart judges windows it missed and never alerts twice.
+ * A delivery that arrived in time but is not decided yet at the close (settling, or being read) is
+ * waited for: the window is judged once it is. Verdicts are stored, so a restart judges windows it
+ * missed and never alerts twice.
  */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
 import type { FlowConfig, PartnerConfig } from './config.js';
 import type { Alert } from './alert.js';
+import { scanInbox } from './discover.js';
 import type { Logger } from './log.js';
+import { parseName } from './naming.js';
 import type { Store } from './store.js';
 import { closedBetween, latestWindow, nextWindow, type Window } from './windows.js';
 
 const MAX_TIMER = 2 ** 31 - 1;
 const DAY = 86_400_000;
+/** how often a window waiting for a delivery in progress looks again */
+const RECHECK_MS = 1000;
 
 export class DeadlineKeeper {
   private timers = new Set<NodeJS.Timeout>();
@@ -22,12 +30,13 @@ export class DeadlineKeeper {
     private readonly partners: readonly PartnerConfig[],
     private readonly log: Logger,
     private readonly notify: (alert: Alert) => void,
+    private readonly tempPatterns: readonly RegExp[] = [],
   ) {}
 
   start(now = new Date()): void {
     const since = new Date(Math.max(now.getTime() - DAY, Date.parse(this.store.createdAt())));
     for (const { flow } of this.windowed()) {
-      for (const w of closedBetween(flow.window!, since, now)) this.judge(flow, w);
+      for (const w of closedBetween(flow.window!, since, now)) this.guard(() => this.judge(flow, w));
       this.resolveMissed(flow);
       this.plan(flow, now);
     }
@@ -75,12 +84,12 @@ export class DeadlineKeeper {
       if (atRisk > now) this.at(atRisk, () => this.warnAtRisk(flow, w));
     }
     this.at(w.closesAt, () => {
-      this.judge(flow, w);
       this.plan(flow, new Date(Math.max(Date.now(), w.closesAt.getTime() + 1)));
+      return this.judge(flow, w);
     });
   }
 
-  private at(when: Date, fn: () => void): void {
+  private at(when: Date, fn: () => unknown): void {
     const ms = when.getTime() - Date.now();
     const t = setTimeout(() => {
       this.timers.delete(t);
@@ -92,13 +101,36 @@ export class DeadlineKeeper {
     this.timers.add(t);
   }
 
-  private judge(flow: FlowConfig, w: Window): void {
+  private async judge(flow: FlowConfig, w: Window): Promise<void> {
     const [opens, closes] = [w.opensAt.toISOString(), w.closesAt.toISOString()];
-    const ok = this.store.acceptedBetween(flow.partner, flow.id, opens, closes);
+    let ok = this.store.acceptedBetween(flow.partner, flow.id, opens, closes);
+    if (!ok && !this.stopped && (await this.inProgress(flow, w.closesAt))) {
+      this.at(new Date(Date.now() + RECHECK_MS), () => this.judge(flow, w));
+      return;
+    }
+    ok ||= this.store.acceptedBetween(flow.partner, flow.id, opens, closes); // decided while we looked
     if (!this.store.judgeWindow(flow.partner, flow.id, opens, closes, ok ? 'ok' : 'late') || ok) return;
     const message = `no complete delivery for ${flow.partner}/${flow.id} in its window ${opens} - ${closes}`;
     this.log.error({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, event: 'window.late' }, message);
     this.notify({ event: 'window.late', severity: 'critical', partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, message, at: new Date().toISOString() });
+    this.resolveMissed(flow); // one that arrived after the close may have been accepted while we waited
+  }
+
+  /**
+   * A delivery of the flow not decided yet that may still make the window: complete in the inbox and
+   * arrived before the close (settling, or waiting its turn), or taken and being read now.
+   */
+  private async inProgress(flow: FlowConfig, closes: Date): Promise<boolean> {
+    const partner = this.partners.find((p) => p.id === flow.partner);
+    if (!partner) return false;
+    const scan = await scanInbox(partner.dirs.inbox, { flows: partner.flows, tempPatterns: this.tempPatterns, settleMs: 0, incompleteAfterMs: Infinity, now: Date.now() });
+    if (scan.ready.some((r) => r.name.flow === flow.id && r.arrivedMs <= closes.getTime())) return true;
+    for (const claimed of await fsp.readdir(partner.dirs.work, { withFileTypes: true })) {
+      if (!claimed.isDirectory()) continue;
+      const files = await fsp.readdir(join(partner.dirs.work, claimed.name)).catch(() => []);
+      if (files.some((f) => parseName(f, partner.flows)?.flow === flow.id) && !this.store.delivery(claimed.name)) return true;
+    }
+    return false;
   }
 
   private warnAtRisk(flow: FlowConfig, w: Window): void {
@@ -110,11 +142,12 @@ export class DeadlineKeeper {
     this.notify({ event: 'window.at_risk', severity: 'warning', partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, message, at: new Date().toISOString() });
   }
 
-  private guard(fn: () => void): void {
+  private guard(fn: () => unknown): void {
+    const failed = (err: unknown) => this.log.error({ err }, 'deadline keeper failed; it goes on');
     try {
-      fn();
+      Promise.resolve(fn()).catch(failed);
     } catch (err) {
-      this.log.error({ err }, 'deadline keeper failed; it goes on');
+      failed(err);
     }
   }
 }

@@ -76,8 +76,10 @@ export async function ingestDir(ctx: DeliveryContext, ready: ReadyDelivery, id: 
 
 async function takeClaimed(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, id: string, dir: string, replay?: ReplayMarker): Promise<Result> {
   const started = performance.now();
-  const receivedAt = new Date().toISOString();
-  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, sha256: null, files: ready.files, processedAt: receivedAt, replayOf: replay?.of, replayFrom: replay?.from };
+  const processedAt = new Date().toISOString();
+  // Received when it arrived in the inbox, not when its turn came: what a delivery window is judged by.
+  const receivedAt = new Date(Math.min(ready.arrivedMs, Date.now())).toISOString();
+  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, sha256: null, files: ready.files, processedAt, replayOf: replay?.of, replayFrom: replay?.from };
   let record: DeliveryRecord;
   try {
     record = await ingest(ctx, flow, ready, dir, facts, receivedAt, replay);

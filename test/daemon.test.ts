@@ -243,6 +243,28 @@ describe('delivery windows', () => {
     expect(sink.delivered().map((a) => `${a.event} ${a.partner}`)).toEqual(['window.at_risk acme', 'window.late acme', 'window.resolved acme']);
   });
 
+  it('a delivery that arrived in time but is still settling at the close is waited for: the window is on time, no alert', async (t) => {
+    const sink = await AlertSink.start();
+    t.onTestFinished(() => sink.close());
+    const w = windowSoon(2000, 2);
+    // settle_time 3 s: a file uploaded one second into the window is only read well after the close.
+    const fx = await daemonFixture(t, { settle_time: '3s', flow: { window: { cron: w.cron, duration: '2s' } }, config: { alert: { http: { url: sink.url }, retry: '4,200,full' } } });
+    const d = await daemon(t, fx);
+    await sleep(w.opens.getTime() - Date.now() + 1000);
+    const del = await fx.makeDelivery({ seq: 1, ageMs: 0 });
+    expect(Date.now()).toBeLessThan(w.closes.getTime()); // uploaded inside the window
+    await until(() => hasAck(fx, del.name), 'the ACK', 15_000);
+    expect(Date.now()).toBeGreaterThan(w.closes.getTime()); // and decided after its close
+    await until(() => fx.query('SELECT 1 FROM windows').length === 1, 'the window judged');
+    expect(fx.query('SELECT status FROM windows')).toEqual([{ status: 'ok' }]);
+    const [rec] = fx.query('SELECT late, received_at, decided_at FROM deliveries');
+    expect(rec).toMatchObject({ late: 0 });
+    expect(rec!.received_at < w.closes.toISOString() && rec!.decided_at > w.closes.toISOString(), JSON.stringify(rec)).toBe(true);
+    await sleep(300);
+    expect(sink.received).toEqual([]);
+    expect(d.logs.filter((l) => l.event === 'window.late')).toEqual([]);
+  });
+
   it('a restart after the window closed judges it once; a restart after that does not alert again', async (t) => {
     const sink = await AlertSink.start();
     t.onTestFinished(() => sink.close());
