@@ -104,7 +104,7 @@ export class DeadlineKeeper {
   private async judge(flow: FlowConfig, w: Window): Promise<void> {
     const [opens, closes] = [w.opensAt.toISOString(), w.closesAt.toISOString()];
     let ok = this.store.acceptedBetween(flow.partner, flow.id, opens, closes);
-    if (!ok && !this.stopped && (await this.inProgress(flow, w.closesAt))) {
+    if (!ok && !this.stopped && (await this.inProgress(flow, w.opensAt, w.closesAt))) {
       this.at(new Date(Date.now() + RECHECK_MS), () => this.judge(flow, w));
       return;
     }
@@ -118,13 +118,13 @@ export class DeadlineKeeper {
 
   /**
    * A delivery of the flow not decided yet that may still make the window: complete in the inbox and
-   * arrived before the close (settling, or waiting its turn), or taken and being read now.
+   * arrived within [from, to] (settling, or waiting its turn), or taken and being read now.
    */
-  private async inProgress(flow: FlowConfig, closes: Date): Promise<boolean> {
+  private async inProgress(flow: FlowConfig, from: Date, to: Date): Promise<boolean> {
     const partner = this.partners.find((p) => p.id === flow.partner);
     if (!partner) return false;
     const scan = await scanInbox(partner.dirs.inbox, { flows: partner.flows, tempPatterns: this.tempPatterns, settleMs: 0, incompleteAfterMs: Infinity, now: Date.now() });
-    if (scan.ready.some((r) => r.name.flow === flow.id && r.arrivedMs <= closes.getTime())) return true;
+    if (scan.ready.some((r) => r.name.flow === flow.id && r.arrivedMs >= from.getTime() && r.arrivedMs <= to.getTime())) return true;
     for (const claimed of await fsp.readdir(partner.dirs.work, { withFileTypes: true })) {
       if (!claimed.isDirectory()) continue;
       const files = await fsp.readdir(join(partner.dirs.work, claimed.name)).catch(() => []);
@@ -133,9 +133,10 @@ export class DeadlineKeeper {
     return false;
   }
 
-  private warnAtRisk(flow: FlowConfig, w: Window): void {
+  private async warnAtRisk(flow: FlowConfig, w: Window): Promise<void> {
     const [opens, closes] = [w.opensAt.toISOString(), w.closesAt.toISOString()];
-    if (this.store.acceptedBetween(flow.partner, flow.id, opens, new Date().toISOString())) return;
+    const now = new Date();
+    if (this.store.acceptedBetween(flow.partner, flow.id, opens, now.toISOString()) || (await this.inProgress(flow, w.opensAt, now))) return;
     if (!this.store.markAtRisk(flow.partner, flow.id, opens, closes)) return;
     const message = `nothing received yet for ${flow.partner}/${flow.id}; its window closes at ${closes}`;
     this.log.warn({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, event: 'window.at_risk' }, message);
