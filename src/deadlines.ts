@@ -18,8 +18,9 @@ import { closedBetween, latestWindow, nextWindow, type Window } from './windows.
 
 const MAX_TIMER = 2 ** 31 - 1;
 const DAY = 86_400_000;
-/** how often a window waiting for a delivery in progress looks again */
+/** how often a window waiting for a delivery in progress looks again, and for how long at most */
 const RECHECK_MS = 1000;
+const MAX_WAIT_MS = 30 * 60_000; // then judged all the same: a delivery stuck in the work directory must not silence the alert
 
 export class DeadlineKeeper {
   private timers = new Set<NodeJS.Timeout>();
@@ -101,11 +102,14 @@ export class DeadlineKeeper {
     this.timers.add(t);
   }
 
-  private async judge(flow: FlowConfig, w: Window): Promise<void> {
+  /** `waitingSince`: when the judgment began waiting for a delivery in progress. */
+  private async judge(flow: FlowConfig, w: Window, waitingSince?: number): Promise<void> {
     const [opens, closes] = [w.opensAt.toISOString(), w.closesAt.toISOString()];
+    const since = waitingSince ?? Date.now();
     let ok = this.store.acceptedBetween(flow.partner, flow.id, opens, closes);
-    if (!ok && !this.stopped && (await this.inProgress(flow, w.opensAt, w.closesAt))) {
-      this.at(new Date(Date.now() + RECHECK_MS), () => this.judge(flow, w));
+    if (!ok && !this.stopped && Date.now() - since < MAX_WAIT_MS && (await this.inProgress(flow, w.opensAt, w.closesAt))) {
+      if (waitingSince === undefined) this.log.info({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes }, 'window closed with a delivery in progress: judged once it is decided');
+      this.at(new Date(Date.now() + RECHECK_MS), () => this.judge(flow, w, since));
       return;
     }
     ok ||= this.store.acceptedBetween(flow.partner, flow.id, opens, closes); // decided while we looked

@@ -265,6 +265,7 @@ describe('delivery windows', () => {
     await sleep(300);
     expect(sink.received).toEqual([]);
     expect(d.logs.filter((l) => l.event === 'window.late' || l.event === 'window.at_risk')).toEqual([]);
+    expect(d.logs.find(msg('window closed with a delivery in progress: judged once it is decided'))).toMatchObject({ partner: 'acme', flow: 'inventory', closes_at: w.closes.toISOString() });
   });
 
   it('a restart after the window closed judges it once; a restart after that does not alert again', async (t) => {
