@@ -50,8 +50,9 @@ export class DeadlineKeeper {
   private resolveMissed(flow: FlowConfig): void {
     const [first] = this.store.lateWindows(flow.partner, flow.id);
     if (!first) return;
-    const later = this.store.db.prepare("SELECT id FROM deliveries WHERE partner = ? AND flow = ? AND outcome = 'accepted' AND received_at > ? ORDER BY received_at LIMIT 1")
-      .get(flow.partner, flow.id, first.closesAt) as { id: string } | undefined;
+    // Accepted after the verdict, whenever it arrived (one that arrived in time may have been waited for too long).
+    const later = this.store.db.prepare("SELECT id FROM deliveries WHERE partner = ? AND flow = ? AND outcome = 'accepted' AND decided_at > ? ORDER BY decided_at LIMIT 1")
+      .get(flow.partner, flow.id, first.lateAt ?? first.closesAt) as { id: string } | undefined;
     if (later) this.accepted(flow.partner, flow.id, later.id);
   }
 
@@ -108,10 +109,12 @@ export class DeadlineKeeper {
     const since = waitingSince ?? Date.now();
     let ok = this.store.acceptedBetween(flow.partner, flow.id, opens, closes);
     if (!ok && !this.stopped && Date.now() - since < MAX_WAIT_MS && (await this.inProgress(flow, w.opensAt, w.closesAt))) {
+      if (this.stopped) return;
       if (waitingSince === undefined) this.log.info({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes }, 'window closed with a delivery in progress: judged once it is decided');
       this.at(new Date(Date.now() + RECHECK_MS), () => this.judge(flow, w, since));
       return;
     }
+    if (this.stopped) return; // the store may be closed: the next start judges it
     ok ||= this.store.acceptedBetween(flow.partner, flow.id, opens, closes); // decided while we looked
     if (!this.store.judgeWindow(flow.partner, flow.id, opens, closes, ok ? 'ok' : 'late') || ok) return;
     const message = `no complete delivery for ${flow.partner}/${flow.id} in its window ${opens} - ${closes}`;
@@ -121,18 +124,27 @@ export class DeadlineKeeper {
   }
 
   /**
-   * A delivery of the flow not decided yet that may still make the window: complete in the inbox and
-   * arrived within [from, to] (settling, or waiting its turn), or taken and being read now.
+   * A delivery of the flow that arrived within [from, to] and is not decided yet: complete in the inbox
+   * (settling, or waiting its turn), or taken and being read now. A directory that cannot be read
+   * counts as nothing in progress: the window is judged rather than left waiting.
    */
   private async inProgress(flow: FlowConfig, from: Date, to: Date): Promise<boolean> {
     const partner = this.partners.find((p) => p.id === flow.partner);
     if (!partner) return false;
-    const scan = await scanInbox(partner.dirs.inbox, { flows: partner.flows, tempPatterns: this.tempPatterns, settleMs: 0, incompleteAfterMs: Infinity, now: Date.now() });
-    if (scan.ready.some((r) => r.name.flow === flow.id && r.arrivedMs >= from.getTime() && r.arrivedMs <= to.getTime())) return true;
-    for (const claimed of await fsp.readdir(partner.dirs.work, { withFileTypes: true })) {
-      if (!claimed.isDirectory()) continue;
-      const files = await fsp.readdir(join(partner.dirs.work, claimed.name)).catch(() => []);
-      if (files.some((f) => parseName(f, partner.flows)?.flow === flow.id) && !this.store.delivery(claimed.name)) return true;
+    const within = (ms: number) => ms >= from.getTime() && ms <= to.getTime();
+    try {
+      const scan = await scanInbox(partner.dirs.inbox, { flows: partner.flows, tempPatterns: this.tempPatterns, settleMs: 0, incompleteAfterMs: Infinity, now: Date.now() });
+      if (scan.ready.some((r) => r.name.flow === flow.id && within(r.arrivedMs))) return true;
+      for (const claimed of await fsp.readdir(partner.dirs.work, { withFileTypes: true })) {
+        const id = claimed.name;
+        if (!claimed.isDirectory() || this.store.delivery(id)) continue;
+        const files = await fsp.readdir(join(partner.dirs.work, id)).catch(() => []);
+        if (!files.some((f) => parseName(f, partner.flows)?.flow === flow.id)) continue;
+        const arrived = this.store.receivedAt(id); // recorded at the claim; none for a replay's copies
+        if (arrived && within(Date.parse(arrived))) return true;
+      }
+    } catch (err) {
+      this.log.warn({ err, partner: flow.partner, flow: flow.id }, 'could not look for a delivery in progress; judging the window as it is');
     }
     return false;
   }
@@ -140,7 +152,7 @@ export class DeadlineKeeper {
   private async warnAtRisk(flow: FlowConfig, w: Window): Promise<void> {
     const [opens, closes] = [w.opensAt.toISOString(), w.closesAt.toISOString()];
     const now = new Date();
-    if (this.store.acceptedBetween(flow.partner, flow.id, opens, now.toISOString()) || (await this.inProgress(flow, w.opensAt, now))) return;
+    if (this.store.acceptedBetween(flow.partner, flow.id, opens, now.toISOString()) || (await this.inProgress(flow, w.opensAt, now)) || this.stopped) return;
     if (!this.store.markAtRisk(flow.partner, flow.id, opens, closes)) return;
     const message = `nothing received yet for ${flow.partner}/${flow.id}; its window closes at ${closes}`;
     this.log.warn({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, event: 'window.at_risk' }, message);

@@ -38,7 +38,7 @@ export interface ReadyDelivery {
   name: ParsedName;
   /** the data file's modification time */
   mtimeMs: number;
-  /** when it arrived, on our clock: its last write, rename or change (the inode change time) */
+  /** when it arrived, on our clock: the last write, rename or change (inode change time) of its files */
   arrivedMs: number;
   sidecar?: string;
   manifest?: string;
@@ -103,7 +103,9 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
       scan.waiting++;
       continue;
     }
-    scan.ready.push({ file: e.name, name, mtimeMs: e.mtimeMs, arrivedMs: e.ctimeMs, sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
+    // Arrived when its last file did: a delivery is not there before it is complete.
+    const arrivedMs = Math.max(...present.map((n) => byName.get(n)!.ctimeMs));
+    scan.ready.push({ file: e.name, name, mtimeMs: e.mtimeMs, arrivedMs, sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
   }
 
   // Whatever belongs to no data file: a companion waiting for its data file, or a stray file.

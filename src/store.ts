@@ -241,6 +241,11 @@ export class Store {
     return !!this.db.prepare("SELECT 1 FROM deliveries WHERE partner = ? AND flow = ? AND outcome = 'accepted' AND received_at BETWEEN ? AND ? LIMIT 1").get(partner, flow, from, to);
   }
 
+  /** When a claimed delivery arrived in the inbox: its `received` event, written at the claim. */
+  receivedAt(deliveryId: string): string | undefined {
+    return (this.db.prepare("SELECT at FROM events WHERE delivery_id = ? AND step = 'received' ORDER BY at LIMIT 1").get(deliveryId) as { at: string } | undefined)?.at;
+  }
+
   window(partner: string, flow: string, opensAt: string): WindowRecord | undefined {
     return this.db.prepare(`SELECT ${WINDOW_COLUMNS} FROM windows WHERE partner = ? AND flow = ? AND opens_at = ?`).get(partner, flow, opensAt) as WindowRecord | undefined;
   }

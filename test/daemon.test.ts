@@ -9,6 +9,11 @@ import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { AlertSink, type DaemonProcess, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
 import { type Fixture, fixture, type FixtureOptions, nameFor, rowsOf } from './helpers/fixture.js';
+import type { Alert } from '../src/alert.js';
+import { loadConfig } from '../src/config.js';
+import { DeadlineKeeper } from '../src/deadlines.js';
+import { createLogger } from '../src/log.js';
+import { Store } from '../src/store.js';
 
 const ack = (fx: Fixture, name: string, partner = 'acme') => fx.path('outbox', `${name}.ack.json`, partner);
 const hasAck = (fx: Fixture, name: string, partner = 'acme') => existsSync(ack(fx, name, partner));
@@ -246,16 +251,17 @@ describe('delivery windows', () => {
   it('a delivery that arrived in time but is still settling at the close is waited for: the window is on time, no alert', async (t) => {
     const sink = await AlertSink.start();
     t.onTestFinished(() => sink.close());
-    const w = windowSoon(2000, 2);
-    // settle_time 3 s: a file uploaded half a second into the window is only read well after the close,
-    // and it is there, received, when the at-risk warning (1 s before the close) would go.
-    const window = { cron: w.cron, duration: '2s', at_risk: '1s' };
-    const fx = await daemonFixture(t, { settle_time: '3s', flow: { window }, config: { alert: { http: { url: sink.url }, retry: '4,200,full' } } });
+    const w = windowSoon(4000, 4);
+    // settle_time 5 s: a delivery uploaded just after the window opens is only read after its close,
+    // and it is there, received, when the at-risk warning (2 s before the close) would go.
+    const window = { cron: w.cron, duration: '4s', at_risk: '2s' };
+    const fx = await daemonFixture(t, { settle_time: '5s', flow: { window }, config: { alert: { http: { url: sink.url }, retry: '4,200,full' } } });
     const d = await daemon(t, fx);
-    await sleep(w.opens.getTime() - Date.now() + 500);
+    expect(Date.now()).toBeLessThan(w.opens.getTime()); // the test relies on starting before the window opens
+    await sleep(w.opens.getTime() - Date.now() + 200);
     const del = await fx.makeDelivery({ seq: 1, ageMs: 0 });
     expect(Date.now()).toBeLessThan(w.closes.getTime()); // uploaded inside the window
-    await until(() => hasAck(fx, del.name), 'the ACK', 15_000);
+    await until(() => hasAck(fx, del.name), 'the ACK', 20_000);
     expect(Date.now()).toBeGreaterThan(w.closes.getTime()); // and decided after its close
     await until(() => fx.query('SELECT 1 FROM windows').length === 1, 'the window judged');
     expect(fx.query('SELECT status FROM windows')).toEqual([{ status: 'ok' }]);
@@ -266,6 +272,21 @@ describe('delivery windows', () => {
     expect(sink.received).toEqual([]);
     expect(d.logs.filter((l) => l.event === 'window.late' || l.event === 'window.at_risk')).toEqual([]);
     expect(d.logs.find(msg('window closed with a delivery in progress: judged once it is decided'))).toMatchObject({ partner: 'acme', flow: 'inventory', closes_at: w.closes.toISOString() });
+  });
+
+  it('a partner directory that cannot be read does not keep a window from being judged late', async (t) => {
+    const fx = await fixture(t, { flow: { window: { cron: '* * * * *', duration: '10s' } } });
+    const config = loadConfig(fx.configPath);
+    const store = new Store(config.database);
+    t.onTestFinished(() => store.close());
+    const alerts: Alert[] = [];
+    const keeper = new DeadlineKeeper(store, config.partners, createLogger('silent'), (a) => void alerts.push(a), config.tempPatterns);
+    t.onTestFinished(() => keeper.stop());
+    // Nothing has created the partner's directories: no inbox, no work directory to look into.
+    keeper.start(new Date(Date.now() + 130_000)); // two minutes' windows closed by then
+    await until(() => alerts.length >= 2, 'the window.late alerts');
+    expect(alerts.every((a) => a.event === 'window.late')).toBe(true);
+    expect(store.lateWindows('acme', 'inventory').length).toBe(alerts.length);
   });
 
   it('a restart after the window closed judges it once; a restart after that does not alert again', async (t) => {
