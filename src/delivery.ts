@@ -106,11 +106,11 @@ export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<R
   const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow, file: stale.file, seq });
   const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, stale.files);
   if (!dir) return { status: 'skipped' };
-  const now = new Date().toISOString();
-  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow, file: stale.file, seq, sha256: null, files: stale.files, processedAt: now };
-  ctx.store.event(id, 'received', stale.files.join(', '));
+  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow, file: stale.file, seq, sha256: null, files: stale.files, processedAt: new Date().toISOString() };
+  const receivedAt = new Date(Math.min(stale.arrivedMs, Date.now())).toISOString();
+  ctx.store.event(id, 'received', stale.files.join(', '), receivedAt);
   const started = performance.now();
-  const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, now, reject(stale.code, stale.reason), undefined));
+  const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, reject(stale.code, stale.reason), undefined));
   const result = await finish({ ...ctx, log }, record, dir);
   observe({ ...ctx, log }, record, started);
   return result;

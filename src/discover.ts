@@ -48,6 +48,8 @@ export interface ReadyDelivery {
 
 export interface Stale {
   file: string;
+  /** when its last file arrived, on our clock */
+  arrivedMs: number;
   /** flow and sequence, when the file is named like a delivery */
   name?: ParsedName;
   files: string[];
@@ -80,6 +82,8 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   const tooOld = (e: Entry) => opts.now - e.ctimeMs >= opts.incompleteAfterMs;
   const scan: Scan = { ready: [], stale: [], waiting: 0 };
   const claimed = new Set<string>();
+  // Arrived when its last file did: a delivery is not there before it is complete.
+  const arrival = (names: readonly string[]) => Math.max(...names.map((n) => byName.get(n)!.ctimeMs));
 
   for (const e of entries) {
     const name = parseName(e.name, opts.flows);
@@ -90,12 +94,12 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
     const present = [e.name, sidecar, manifest].filter((n) => byName.has(n));
     present.forEach((n) => claimed.add(n));
     if (!e.regular) {
-      scan.stale.push({ file: e.name, name, files: present, code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file (a symbolic link or device); it was not read` });
+      scan.stale.push({ file: e.name, name, files: present, arrivedMs: arrival(present), code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file (a symbolic link or device); it was not read` });
       continue;
     }
     const missing = [flow.sidecarRequired && !byName.has(sidecar) ? sidecar : undefined, flow.manifestRequired && !byName.has(manifest) ? manifest : undefined].filter((n): n is string => !!n);
     if (missing.length > 0) {
-      if (tooOld(e)) scan.stale.push({ file: e.name, name, files: present, code: 'INCOMPLETE', reason: `the delivery is incomplete: ${missing.join(' and ')} did not arrive within ${Math.round(opts.incompleteAfterMs / 1000)} s` });
+      if (tooOld(e)) scan.stale.push({ file: e.name, name, files: present, arrivedMs: arrival(present), code: 'INCOMPLETE', reason: `the delivery is incomplete: ${missing.join(' and ')} did not arrive within ${Math.round(opts.incompleteAfterMs / 1000)} s` });
       else scan.waiting++;
       continue;
     }
@@ -103,17 +107,15 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
       scan.waiting++;
       continue;
     }
-    // Arrived when its last file did: a delivery is not there before it is complete.
-    const arrivedMs = Math.max(...present.map((n) => byName.get(n)!.ctimeMs));
-    scan.ready.push({ file: e.name, name, mtimeMs: e.mtimeMs, arrivedMs, sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
+    scan.ready.push({ file: e.name, name, mtimeMs: e.mtimeMs, arrivedMs: arrival(present), sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
   }
 
   // Whatever belongs to no data file: a companion waiting for its data file, or a stray file.
   for (const e of entries) {
     if (claimed.has(e.name)) continue;
-    if (!e.regular) scan.stale.push({ file: e.name, files: [e.name], code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file; it was not read` });
+    if (!e.regular) scan.stale.push({ file: e.name, files: [e.name], arrivedMs: e.ctimeMs, code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file; it was not read` });
     else if (!tooOld(e)) scan.waiting++;
-    else scan.stale.push({ file: e.name, files: [e.name], code: 'UNKNOWN_FILE', reason: `${e.name} is not a delivery of any configured flow, or the data file it belongs to never arrived` });
+    else scan.stale.push({ file: e.name, files: [e.name], arrivedMs: e.ctimeMs, code: 'UNKNOWN_FILE', reason: `${e.name} is not a delivery of any configured flow, or the data file it belongs to never arrived` });
   }
   scan.ready.sort((a, b) => a.name.flow.localeCompare(b.name.flow) || a.name.seq - b.name.seq);
   return scan;

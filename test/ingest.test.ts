@@ -218,6 +218,7 @@ describe.concurrent('a delivery whose companion has not arrived', SLOW, () => {
     const fx = await fixture(t, { incomplete_after: '1h' });
     // Uploaded just now with its original time kept (WinSCP, `sftp put -p`): a day-old stamp is no age.
     const d = await fx.makeDelivery({ seq: 1, manifest: false, ageMs: 24 * 3_600_000 });
+    const uploaded = new Date().toISOString();
     expect((await fx.runOnce()).code).toBe(0);
     expect(fx.listDir('inbox')).toEqual(d.files.sort());
     expect(fx.query('SELECT * FROM deliveries')).toEqual([]);
@@ -233,6 +234,9 @@ describe.concurrent('a delivery whose companion has not arrived', SLOW, () => {
     expect(fx.listDir('error')).toEqual([...d.files, `${d.name}.error.json`].sort());
     expect(fx.listDir('inbox')).toEqual([]);
     expect(fx.rows()).toEqual([]);
+    // Received when it arrived (not the day-old stamp, not the run that gave up on it).
+    const [rec] = fx.query('SELECT received_at, decided_at FROM deliveries');
+    expect(rec!.received_at <= uploaded && rec!.received_at > new Date(Date.now() - 60_000).toISOString() && rec!.decided_at > uploaded, JSON.stringify({ ...rec, uploaded })).toBe(true);
   });
 
   it('names a missing sidecar too; an optional one is not waited for', async (t) => {
