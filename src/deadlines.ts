@@ -116,7 +116,10 @@ export class DeadlineKeeper {
     }
     if (this.stopped) return; // the store may be closed: the next start judges it
     ok ||= this.store.acceptedBetween(flow.partner, flow.id, opens, closes); // decided while we looked
-    if (!this.store.judgeWindow(flow.partner, flow.id, opens, closes, ok ? 'ok' : 'late') || ok) return;
+    if (this.store.judgeWindow(flow.partner, flow.id, opens, closes, ok ? 'ok' : 'late') && !ok) this.alertLate(flow, opens, closes);
+  }
+
+  private alertLate(flow: FlowConfig, opens: string, closes: string): void {
     const message = `no complete delivery for ${flow.partner}/${flow.id} in its window ${opens} - ${closes}`;
     this.log.error({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, event: 'window.late' }, message);
     this.notify({ event: 'window.late', severity: 'critical', partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, message, at: new Date().toISOString() });
