@@ -14,7 +14,6 @@ import { classify } from './errors.js';
 import { type OpsRuntime, startOps } from './daemon-ops.js';
 import { countRemoteError, setCircuitState } from './metrics.js';
 import { DeadlineKeeper } from './deadlines.js';
-import type { Observation } from './discover.js';
 import type { Logger } from './log.js';
 import { RemoteLink } from './pull.js';
 import { replayWith } from './replay.js';
@@ -34,7 +33,6 @@ interface PartnerState {
   timer?: NodeJS.Timeout;
   /** the pending sweep is not pushed back past this (Date.now() ms) */
   latest?: number;
-  seen: Map<string, Observation>;
 }
 
 export class Daemon {
@@ -66,7 +64,7 @@ export class Daemon {
 
   constructor(private readonly config: Config, private readonly log: Logger) {
     this.slots = config.maxParallel;
-    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false, seen: new Map() });
+    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false });
   }
 
   start(): Promise<void> {
@@ -164,7 +162,6 @@ export class Daemon {
       await recover(this.store, st.partner, this.log);
       await this.runReplays(st.partner.id);
       await sweepPartner(ctx, this.config, tally, {
-        seen: st.seen,
         stopped: () => this.stopping !== undefined,
         accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
         gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),

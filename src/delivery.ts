@@ -78,7 +78,7 @@ async function takeClaimed(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyD
   const started = performance.now();
   const processedAt = new Date().toISOString();
   // Received when it arrived in the inbox, not when its turn came: what a delivery window is judged by.
-  const receivedAt = new Date(Math.min(ready.arrivedMs, Date.now())).toISOString();
+  const receivedAt = new Date(ready.arrivedMs).toISOString();
   const facts: AnswerFacts = { id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, sha256: null, files: ready.files, processedAt, replayOf: replay?.of, replayFrom: replay?.from };
   let record: DeliveryRecord;
   try {
@@ -107,7 +107,7 @@ export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<R
   const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, stale.files);
   if (!dir) return { status: 'skipped' };
   const facts: AnswerFacts = { id, partner: ctx.partner.id, flow, file: stale.file, seq, sha256: null, files: stale.files, processedAt: new Date().toISOString() };
-  const receivedAt = new Date(Math.min(stale.arrivedMs, Date.now())).toISOString();
+  const receivedAt = new Date(stale.arrivedMs).toISOString();
   ctx.store.event(id, 'received', stale.files.join(', '), receivedAt);
   const started = performance.now();
   const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, reject(stale.code, stale.reason), undefined));

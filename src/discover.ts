@@ -1,7 +1,7 @@
 /**
  * The discover and ready steps: list an inbox, group data files with their sidecar and manifest, and
- * tell which deliveries are ready: complete, and settled (size and time unchanged for the settle time,
- * since some clients such as WinSCP write small files in place under their final name). Temporary
+ * tell which deliveries are ready: complete, and settled (unchanged for the settle time, since some
+ * clients such as WinSCP write small files in place under their final name). Temporary
  * names are never read. What waits too long, or is no delivery at all, is returned for rejection.
  *
  * Ages are measured on our clock from a file's inode change time, never its modification time alone:
@@ -24,20 +24,11 @@ export interface DiscoverOptions {
   settleMs: number;
   incompleteAfterMs: number;
   now: number;
-  /** observations from earlier scans (name -> size/mtime), kept by the caller; updated here */
-  seen?: Map<string, Observation>;
-}
-
-export interface Observation {
-  size: number;
-  mtimeMs: number;
 }
 
 export interface ReadyDelivery {
   file: string;
   name: ParsedName;
-  /** the data file's modification time */
-  mtimeMs: number;
   /** when it arrived, on our clock: the last write, rename or change (inode change time) of its files */
   arrivedMs: number;
   sidecar?: string;
@@ -66,8 +57,6 @@ export interface Scan {
 
 interface Entry {
   name: string;
-  size: number;
-  mtimeMs: number;
   /** the inode change time, on our clock */
   ctimeMs: number;
   regular: boolean;
@@ -76,14 +65,13 @@ interface Entry {
 export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<Scan> {
   const entries = await listEntries(inbox, opts.tempPatterns);
   const byName = new Map(entries.map((e) => [e.name, e]));
-  // Names gone from the inbox are forgotten: a long-running daemon must not keep every name it ever saw.
-  if (opts.seen) for (const name of opts.seen.keys()) if (!byName.has(name)) opts.seen.delete(name);
-  const settled = (e: Entry) => isSettled(e, opts);
+  // Every write, rename and utime sets the change time: a file unchanged that long has settled.
+  const settled = (e: Entry) => opts.now - e.ctimeMs >= opts.settleMs;
   const tooOld = (e: Entry) => opts.now - e.ctimeMs >= opts.incompleteAfterMs;
   const scan: Scan = { ready: [], stale: [], waiting: 0 };
   const claimed = new Set<string>();
-  // Arrived when its last file did: a delivery is not there before it is complete.
-  const arrival = (names: readonly string[]) => Math.max(...names.map((n) => byName.get(n)!.ctimeMs));
+  // Arrived when its last file did: a delivery is not there before it is complete. Never later than now.
+  const arrival = (names: readonly string[]) => Math.min(opts.now, Math.max(...names.map((n) => byName.get(n)!.ctimeMs)));
 
   for (const e of entries) {
     const name = parseName(e.name, opts.flows);
@@ -107,15 +95,15 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
       scan.waiting++;
       continue;
     }
-    scan.ready.push({ file: e.name, name, mtimeMs: e.mtimeMs, arrivedMs: arrival(present), sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
+    scan.ready.push({ file: e.name, name, arrivedMs: arrival(present), sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
   }
 
   // Whatever belongs to no data file: a companion waiting for its data file, or a stray file.
   for (const e of entries) {
     if (claimed.has(e.name)) continue;
-    if (!e.regular) scan.stale.push({ file: e.name, files: [e.name], arrivedMs: e.ctimeMs, code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file; it was not read` });
+    if (!e.regular) scan.stale.push({ file: e.name, files: [e.name], arrivedMs: arrival([e.name]), code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file; it was not read` });
     else if (!tooOld(e)) scan.waiting++;
-    else scan.stale.push({ file: e.name, files: [e.name], arrivedMs: e.ctimeMs, code: 'UNKNOWN_FILE', reason: `${e.name} is not a delivery of any configured flow, or the data file it belongs to never arrived` });
+    else scan.stale.push({ file: e.name, files: [e.name], arrivedMs: arrival([e.name]), code: 'UNKNOWN_FILE', reason: `${e.name} is not a delivery of any configured flow, or the data file it belongs to never arrived` });
   }
   scan.ready.sort((a, b) => a.name.flow.localeCompare(b.name.flow) || a.name.seq - b.name.seq);
   return scan;
@@ -128,18 +116,10 @@ async function listEntries(inbox: string, tempPatterns: readonly RegExp[]): Prom
     if (d.isDirectory() || isTempName(d.name, tempPatterns)) continue;
     try {
       const st = await fsp.lstat(join(inbox, d.name));
-      out.push({ name: d.name, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, regular: st.isFile() });
+      out.push({ name: d.name, ctimeMs: st.ctimeMs, regular: st.isFile() });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // renamed away meanwhile
     }
   }
   return out;
-}
-
-/** Settled: old enough on our clock, and unchanged since the previous scan when there was one. */
-function isSettled(e: Entry, opts: DiscoverOptions): boolean {
-  const before = opts.seen?.get(e.name);
-  opts.seen?.set(e.name, { size: e.size, mtimeMs: e.mtimeMs });
-  const unchanged = !before || (before.size === e.size && before.mtimeMs === e.mtimeMs);
-  return unchanged && opts.now - e.ctimeMs >= opts.settleMs;
 }

@@ -106,7 +106,7 @@ export async function replayWith(store: Store, config: Config, log: Logger, id: 
   log.info({ delivery_id: replayId, replay_of: id, partner: partner.id, flow: flow.id, file: original.file, seq: name.seq, from }, 'replay started');
 
   const ready: ReadyDelivery = {
-    file: original.file, name, mtimeMs: Date.now(), arrivedMs: Date.now(),
+    file: original.file, name, arrivedMs: Date.now(),
     sidecar: have.has(sidecar) ? sidecar : undefined, manifest: have.has(manifest) ? manifest : undefined,
     files: [original.file, ...[sidecar, manifest].filter((n) => have.has(n))],
   };

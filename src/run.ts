@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isReplayCopy, release } from './claim.js';
 import type { Config, FlowConfig, PartnerConfig } from './config.js';
 import { type DeliveryContext, finish, handleReady, handleStale, type Result } from './delivery.js';
-import { type Observation, type ReadyDelivery, scanInbox } from './discover.js';
+import { type ReadyDelivery, scanInbox } from './discover.js';
 import { ensureDir } from './fsx.js';
 import { lockInstance } from './instance.js';
 import { expiringKeys, type Keyring, loadKeyring } from './keyring.js';
@@ -81,8 +81,6 @@ export async function recover(store: Store, partner: PartnerConfig, log: Logger)
 }
 
 export interface SweepHooks {
-  /** observations from earlier scans, for the settle check */
-  seen?: Map<string, Observation>;
   /** a sequence gap that is no longer waited for */
   gap?: (flow: FlowConfig, expected: number, got: number) => void;
   accepted?: (flow: FlowConfig, deliveryId: string) => void;
@@ -94,15 +92,11 @@ export interface SweepHooks {
 export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: Tally, hooks: SweepHooks = {}): Promise<void> {
   const { partner } = ctx;
   const scan = await scanInbox(partner.dirs.inbox, {
-    flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(), seen: hooks.seen,
+    flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(),
   });
   tally.waiting += scan.waiting;
-  // A taken delivery's names are forgotten at once: a file uploaded again under one of them (a corrected
-  // resend) is new, not a change to wait out, or a later sequence sent just after it would overtake it.
-  const forget = (files: readonly string[]) => files.forEach((f) => hooks.seen?.delete(f));
   for (const stale of scan.stale) {
     if (hooks.stopped?.()) return;
-    forget(stale.files);
     count(tally, await handleStale(ctx, stale));
   }
   const held = new Set<string>();
@@ -114,7 +108,6 @@ export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: 
       tally.waiting++;
       continue;
     }
-    forget(ready.files);
     const r = await handleReady(ctx, ready);
     count(tally, r);
     if (r.status === 'accepted') hooks.accepted?.(flow, r.record.id);
