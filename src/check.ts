@@ -17,6 +17,7 @@ import type { Keyring } from './keyring.js';
 import type { RowError } from './map.js';
 import type { StagedRows } from './stage.js';
 import { isTempName, manifestName, parseName, sidecarName } from './naming.js';
+import { signerText } from './pgp.js';
 import { Store } from './store.js';
 import { table } from './table.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from './verify.js';
@@ -146,7 +147,7 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
       try {
         found = await readData(path, { flow, staging }, undefined, undefined, decrypt);
         ok('csv', `${found.stats!.rows} records; the header has every mapped column`);
-        if (decrypt) ok('signature', found.signedBy ? `signed by ${found.signedBy}` : 'not signed');
+        if (decrypt) ok('signature', signerText(found));
       } catch (err) {
         const e = classify(err);
         fail(e.code === 'MISSING_COLUMN' ? 'mapping' : e.code.startsWith('SIGNATURE') || e.code === 'DECRYPT_FAILED' ? 'decryption' : 'csv', e);

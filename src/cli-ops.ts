@@ -1,7 +1,7 @@
 /**
  * The operations commands: status, deliveries list/show/resolve, replay, check, prune. Each maps its
  * result to an exit code and prints a terminal view or, with --json, one JSON document on stdout; log
- * lines go to stderr. Exit codes:
+ * lines go to stderr (at a terminal, errors only). Exit codes:
  *   status        0 nothing needs attention · 1 an open error, late window or open circuit
  *   deliveries    0 · 64 unknown delivery or bad filter
  *   replay        0 accepted · 1 rejected again, or the stored file's checksum changed · 64 unknown
@@ -37,9 +37,14 @@ function action<A extends unknown[]>(fn: (...args: A) => Promise<number>): (...a
   };
 }
 
+/**
+ * A person at a terminal reads the command's summary (the audit trail keeps every step: `deliveries
+ * show`), so log lines below error level are not shown there; redirected (cron, a script, a journal),
+ * stderr gets them all as JSON lines.
+ */
 function setup(file: string): { config: Config; log: Logger } {
   const config = loadConfig(file);
-  return { config, log: createLogger(config.logLevel, 2) };
+  return { config, log: createLogger(process.stderr.isTTY ? 'error' : config.logLevel, 2) };
 }
 
 function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise<T> {

@@ -21,7 +21,7 @@ import type { Logger } from './log.js';
 import { convert, type MapStats, toMinorUnits } from './map.js';
 import { type DeliveryObserver, safeEmit } from './observe.js';
 import { decoder } from './parse.js';
-import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName } from './pgp.js';
+import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, signerText, type Verdict } from './pgp.js';
 import { type StagedRows, Stager, stagingSink } from './stage.js';
 import type { Applied, DeliveryRecord, Store } from './store.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from './verify.js';
@@ -135,7 +135,8 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     const already = replay ? undefined : store.applied(partner.id, flow.id, ready.name.seq);
     found = await readData(join(dir, ready.file), already ? undefined : { flow, staging }, sidecarHex, ctx.signal, decrypt);
     facts.sha256 = found.sha256;
-    if (decrypt && found.stats) store.event(facts.id, 'decrypted', found.signedBy ? `signed by ${found.signedBy}` : 'not signed');
+    if (decrypt && found.stats) store.event(facts.id, 'decrypted', signerText(found));
+    if (found.unknownSigner) ctx.log.warn({ fingerprint: found.unknownSigner }, `the file is signed by an unknown key ${found.unknownSigner}; accepted because this partner does not require signatures`);
     if (sidecarHex && sidecarHex !== found.sha256) throw await checksumMismatch(join(dir, ready.file), found, sidecarHex);
     ctx.store.event(facts.id, 'verified', `sha256 ${found.sha256}${sidecarHex ? ' matches the .sha256 file' : ' (no .sha256 file)'}`);
     if (found.stats) {
@@ -181,7 +182,7 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
   const hash = createHash('sha256');
   let stats: MapStats | undefined;
   let staged: StagedRows | undefined;
-  let signedBy: string | undefined;
+  let verdict: Verdict = {};
   let after: { size: number; mtimeMs: number };
   try {
     const before = await fh.stat();
@@ -205,7 +206,7 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
           const { plaintext, done } = await decryptStream(hashed, decrypt);
           await Promise.all([pipeline([plaintext, ...text(), sink], { signal }), feeding]);
           // Integrity (MDC/AEAD) and signature are known only now, at the end: nothing was committed before.
-          signedBy = (await done).signedBy;
+          verdict = await done;
         }
         ({ stats, rows: staged } = await stager.finish());
       } catch (failure) {
@@ -228,16 +229,14 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
   } finally {
     await fh.close();
   }
-  return { sha256: hash.digest('hex'), stats, staged, signedBy, size: after.size, mtimeMs: after.mtimeMs };
+  return { sha256: hash.digest('hex'), stats, staged, ...verdict, size: after.size, mtimeMs: after.mtimeMs };
 }
 
-export interface DataFound {
+export interface DataFound extends Verdict {
   sha256: string;
   stats?: MapStats;
   /** where the rows are, in file order */
   staged?: StagedRows;
-  /** fingerprint of the partner key that signed an encrypted file */
-  signedBy?: string;
   size: number;
   mtimeMs: number;
 }

@@ -34,7 +34,7 @@ export interface DecryptResult {
   plaintext: Readable;
   /** Resolves after the plaintext has ended and integrity (MDC/AEAD) and signature are checked;
    *  rejects with an InboxdError otherwise. Always attach a handler. */
-  done: Promise<{ signedBy?: string }>;
+  done: Promise<Verdict>;
 }
 
 const ENCRYPTED_NAME = /\.(pgp|gpg|asc)$/i;
@@ -105,8 +105,8 @@ export async function decryptStream(ciphertext: Readable, opts: DecryptOptions):
     throw isSizeLimitError(err) ? tooBig(`more than ${opts.maxDecompressedBytes} bytes`) : decryptFailed(err);
   }
 
-  let settle!: { resolve: (v: { signedBy?: string }) => void; reject: (e: InboxdError) => void };
-  const done = new Promise<{ signedBy?: string }>((resolve, rejectDone) => { settle = { resolve, reject: rejectDone }; });
+  let settle!: { resolve: (v: Verdict) => void; reject: (e: InboxdError) => void };
+  const done = new Promise<Verdict>((resolve, rejectDone) => { settle = { resolve, reject: rejectDone }; });
   done.catch(() => {}); // the plaintext stream reports the same error; an unobserved `done` must not crash the process
 
   async function* pump(): AsyncGenerator<Buffer> {
@@ -232,7 +232,11 @@ function webStream(head: Buffer, source: AsyncIterator<Buffer>, meter: { cipherB
   }, { highWaterMark: 0 });
 }
 
-type Verdict = { signedBy?: string };
+/** Who signed: a key of the partner's (`signedBy`), or, accepted without `require_signature`, a key we do not know. */
+export type Verdict = { signedBy?: string; unknownSigner?: string };
+
+/** The signature verdict in words, for the audit trail. */
+export const signerText = (v: Verdict) => (v.signedBy ? `signed by ${v.signedBy}` : v.unknownSigner ? `signed by an unknown key ${v.unknownSigner}` : 'not signed');
 type Signatures = openpgp.DecryptMessageResult['signatures'];
 
 /**
@@ -251,7 +255,9 @@ async function checkSignatures(signatures: Signatures, opts: DecryptOptions): Pr
     const keyId = sig.keyID.toHex().toUpperCase();
     const key = opts.verificationKeys.find((k) => k.getKeys(sig.keyID).length > 0);
     if (!key) {
-      failures.push(reject('SIGNATURE_UNKNOWN_KEY', `the file is signed by key ${keyId}, which is not a key we hold for this partner`, { keyId }));
+      const issuer = (await sig.signature.catch(() => undefined))?.packets[0]?.issuerFingerprint;
+      const fingerprint = issuer ? Buffer.from(issuer).toString('hex').toUpperCase() : keyId;
+      failures.push(reject('SIGNATURE_UNKNOWN_KEY', `the file is signed by key ${keyId}, which is not a key we hold for this partner`, { keyId, fingerprint }));
       continue;
     }
     const outcome = await sig.verified.then(() => null, (err: unknown) => err);
@@ -268,7 +274,7 @@ async function checkSignatures(signatures: Signatures, opts: DecryptOptions): Pr
     else return { signedBy: fpr(key) };
   }
   // Without a signature requirement, signatures by keys we do not know are just ignored; known keys must still be valid.
-  if (!opts.requireSignature && failures.every((f) => f.code === 'SIGNATURE_UNKNOWN_KEY')) return {};
+  if (!opts.requireSignature && failures.every((f) => f.code === 'SIGNATURE_UNKNOWN_KEY')) return { unknownSigner: String(failures[0]!.details.fingerprint) };
   const rank = ['SIGNATURE_KEY_REVOKED', 'SIGNATURE_KEY_EXPIRED', 'SIGNATURE_BAD', 'SIGNATURE_UNKNOWN_KEY'];
   failures.sort((a, b) => rank.indexOf(a.code) - rank.indexOf(b.code));
   throw failures[0]!;

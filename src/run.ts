@@ -10,6 +10,7 @@ import type { Config, FlowConfig, PartnerConfig } from './config.js';
 import { type DeliveryContext, finish, handleReady, handleStale, type Result } from './delivery.js';
 import { type ReadyDelivery, scanInbox } from './discover.js';
 import { ensureDir } from './fsx.js';
+import { gapVerdict } from './gap.js';
 import { lockInstance } from './instance.js';
 import { expiringKeys, type Keyring, loadKeyring } from './keyring.js';
 import type { Logger } from './log.js';
@@ -120,11 +121,9 @@ export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: 
  * and goes on at once; `ignore` does neither.
  */
 function gapGate(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): 'go' | 'hold' {
-  if (flow.sequenceGap === 'ignore') return 'go';
-  const last = ctx.store.lastSeq(flow.partner, flow.id);
-  const expected = last === undefined ? undefined : last + 1;
-  if (expected === undefined || ready.name.seq <= expected) return 'go';
-  if (flow.sequenceGap === 'wait' && Date.now() - ready.arrivedMs < flow.gapWaitMs) return 'hold';
+  const verdict = gapVerdict(flow, ctx.store.lastSeq(flow.partner, flow.id), ready.name.seq, ready.arrivedMs, Date.now());
+  if (verdict.kind !== 'gap') return verdict.kind;
+  const { expected } = verdict;
   ctx.log.warn({ partner: flow.partner, flow: flow.id, expected, seq: ready.name.seq, file: ready.file, event: 'sequence.gap' }, `sequence gap: expected ${expected}, got ${ready.name.seq}; going on`);
   hooks.gap?.(flow, expected, ready.name.seq);
   return 'go';

@@ -5,7 +5,9 @@
  */
 import { circuits, lastDelivery, openProblems, type Listed } from './audit.js';
 import { backlog } from './backlog.js';
-import type { Config } from './config.js';
+import type { Config, PartnerConfig } from './config.js';
+import { scanInbox } from './discover.js';
+import { gapVerdict } from './gap.js';
 import type { Store } from './store.js';
 import { ago, table, when } from './table.js';
 
@@ -15,6 +17,8 @@ export interface FlowStatus {
   lastDelivery: { id: string; file: string; seq: number | null; outcome: string; code: string | null; receivedAt: string; late: boolean } | null;
   lastSeqApplied: number | null;
   backlog: number;
+  /** held by the gap policy (`sequence_gap: wait`): the sequence it waits for, and until when at most */
+  held: { waitingFor: number; next: number; until: string } | null;
   lateWindows: { opensAt: string; closesAt: string; lateAt: string | null }[];
   /** the remote partner's circuit breaker ('closed', 'open', 'half-open'); null when not a remote partner or unknown */
   circuit: string | null;
@@ -33,6 +37,7 @@ export async function status(store: Store, config: Config): Promise<Status> {
   const flows: FlowStatus[] = [];
   for (const partner of config.partners) {
     const waiting = await backlog(partner, config.tempPatterns);
+    const held = await heldFlows(store, config, partner);
     for (const flow of partner.flows) {
       const last = lastDelivery(store, partner.id, flow.id);
       flows.push({
@@ -41,6 +46,7 @@ export async function status(store: Store, config: Config): Promise<Status> {
         lastDelivery: last ? { id: last.id, file: last.file, seq: last.seq, outcome: last.outcome, code: last.code, receivedAt: last.receivedAt, late: last.late === 1 } : null,
         lastSeqApplied: store.lastSeq(partner.id, flow.id) ?? null,
         backlog: waiting.get(flow.id) ?? 0,
+        held: held.get(flow.id) ?? null,
         lateWindows: store.lateWindows(partner.id, flow.id).map((w) => ({ opensAt: w.opensAt, closesAt: w.closesAt, lateAt: w.lateAt })),
         circuit: breaker.get(partner.id)?.circuit ?? null,
       });
@@ -49,6 +55,21 @@ export async function status(store: Store, config: Config): Promise<Status> {
   const openErrors = openProblems(store).map((d: Listed) => ({ id: d.id, partner: d.partner, flow: d.flow, file: d.file, seq: d.seq, code: d.code, reason: d.reason, decidedAt: d.decidedAt }));
   const attention = openErrors.length > 0 || flows.some((f) => f.lateWindows.length > 0 || (f.circuit !== null && f.circuit !== 'closed'));
   return { generatedAt: new Date().toISOString(), flows, openErrors, attention };
+}
+
+/** Flows whose first ready delivery waits for a missing sequence: what the sweep would do now. */
+async function heldFlows(store: Store, config: Config, partner: PartnerConfig): Promise<Map<string, NonNullable<FlowStatus['held']>>> {
+  const now = Date.now();
+  const scan = await scanInbox(partner.dirs.inbox, { flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now })
+    .catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? { ready: [] } : Promise.reject(err)));
+  const held = new Map<string, NonNullable<FlowStatus['held']>>();
+  for (const flow of partner.flows) {
+    const first = scan.ready.find((r) => r.name.flow === flow.id); // ready deliveries come in sequence order
+    if (!first) continue;
+    const v = gapVerdict(flow, store.lastSeq(partner.id, flow.id), first.name.seq, first.arrivedMs, now);
+    if (v.kind === 'hold') held.set(flow.id, { waitingFor: v.expected, next: first.name.seq, until: new Date(v.untilMs).toISOString() });
+  }
+  return held;
 }
 
 export function formatStatus(s: Status): string {
@@ -60,7 +81,7 @@ export function formatStatus(s: Status): string {
       d ? `${d.outcome}${d.code ? ` ${d.code}` : ''}${d.late ? ' late' : ''}` : '-',
       d ? d.seq : null,
       f.lastSeqApplied,
-      f.backlog,
+      f.held ? `${f.backlog} (waits for ${f.held.waitingFor} until ${when(f.held.until)})` : f.backlog,
       f.lateWindows.length,
       f.circuit,
       d?.id,

@@ -98,6 +98,25 @@ function write(fx: Fixture, sql: string, ...params: unknown[]): void {
 
 const PII_VALUE = 'very.long.secret.person.name@private-example.com';
 
+describe.concurrent('status of a flow held by the gap policy', SLOW, () => {
+  it('says which sequence it waits for and until when, not only the backlog', async (t) => {
+    const fx = await fixture(t, { flow: { sequence_gap: 'wait', gap_wait: '1h' } });
+    await fx.makeDelivery({ seq: 1 });
+    expect((await fx.runOnce()).code).toBe(0);
+    const before = Date.now();
+    const third = await fx.makeDelivery({ seq: 3, ageMs: 0 });
+    expect((await fx.runOnce()).code).toBe(0); // held: nothing taken
+    expect(fx.listDir('inbox')).toContain(third.name);
+    const s = json(await ops(fx, 'status', '--json'));
+    const flow = s.flows[0];
+    expect(flow).toMatchObject({ lastSeqApplied: 1, backlog: 1, held: { waitingFor: 2, next: 3 } });
+    const until = Date.parse(flow.held.until);
+    expect(until).toBeGreaterThanOrEqual(before + 3_600_000 - 2000); // arrival + gap_wait (file times are coarse)
+    expect(until).toBeLessThanOrEqual(Date.now() + 3_600_000);
+    expect((await ops(fx, 'status')).stdout).toMatch(/acme\s+inventory\s+.*1 \(waits for 2 until \d{4}-\d\d-\d\d[ T]\d\d:\d\d/);
+  });
+});
+
 describe.concurrent('status and deliveries on a database made by real runs', { timeout: 300_000 }, () => {
   it('accepted, rejected, duplicate and late: status, deliveries list and show tell each story', async (t) => {
     const fx = await fixture(t);
@@ -125,7 +144,7 @@ describe.concurrent('status and deliveries on a database made by real runs', { t
     expect(st.code).toBe(1); // something needs attention
     const s = json(st);
     expect(s.flows).toEqual([{
-      partner: 'acme', flow: 'inventory', lastSeqApplied: 1, backlog: 1, circuit: null,
+      partner: 'acme', flow: 'inventory', lastSeqApplied: 1, backlog: 1, held: null, circuit: null,
       lastDelivery: { id: duplicate, file: first.name, seq: 1, outcome: 'duplicate', code: 'DUPLICATE', receivedAt: expect.any(String), late: false },
       lateWindows: [{ opensAt: expect.any(String), closesAt: expect.any(String), lateAt: expect.any(String) }],
     }]);
@@ -287,6 +306,31 @@ describe.concurrent('metrics and health from a running daemon', SLOW, () => {
     expect((await runCli(['check-config', '--config', fx.configPath])).code).toBe(0);
     await fx.writeConfig({ config: { retention: { archive_days: 0 } } });
     expect((await runCli(['check-config', '--config', fx.configPath])).stderr).toMatch(/retention\.archive_days/);
+  });
+});
+
+describe.concurrent('replay at a terminal', SLOW, () => {
+  it('shows the summary without log lines; redirected, stderr gets the JSON log lines', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 1, rows: [row(1, { UnitCost: '2.125' })] });
+    expect((await fx.runOnce()).code).toBe(1);
+    const id = fx.query('SELECT id FROM deliveries WHERE seq = 1')[0]!.id as string;
+    // script(1) gives the command a terminal for standard output and standard error alike.
+    const tty = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const cmd = [process.execPath, CLI, 'replay', id, '--config', fx.configPath].map((a) => `'${a}'`).join(' ');
+      const p = spawn('script', ['-qec', cmd, '/dev/null'], { cwd: fx.dir });
+      let out = '';
+      p.stdout.on('data', (b) => { out += String(b); });
+      p.on('close', (code) => resolve({ code, out }));
+    });
+    expect(tty.code).toBe(1); // rejected again
+    expect(tty.out).toContain(`replay of ${id}`);
+    expect(tty.out).toContain('ROW_ERRORS');
+    expect(tty.out).not.toMatch(/"level"/);
+    const piped = await ops(fx, 'replay', id);
+    expect(piped.stdout).toContain(`replay of ${id}`);
+    expect(piped.stdout).not.toMatch(/"level"/);
+    expect(piped.stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l).msg)).toContain('delivery rejected');
   });
 });
 

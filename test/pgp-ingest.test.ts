@@ -136,6 +136,22 @@ describe('OpenPGP deliveries produced by gpg', () => {
   }
 });
 
+describe('a signature by a key we do not know, signatures not required', () => {
+  it('is accepted, recorded as signed by an unknown key with its fingerprint, and warned about', async (t) => {
+    const f = await pgpFixture(t, { require_signature: false });
+    const name = await upload(f, 1, rowsOf(2), { signer: 'stranger@elsewhere' });
+    const r = await f.runOnce();
+    expect(r.code, r.stderr).toBe(0);
+    expect(f.rows()).toHaveLength(2);
+    const stranger = await gpg.fingerprint('stranger@elsewhere');
+    const [event] = f.query("SELECT detail FROM events WHERE step = 'decrypted'");
+    expect(event?.detail).toBe(`signed by an unknown key ${stranger}`);
+    const warned = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((l) => l.fingerprint === stranger);
+    expect(warned).toMatchObject({ level: 40, partner: 'acme', file: name });
+    expect(warned.msg).toMatch(/unknown key/);
+  });
+});
+
 describe('OpenPGP deliveries rejected, database unchanged', () => {
   const big = rowsOf(60_000); // several MB: rows are streamed before a late failure shows
 
