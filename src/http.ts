@@ -71,6 +71,11 @@ export async function startHttp(cfg: HttpConfig, handlers: HttpHandlers): Promis
       server.off('error', reject);
       resolve();
     });
+  }).catch((err: unknown) => {
+    // A listener that never started takes nothing with it.
+    clearInterval(sampler);
+    loop.disable();
+    throw err;
   });
   const address = server.address() as AddressInfo;
   return {
