@@ -53,7 +53,7 @@ async function runDaemon(config: Config, log: Logger): Promise<void> {
 
 program
   .command('check-config')
-  .description('validate a configuration file and its mappings')
+  .description('what run checks at start, without starting: configuration, mappings, keys, directories, tables; creates nothing')
   .requiredOption('-c, --config <file>', 'configuration file (YAML)')
   .action(async (opts: { config: string }) => {
     const config = loadConfig(opts.config);

@@ -365,7 +365,7 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
   };
 }
 
-/** Flows may share a table (its rows upserted by key): only with one key, or the table fits one of them alone. */
+/** Flows may write one table, but with the same key: a table has one primary key, which every upsert targets. */
 function checkSharedTables(file: string, partners: readonly PartnerConfig[]): void {
   const first = new Map<string, FlowConfig>();
   for (const f of partners.flatMap((p) => p.flows)) {

@@ -85,7 +85,7 @@ export interface SweepHooks {
   accepted?: (flow: FlowConfig, deliveryId: string) => void;
   /** true once the daemon is stopping: no further delivery is taken */
   stopped?: () => boolean;
-  /** a partner directory is no real directory (a symbolic link): the partner was left out of this sweep */
+  /** a partner directory is no real directory (a symbolic link, or gone): the partner was left out of this sweep */
   refused?: (problem: DirProblem) => void;
 }
 
