@@ -9,10 +9,11 @@ import { InboxdError } from './errors.js';
 import { withRetry } from './retry.js';
 
 export interface Alert {
-  event: 'window.late' | 'window.at_risk' | 'window.resolved' | 'sequence.gap';
+  event: 'window.late' | 'window.at_risk' | 'window.resolved' | 'sequence.gap' | 'partner.refused';
   severity: 'critical' | 'warning' | 'info';
   partner: string;
-  flow: string;
+  /** absent for an alert about a whole partner */
+  flow?: string;
   message: string;
   at: string;
   [key: string]: unknown;

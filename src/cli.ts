@@ -53,10 +53,12 @@ async function runDaemon(config: Config, log: Logger): Promise<void> {
 
 program
   .command('check-config')
-  .description('validate a configuration file and its mappings')
+  .description('what run checks at start, without starting: configuration, mappings, keys, directories, tables; creates nothing')
   .requiredOption('-c, --config <file>', 'configuration file (YAML)')
-  .action((opts: { config: string }) => {
+  .action(async (opts: { config: string }) => {
     const config = loadConfig(opts.config);
+    const { preflight } = await import('./preflight.js');
+    await preflight(config);
     const flows = config.partners.reduce((n, p) => n + p.flows.length, 0);
     process.stdout.write(`${config.file}: ok (${config.partners.length} partners, ${flows} flows)\n`);
   });
@@ -82,3 +84,10 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 process.exitCode = await main(process.argv);
+// Everything a command took is given back by now (releasers.ts). Should anything still hold the event
+// loop (a bug), exit anyway and say so: a process that does nothing must not outlive its command, or
+// systemd takes a failed start for a running daemon.
+setTimeout(() => {
+  process.stderr.write(`inboxd: still held open after the command ended (${process.getActiveResourcesInfo().join(', ')}); exiting\n`);
+  process.exit();
+}, 1000).unref();

@@ -11,7 +11,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 import { InboxdError } from './errors.js';
-import { type FieldSpec, loadMapping } from './mapping.js';
+import { type FieldSpec, loadMapping, sameColumns } from './mapping.js';
 import { parseRetryPolicy, type RetryPolicy } from './retry.js';
 
 const ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
@@ -250,6 +250,8 @@ export interface Config {
   file: string;
   root: string;
   database: string;
+  /** the partners' working directories are below it (`<work_dir>/<partner>`) */
+  workDir: string;
   settleMs: number;
   incompleteAfterMs: number;
   tempPatterns: readonly RegExp[];
@@ -282,12 +284,23 @@ export function loadConfig(file: string): Config {
   }
   const doc = parseDocument(text, { uniqueKeys: true });
   if (doc.errors.length > 0) throw configError(abs, '', `not valid YAML: ${doc.errors[0]!.message}`);
-  const parsed = configSchema.safeParse(doc.toJS());
+  const parsed = configSchema.safeParse(toJS(abs, doc));
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw configError(abs, formatPath(issue.path), issue.message);
   }
   return deepFreeze(resolveConfig(abs, parsed.data));
+}
+
+/** Aliases are expanded with a bound: a few lines of nested aliases (a "billion laughs") would expand into gigabytes. */
+const MAX_ALIASES = 100;
+
+function toJS(file: string, doc: ReturnType<typeof parseDocument>): unknown {
+  try {
+    return doc.toJS({ maxAliasCount: MAX_ALIASES });
+  } catch (err) {
+    throw configError(file, '', `not accepted: ${(err as Error).message} (aliases expand to at most ${MAX_ALIASES} nodes)`);
+  }
 }
 
 function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config {
@@ -318,10 +331,12 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
     if ((p.pgp.requireEncryption || p.pgp.requireSignature) && !raw.pgp) throw configError(file, 'pgp.keys', `partner ${p.id} sends encrypted files: our private key is needed`);
   });
   if (partners.length === 0) throw configError(file, 'partners', 'no partners configured');
+  checkSharedTables(file, partners);
   return {
     file,
     root,
     database: resolve(base, raw.database),
+    workDir: workRoot,
     settleMs: parseDuration(raw.settle_time)!,
     incompleteAfterMs: parseDuration(raw.incomplete_after)!,
     tempPatterns: raw.temp_patterns.map(globToRegExp),
@@ -348,6 +363,18 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
     http: raw.http && resolveListen(file, raw.http.listen, raw.http.allow_remote),
     partners,
   };
+}
+
+/** Flows may write one table, but with the same key: a table has one primary key, which every upsert targets. */
+function checkSharedTables(file: string, partners: readonly PartnerConfig[]): void {
+  const first = new Map<string, FlowConfig>();
+  for (const f of partners.flatMap((p) => p.flows)) {
+    const other = first.get(f.table);
+    if (!other) first.set(f.table, f);
+    else if (!sameColumns(other.key, f.key)) {
+      throw configError(file, `partners.${f.partner}.flows.${f.id}.key`, `table "${f.table}" is also written by partners.${other.partner}.flows.${other.id} with the key (${other.key.join(', ')}), this flow says (${f.key.join(', ')}); flows sharing a table need the same key`);
+    }
+  }
 }
 
 type RawRetention = z.infer<typeof retentionSchema> | undefined;

@@ -5,7 +5,9 @@
  */
 import { constants, promises as fsp } from 'node:fs';
 import cron, { type ScheduledTask } from 'node-cron';
-import type { Config } from './config.js';
+import { dirname } from 'node:path';
+import { type Config, configError, type HttpConfig } from './config.js';
+import { InboxdError } from './errors.js';
 import { type HttpServer, type Readiness, startHttp } from './http.js';
 import type { Logger } from './log.js';
 import { metrics } from './metrics.js';
@@ -27,6 +29,8 @@ export async function startOps(config: Config, store: Store, log: Logger, starte
     http = await startHttp(config.http, {
       metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
       ready: () => readiness(config, store, started),
+    }).catch((err: unknown) => {
+      throw listenError(config, config.http!, err);
     });
     log.info({ host: http.host, port: http.port }, `http listening on ${http.host}:${http.port}: /metrics /healthz /readyz`);
   }
@@ -55,13 +59,27 @@ export async function startOps(config: Config, store: Store, log: Logger, starte
   };
 }
 
+/** A port in use may come free (an earlier inboxd still stopping): try again (75). One we may not have is configuration (78). */
+function listenError(config: Config, http: HttpConfig, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  const at = `${http.host}:${http.port}`;
+  if (code === 'EADDRINUSE') return new InboxdError('IO_ERROR', `http.listen: ${at} is in use by another process; try again once it is free`, { cause: code }, { cause: err });
+  if (code === 'EACCES' || code === 'EADDRNOTAVAIL') return configError(config.file, 'http.listen', `cannot listen on ${at} (${code})`);
+  return err;
+}
+
+/** Less free space than this on the database's file system and a commit may not fit: not ready. */
+const MIN_FREE_BYTES = 8 * 1024 * 1024;
+
 /** Ready only when every part of the work can be done: no guessing from the process being alive. */
 export async function readiness(config: Config, store: Store, started: () => boolean): Promise<Readiness> {
   const checks: Record<string, string> = {};
   checks.startup = started() ? 'ok' : 'startup recovery not finished, or stopping';
   try {
     store.db.prepare('SELECT 1').get();
-    checks.database = 'ok';
+    const dir = dirname(config.database);
+    const { bavail, bsize } = await fsp.statfs(dir);
+    checks.database = bavail * bsize >= MIN_FREE_BYTES ? 'ok' : `disk full: ${bavail * bsize} bytes free on the file system of ${dir}; at least ${MIN_FREE_BYTES} are needed`;
   } catch (err) {
     checks.database = `not usable: ${(err as Error).message}`;
   }

@@ -7,7 +7,7 @@
  * flight get `shutdown_timeout` to finish, then are aborted (rolled back: their files go back to the
  * inbox), and the database is closed last.
  */
-import cron, { type ScheduledTask } from 'node-cron';
+import cron from 'node-cron';
 import { type Alert, sendAlert } from './alert.js';
 import type { Config, PartnerConfig } from './config.js';
 import { classify } from './errors.js';
@@ -19,11 +19,11 @@ import { RemoteLink } from './pull.js';
 import { replayWith } from './replay.js';
 import { ReplayQueue } from './replay-queue.js';
 import { HostLimiter } from './retry.js';
-import { type InstanceLock, lockInstance } from './instance.js';
 import type { Keyring } from './keyring.js';
-import { ensureTree, openKeyring, openStore, recover, sweepPartner, type Tally } from './run.js';
+import { Releasers } from './releasers.js';
+import { openAll, openKeyring, recover, sweepPartner, type Tally } from './run.js';
 import type { Store } from './store.js';
-import { watchInboxes, type Watched } from './watch.js';
+import { watchInboxes } from './watch.js';
 
 interface PartnerState {
   partner: PartnerConfig;
@@ -33,20 +33,22 @@ interface PartnerState {
   timer?: NodeJS.Timeout;
   /** the pending sweep is not pushed back past this (Date.now() ms) */
   latest?: number;
+  /** the directory for which the partner was refused at its last sweep (alerted once, until it is fixed) */
+  refused?: string;
 }
 
 export class Daemon {
   private store!: Store;
-  private watcher?: Watched;
-  private schedule?: ScheduledTask;
   private deadlines?: DeadlineKeeper;
   private keyring?: Keyring;
-  private lock?: InstanceLock;
   private replays?: ReplayQueue;
-  private replayPoll?: NodeJS.Timeout;
-  private keyCheck?: ScheduledTask;
+  /** what the start took, given back in reverse on a failed start or a stop */
+  private readonly held = new Releasers();
+  /** set once releasing began: nothing new is started */
+  private closed = false;
+  /** when a stop began: deliveries in flight get until then plus shutdown_timeout */
+  private stopAt?: number;
   private readonly links = new Map<string, RemoteLink>();
-  private readonly linkTasks: ScheduledTask[] = [];
   private readonly states = new Map<string, PartnerState>();
   private readonly abort = new AbortController();
   /** alerts still being sent (retried); waited for at shutdown within its timeout, then abandoned */
@@ -68,19 +70,29 @@ export class Daemon {
   }
 
   start(): Promise<void> {
-    this.starting ??= this.begin();
+    this.starting ??= this.begin().catch(async (err) => {
+      await this.releaseAll();
+      throw err;
+    });
     return this.starting;
   }
 
-  /** A stop requested meanwhile (a signal during startup recovery) ends it before intake begins. */
+  /**
+   * Each acquisition pushes its releaser at once (releasers.ts): a start that fails gives back what it
+   * took, in reverse order, and rejects, so that the process exits with the error's code; a stop gives
+   * back everything the same way. A stop requested meanwhile (a signal during startup recovery) ends the
+   * start before intake begins.
+   */
   private async begin(): Promise<void> {
-    this.keyring = await openKeyring(this.config, this.log);
-    this.keyCheck = cron.schedule('17 3 * * *', () => void openKeyring(this.config, this.log).catch((err) => this.log.error({ err: String(err) }, 'key check failed')), { name: 'inboxd-keys' });
-    await ensureTree(this.config);
-    // One inboxd per database: a `run --once` or replay meanwhile would take our claims for interrupted ones.
-    this.lock = lockInstance(this.config.database);
-    this.store = openStore(this.config);
+    const held = this.held;
+    // Our keys, the tree, the instance lock (database, work directory, root), the database: as `run --once`.
+    const { keyring, store } = await openAll(this.config, this.log, held);
+    this.keyring = keyring;
+    this.store = store;
     this.ops = await startOps(this.config, this.store, this.log, () => this.recovered && !this.stopping);
+    held.add('operations', () => this.ops?.stop());
+    held.add('deliveries in flight', () => this.drain());
+    held.add('timers', () => this.states.forEach((st) => clearTimeout(st.timer)));
     // Interrupted work first: nothing new is taken before it is finished or put back.
     for (const partner of this.config.partners) {
       if (this.stopping) return;
@@ -88,18 +100,31 @@ export class Daemon {
     }
     if (this.stopping) return;
     this.recovered = true;
-    this.deadlines = new DeadlineKeeper(this.store, this.config.partners, this.log, (a) => this.alert(a), this.config.tempPatterns);
-    this.deadlines.start();
+    const deadlines = new DeadlineKeeper(this.store, this.config.partners, this.log, (a) => this.alert(a), this.config.tempPatterns);
+    this.deadlines = deadlines;
+    deadlines.start();
+    held.add('deadlines', () => deadlines.stop());
     if (this.config.watch) {
       const inboxes = new Map(this.config.partners.map((p) => [p.dirs.inbox, p.id]));
-      this.watcher = watchInboxes(inboxes, (id) => this.kick(id, this.config.settleMs), (err) => this.log.error({ err }, 'watcher error; the scheduled sweep still runs'));
+      const watcher = watchInboxes(inboxes, (id) => this.kick(id, this.config.settleMs), (err) => this.log.error({ err }, 'watcher error; the scheduled sweep still runs'));
+      held.add('watcher', () => watcher.close());
     }
-    this.schedule = cron.schedule(this.config.sweep, () => this.kickAll(), { name: 'inboxd-sweep', noOverlap: true });
+    const schedule = cron.schedule(this.config.sweep, () => this.kickAll(), { name: 'inboxd-sweep', noOverlap: true });
+    held.add('schedule', () => schedule.stop());
     this.startRemoteLinks();
     this.replays = new ReplayQueue(this.store.db);
-    this.replayPoll = setInterval(() => this.replays!.queued().forEach((r) => this.kick(r.partner, 0)), 1000);
+    const replayPoll = setInterval(() => this.replays!.queued().forEach((r) => this.kick(r.partner, 0)), 1000);
+    held.add('replay poll', () => clearInterval(replayPoll));
+    const keyCheck = cron.schedule('17 3 * * *', () => void openKeyring(this.config, this.log).catch((err) => this.log.error({ err: String(err) }, 'key check failed')), { name: 'inboxd-keys' });
+    held.add('key check', () => keyCheck.stop());
     this.log.info({ partners: this.config.partners.length, max_parallel: this.config.maxParallel, watch: this.config.watch, sweep: this.config.sweep }, 'inboxd started');
     this.kickAll();
+  }
+
+  /** Runs every releaser once, newest first; nothing new is started meanwhile. */
+  private releaseAll(): Promise<void> {
+    this.closed = true;
+    return this.held.releaseAll((resource, err) => this.log.error({ err, resource }, 'release failed'));
   }
 
   /** Partners we pull from: each on its own schedule, and right after its deliveries were answered. */
@@ -117,7 +142,8 @@ export class Daemon {
         transferError: (operation) => countRemoteError(partner.id, operation),
       });
       this.links.set(partner.id, link);
-      this.linkTasks.push(cron.schedule(partner.remote.schedule, () => void link.kick(this.abort.signal), { name: `inboxd-remote-${partner.id}` }));
+      const task = cron.schedule(partner.remote.schedule, () => void link.kick(this.abort.signal), { name: `inboxd-remote-${partner.id}` });
+      this.held.add(`remote schedule ${partner.id}`, () => task.stop());
       void link.kick(this.abort.signal);
     }
   }
@@ -129,7 +155,7 @@ export class Daemon {
   /** Asks for a sweep of one partner after `delayMs`; requests while one is pending or running coalesce. */
   kick(id: string, delayMs: number): void {
     const st = this.states.get(id);
-    if (!st || this.stopping) return;
+    if (!st || this.stopping || this.closed) return;
     if (st.running) {
       st.again = true;
       return;
@@ -161,8 +187,14 @@ export class Daemon {
       const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal, keyring: this.keyring, observer: this.ops?.observer };
       await recover(this.store, st.partner, this.log);
       await this.runReplays(st.partner.id);
+      const refusedBefore = st.refused;
+      st.refused = undefined;
       await sweepPartner(ctx, this.config, tally, {
         stopped: () => this.stopping !== undefined,
+        refused: ({ dir, reason }) => {
+          st.refused = dir;
+          if (refusedBefore !== dir) this.alert({ event: 'partner.refused', severity: 'critical', partner: st.partner.id, dir, message: `partner ${st.partner.id} is not swept: ${reason}`, at: new Date().toISOString() });
+        },
         accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
         gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),
       });
@@ -224,25 +256,18 @@ export class Daemon {
 
   private async shutdown(): Promise<void> {
     this.log.info('stopping: no new deliveries are taken');
-    const deadline = Date.now() + this.config.shutdownTimeoutMs;
+    this.stopAt = Date.now() + this.config.shutdownTimeoutMs;
     await this.starting?.catch(() => {});
-    const releases: Array<[string, () => unknown]> = [
-      ['schedule', () => this.schedule?.stop()],
-      ['key check', () => this.keyCheck?.stop()],
-      ['replay poll', () => clearInterval(this.replayPoll)],
-      ['operations', () => this.ops?.stop()],
-      ['remote schedules', () => this.linkTasks.forEach((t) => t.stop())],
-      ['deadlines', () => this.deadlines?.stop()],
-      ['watcher', () => this.watcher?.close()],
-      ['timers', () => this.states.forEach((st) => clearTimeout(st.timer))],
-    ];
-    for (const [name, fn] of releases) {
-      try {
-        await fn();
-      } catch (err) {
-        this.log.error({ err, resource: name }, 'release failed during shutdown');
-      }
-    }
+    await this.releaseAll();
+    this.log.info('stopped');
+  }
+
+  /**
+   * Once intake has stopped: deliveries in flight get what is left of `shutdown_timeout`, then are
+   * rolled back; alerts still being retried get what is left after them, then are abandoned (logged).
+   */
+  private async drain(): Promise<void> {
+    const deadline = this.stopAt ?? Date.now();
     const inFlight = () => Promise.allSettled([...[...this.states.values()].map((st) => st.running), ...[...this.links.values()].map((l) => l.stop())]);
     const timeout = () => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), Math.max(0, deadline - Date.now())).unref());
     if ((await Promise.race([inFlight(), timeout()])) === 'timeout') {
@@ -250,11 +275,7 @@ export class Daemon {
       this.abort.abort();
       await inFlight();
     }
-    // Alerts still being retried get what is left of the timeout; an abandoned one is logged with its content.
     if (this.alerts.size > 0 && (await Promise.race([Promise.allSettled(this.alerts), timeout()])) === 'timeout') this.alertAbort.abort();
     await Promise.allSettled(this.alerts);
-    this.store?.close();
-    this.lock?.release();
-    this.log.info('stopped');
   }
 }

@@ -39,6 +39,7 @@ export const CODES = {
   FILE_CHANGING: 'retry',
   IO_ERROR: 'retry',
   DB_BUSY: 'retry',
+  INSTANCE_BUSY: 'retry', // another inboxd works on the same root or work directory
   REMOTE_UNAVAILABLE: 'retry',
   REMOTE_TIMEOUT: 'retry',
   CIRCUIT_OPEN: 'retry',
@@ -49,6 +50,7 @@ export const CODES = {
   EVIDENCE_CHANGED: 'reject', // an archived file no longer has the checksum recorded when it was received
   // configuration
   CONFIG_INVALID: 'fatal',
+  DB_READONLY: 'fatal', // the database (or its directory) cannot be written: permissions, an immutable file
   HOST_KEY_MISMATCH: 'fatal',
   REMOTE_AUTH_FAILED: 'fatal', // the partner's server refused our key: retrying only risks a lockout
   KEY_INVALID: 'fatal',

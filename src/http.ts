@@ -3,8 +3,9 @@
  *   /metrics  Prometheus text format
  *   /healthz  the process is alive and its event loop keeps up (503 when the loop's p99 delay over the
  *             last 10 s exceeds 1 s: the daemon is stuck or starved, restarting may help)
- *   /readyz   the daemon can do its work: startup recovery done, database open, every partner
- *             directory writable (503 naming what is not; restarting does not help, fixing does)
+ *   /readyz   the daemon can do its work: startup recovery done, database open with room on its
+ *             disk, every partner directory writable (503 naming what is not; restarting does not
+ *             help, fixing does)
  * GET and HEAD only. Handlers' failures answer 500 and never reach the daemon.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -71,6 +72,11 @@ export async function startHttp(cfg: HttpConfig, handlers: HttpHandlers): Promis
       server.off('error', reject);
       resolve();
     });
+  }).catch((err: unknown) => {
+    // A listener that never started takes nothing with it.
+    clearInterval(sampler);
+    loop.disable();
+    throw err;
   });
   const address = server.address() as AddressInfo;
   return {

@@ -79,3 +79,8 @@ function parseField(row: Record<string, string>, line: number): FieldSpec {
   if (field.type === 'amount') field.scale ??= 2;
   return field;
 }
+
+/** The same set of column names (a key), in any order. */
+export function sameColumns(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((c) => b.includes(c));
+}

@@ -22,10 +22,10 @@ import type { Config, PartnerConfig } from './config.js';
 import { ingestDir, newDeliveryId, type Result } from './delivery.js';
 import type { ReadyDelivery } from './discover.js';
 import { classify, type ErrorCode, InboxdError } from './errors.js';
-import { lockInstance } from './instance.js';
 import type { Logger } from './log.js';
 import { manifestName, parseName, sidecarName } from './naming.js';
-import { ensureTree, openKeyring, openStore } from './run.js';
+import { openAll, type openKeyring } from './run.js';
+import { Releasers } from './releasers.js';
 import { ReplayQueue } from './replay-queue.js';
 import { type DeliveryRecord, Store } from './store.js';
 
@@ -47,25 +47,21 @@ export interface ReplayOutcome {
 const notReplayable = (message: string) => new InboxdError('NOT_REPLAYABLE', message);
 
 export async function replay(config: Config, log: Logger, id: string): Promise<ReplayOutcome> {
-  let lock;
+  const held = new Releasers();
+  const release = () => held.releaseAll((resource, err) => log.error({ err, resource }, 'release failed'));
+  let opened;
   try {
-    lock = lockInstance(config.database);
+    opened = await openAll(config, log, held);
   } catch (err) {
-    const e = classify(err);
-    if (e.code !== 'DB_BUSY') throw err;
+    await release();
+    // The database's lock is taken: the daemon of this configuration runs, and carries the replay out.
+    if (classify(err).code !== 'DB_BUSY') throw err;
     return replayByDaemon(config, log, id);
   }
   try {
-    const keyring = await openKeyring(config, log);
-    await ensureTree(config);
-    const store = openStore(config);
-    try {
-      return await replayWith(store, config, log, id, keyring);
-    } finally {
-      store.close();
-    }
+    return await replayWith(opened.store, config, log, id, opened.keyring);
   } finally {
-    lock.release();
+    await release();
   }
 }
 

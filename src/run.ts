@@ -9,11 +9,12 @@ import { isReplayCopy, release } from './claim.js';
 import type { Config, FlowConfig, PartnerConfig } from './config.js';
 import { type DeliveryContext, finish, handleReady, handleStale, type Result } from './delivery.js';
 import { type ReadyDelivery, scanInbox } from './discover.js';
-import { ensureDir } from './fsx.js';
 import { gapVerdict } from './gap.js';
 import { lockInstance } from './instance.js';
+import { type DirProblem, partnerDirProblem, prepareTree } from './layout.js';
 import { expiringKeys, type Keyring, loadKeyring } from './keyring.js';
 import type { Logger } from './log.js';
+import { Releasers } from './releasers.js';
 import { Store } from './store.js';
 
 export interface Tally {
@@ -26,15 +27,13 @@ export interface Tally {
 
 export function openStore(config: Config): Store {
   const store = new Store(config.database);
-  for (const p of config.partners) for (const f of p.flows) store.ensureTable(f);
-  return store;
-}
-
-export async function ensureTree(config: Config): Promise<void> {
-  for (const p of config.partners) {
-    for (const d of [p.dirs.inbox, p.dirs.outbox, p.dirs.archive, p.dirs.error]) await ensureDir(d);
-    await ensureDir(p.dirs.work, 0o700);
+  try {
+    for (const p of config.partners) for (const f of p.flows) store.ensureTable(f);
+  } catch (err) {
+    store.close();
+    throw err;
   }
+  return store;
 }
 
 /**
@@ -87,11 +86,19 @@ export interface SweepHooks {
   accepted?: (flow: FlowConfig, deliveryId: string) => void;
   /** true once the daemon is stopping: no further delivery is taken */
   stopped?: () => boolean;
+  /** a partner directory is no real directory (a symbolic link, or gone): the partner was left out of this sweep */
+  refused?: (problem: DirProblem) => void;
 }
 
 /** Processes what is ready in one partner's inbox, in sequence order per flow. */
 export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: Tally, hooks: SweepHooks = {}): Promise<void> {
   const { partner } = ctx;
+  // A directory replaced by a link would have us take, answer and archive files wherever it points.
+  const wrong = await partnerDirProblem(partner);
+  if (wrong) {
+    ctx.log.error({ partner: partner.id, dir: wrong.dir, event: 'partner.refused' }, `partner ${partner.id} left out of this sweep: ${wrong.reason}`);
+    return hooks.refused?.(wrong);
+  }
   const scan = await scanInbox(partner.dirs.inbox, {
     flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(),
   });
@@ -142,21 +149,29 @@ export async function openKeyring(config: Config, log: Logger): Promise<Keyring>
   return keyring;
 }
 
-export async function runOnce(config: Config, log: Logger): Promise<Tally> {
+/** What every run takes, in this order: our keys, the tree, the instance lock, the database (released by the caller). */
+export async function openAll(config: Config, log: Logger, held: Releasers): Promise<{ keyring: Keyring; store: Store }> {
   const keyring = await openKeyring(config, log);
-  await ensureTree(config);
-  const lock = lockInstance(config.database);
+  await prepareTree(config, { create: true });
+  const lock = await lockInstance(config);
+  held.add('instance lock', () => lock.release());
   const store = openStore(config);
+  held.add('database', () => store.close());
+  return { keyring, store };
+}
+
+export async function runOnce(config: Config, log: Logger): Promise<Tally> {
+  const held = new Releasers();
   const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
   try {
+    const { keyring, store } = await openAll(config, log, held);
     let putBack = 0;
     for (const partner of config.partners) putBack += await recover(store, partner, log);
     // A delivery put back has just changed in the inbox, as if just uploaded: this run still takes it.
     if (putBack > 0) await sleep(config.settleMs);
     for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring }, config, tally);
   } finally {
-    store.close();
-    lock.release();
+    await held.releaseAll((resource, err) => log.error({ err, resource }, 'release failed'));
   }
   return tally;
 }

@@ -14,7 +14,8 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { InboxdError } from './errors.js';
-import type { FieldSpec } from './mapping.js';
+import { guard, naming } from './db-errors.js';
+import { type FieldSpec, sameColumns } from './mapping.js';
 import type { StagedRows } from './stage.js';
 import { RemoteLedger } from './remote-ledger.js';
 
@@ -134,16 +135,16 @@ export class Store {
    * SQLite's query_only forbids every write, and unlike a read-only open it leaves no -wal or -shm
    * file behind when it is the only connection.
    */
-  constructor(path: string, opts: { readonly?: boolean } = {}) {
+  constructor(readonly path: string, opts: { readonly?: boolean } = {}) {
     if (opts.readonly) {
-      this.db = new Database(path, { fileMustExist: true });
+      this.db = naming(guard(path, () => new Database(path, { fileMustExist: true })), path);
       this.db.pragma('query_only = ON');
       this.db.pragma('busy_timeout = 10000');
       this.remote = new RemoteLedger(this.db, false);
       return;
     }
     mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path);
+    this.db = naming(guard(path, () => new Database(path)), path);
     // Set before the first table exists (a new database only): big pages make the B-trees of wide keyed
     // rows shallower, and a large delivery's upsert measurably faster (npm run bench).
     this.db.pragma('page_size = 16384');
@@ -162,16 +163,24 @@ export class Store {
   ensureTable(t: TargetTable): void {
     const cols = t.fields.map((f) => `${q(f.ours)} ${SQL_TYPES[f.type]}${t.key.includes(f.ours) ? ' NOT NULL' : ''}`);
     this.db.exec(`CREATE TABLE IF NOT EXISTS ${q(t.table)} (${cols.join(', ')}, _delivery_id TEXT NOT NULL, _updated_at TEXT NOT NULL, PRIMARY KEY (${t.key.map(q).join(', ')})) WITHOUT ROWID`);
-    const info = this.db.prepare(`PRAGMA table_info(${q(t.table)})`).all() as { name: string; pk: number }[];
-    // Upserts target the table's primary key: a key changed in the configuration would fail every delivery.
-    const pk = info.filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk).map((c) => c.name);
-    if (pk.length !== t.key.length || !t.key.every((k) => pk.includes(k))) {
-      throw new InboxdError('CONFIG_INVALID', `table "${t.table}" exists with the key (${pk.join(', ')}), but the configuration says (${t.key.join(', ')}); change the key back, or migrate the table`);
-    }
+    const info = this.checkTable(t);
     const have = new Set(info.map((c) => c.name));
     for (const f of t.fields) {
       if (!have.has(f.ours)) this.db.exec(`ALTER TABLE ${q(t.table)} ADD COLUMN ${q(f.ours)} ${SQL_TYPES[f.type]}`);
     }
+  }
+
+  /**
+   * Upserts target the table's primary key: a key changed in the configuration would fail every delivery.
+   * Throws CONFIG_INVALID when an existing table has another key; changes nothing. Returns the table's columns.
+   */
+  checkTable(t: TargetTable): { name: string; pk: number }[] {
+    const info = this.db.prepare(`PRAGMA table_info(${q(t.table)})`).all() as { name: string; pk: number }[];
+    const pk = info.filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk).map((c) => c.name);
+    if (info.length > 0 && !sameColumns(pk, t.key)) {
+      throw new InboxdError('CONFIG_INVALID', `table "${t.table}" exists with the key (${pk.join(', ')}), but the configuration says (${t.key.join(', ')}); change the key back, or migrate the table (database ${this.path})`);
+    }
+    return info;
   }
 
   applied(partner: string, flow: string, seq: number): Applied | undefined {

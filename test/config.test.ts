@@ -61,6 +61,24 @@ describe.concurrent('configuration errors stop inboxd before it touches anything
     expect(bad.stderr).toContain('partners.acme.flows.inventory.key[1]');
   });
 
+  it('check-config finds what run finds: a missing OpenPGP key file (78 naming it)', async (t) => {
+    const fx = await fixture(t, { config: { pgp: { keys: ['keys/ours.asc'] } } });
+    for (const r of [await runCli(['check-config', '--config', fx.configPath]), await fx.runOnce()]) {
+      expect(r.code).toBe(78);
+      expect(r.stderr).toMatch(new RegExp(`^inboxd: KEY_INVALID: ${join(fx.dir, 'keys', 'ours.asc')}: cannot read key file \\(.*ENOENT`));
+    }
+  });
+
+  it('a YAML alias bomb is refused with 78, not expanded (no stack trace)', async (t) => {
+    const fx = await fixture(t);
+    const levels = 'abcdefghi'.split('').map((l, i, all) => `${l}: &${l} [${i === 0 ? Array(9).fill('"lol"').join(',') : Array(9).fill(`*${all[i - 1]}`).join(',')}]`);
+    await fsp.writeFile(fx.configPath, `${levels.join('\n')}\nroot: partners\n`);
+    for (const r of [await runCli(['check-config', '--config', fx.configPath]), await fx.runOnce()]) {
+      expect(r.code).toBe(78);
+      expect(r.stderr).toMatch(new RegExp(`^inboxd: CONFIG_INVALID: ${fx.configPath}: not accepted: .*alias.* \\(aliases expand to at most 100 nodes\\)\\n$`));
+    }
+  });
+
   it('the bundled example configuration is valid', async () => {
     const run = await runCli(['check-config', '--config', new URL('../config/inboxd.example.yaml', import.meta.url).pathname]);
     expect(run.stderr).toBe('');

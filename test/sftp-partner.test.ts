@@ -10,7 +10,7 @@
  * daemon, partners) and run it as `env.daemon.user`.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import SftpClient from 'ssh2-sftp-client';
 import { DaemonProcess, msg, until } from './helpers/daemon.js';
-import { CLI, csvLine, HEADER, MAPPING, rowsOf, sha256 } from './helpers/fixture.js';
+import { csvLine, HEADER, MAPPING, rowsOf, sha256 } from './helpers/fixture.js';
 import { startSshd, type Sshd } from './helpers/sshd.js';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
@@ -82,6 +82,19 @@ interface Env {
   addPartner(p: Partner): Promise<Run>;
   /** `sftp -b` as a partner; batch mode stops at the first failing command and exits 1. */
   sftp(p: Partner, batch: string[], key?: string): Promise<Run>;
+}
+
+/**
+ * What the daemon user runs, copied to `dest` (under the 0755 test base): the checkout may sit in a
+ * directory other users cannot enter (root's home, a `mktemp -d` directory), as the README's test
+ * command allows. dist/, package.json and the packages package-lock.json installs for production.
+ * Returns the copied CLI.
+ */
+function copyApp(dest: string): string {
+  const lock = JSON.parse(readFileSync(join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
+  const production = Object.entries(lock.packages).filter(([path, p]) => /^node_modules\/(@[^/]+\/)?[^/]+$/.test(path) && !p.dev).map(([path]) => path);
+  for (const path of ['package.json', 'dist', ...production]) cpSync(join(REPO, path), join(dest, path), { recursive: true });
+  return join(dest, 'dist', 'cli.js');
 }
 
 /** Cleanups in reverse order of creation, every one attempted (graphile-worker's releasers). */
@@ -435,7 +448,8 @@ describe.skipIf(!isRoot)('SFTP partner accounts: add-partner.sh + sshd snippet +
     writeFileSync(config, JSON.stringify({ root: env.partnerRoot, database: join(state, 'inboxd.db'), partners: { [a.user]: { flows: { inventory: flow } } } }));
     for (const f of readdirSync(state)) chownSync(join(state, f), daemon.uid, daemon.gid);
     chownSync(state, daemon.uid, daemon.gid);
-    const d = new DaemonProcess(spawn(process.execPath, [CLI, 'run', '--config', config], { cwd: state, uid: daemon.uid, gid: daemon.gid, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const cli = copyApp(join(env.base, 'app'));
+    const d = new DaemonProcess(spawn(process.execPath, [cli, 'run', '--config', config], { cwd: state, uid: daemon.uid, gid: daemon.gid, stdio: ['ignore', 'pipe', 'pipe'] }));
     releasers.push(() => d.kill());
     await d.waitFor(msg('inboxd started'), 'inboxd started', 30_000);
 
