@@ -14,7 +14,7 @@ import { checkBadRows, type DataFound, decryptOptions, hashFile, manifestSum, re
 import { classify, InboxdError } from './errors.js';
 import { readSmall } from './fsx.js';
 import type { Keyring } from './keyring.js';
-import type { RowError } from './map.js';
+import { exact, type RowError } from './map.js';
 import type { StagedRows } from './stage.js';
 import { isTempName, manifestName, parseName, sidecarName } from './naming.js';
 import { Store } from './store.js';
@@ -208,8 +208,10 @@ function stagedSample(staged: StagedRows | undefined, flow: FlowConfig, n: numbe
   if (n <= 0 || !run) return [];
   const db = new Database(staged.files[run.file]!, { readonly: true });
   try {
-    const rows = db.prepare(`SELECT * FROM rows WHERE rowid BETWEEN ? AND ? ORDER BY rowid LIMIT ${Math.floor(n)}`).raw().all(run.from, run.to) as unknown[][];
-    return rows.map((r) => Object.fromEntries(flow.fields.map((f, i) => [f.ours, f.pii && r[i] !== null ? '(hidden: personal data)' : r[i]])));
+    // Integers beyond 2^53 are shown exactly, not as the nearest double.
+    const rows = db.prepare(`SELECT * FROM rows WHERE rowid BETWEEN ? AND ? ORDER BY rowid LIMIT ${Math.floor(n)}`).raw().safeIntegers().all(run.from, run.to) as unknown[][];
+    const value = (v: unknown) => (typeof v === 'bigint' ? exact(v) : v);
+    return rows.map((r) => Object.fromEntries(flow.fields.map((f, i) => [f.ours, f.pii && r[i] !== null ? '(hidden: personal data)' : value(r[i])])));
   } finally {
     db.close();
   }

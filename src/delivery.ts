@@ -16,9 +16,10 @@ import { crashPoint } from './crashpoint.js';
 import type { ReadyDelivery, Stale } from './discover.js';
 import { classify, InboxdError, reject } from './errors.js';
 import { openRegular, readSmall } from './fsx.js';
+import { stringifyExact } from './json.js';
 import type { Keyring } from './keyring.js';
 import type { Logger } from './log.js';
-import { convert, type MapStats, toMinorUnits } from './map.js';
+import { type Exact, type MapStats, toMinorUnits } from './map.js';
 import { type DeliveryObserver, safeEmit } from './observe.js';
 import { decoder } from './parse.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName } from './pgp.js';
@@ -168,7 +169,7 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
 
 /** Control totals expected (the manifest) and found, for the record (inboxd deliveries show). */
 function totalsJson(manifest: Manifest | undefined, stats: MapStats): string {
-  return JSON.stringify({ expected: manifest ? { records: manifest.records, sums: manifest.sums } : null, found: { records: stats.rows, sums: stats.sums } });
+  return stringifyExact({ expected: manifest ? { records: manifest.records, sums: manifest.sums } : null, found: { records: stats.rows, sums: stats.sums } });
 }
 
 /**
@@ -317,12 +318,11 @@ export function checkBadRows(flow: FlowConfig, stats: MapStats): void {
   }
 }
 
-/** A manifest sum in the units we store: amounts in minor units, by the column's scale. */
-export function manifestSum(flow: FlowConfig, column: string, v: number | string): number | undefined {
+/** A manifest sum in the units we store, exactly and of any size: amounts in minor units, by the column's scale. */
+export function manifestSum(flow: FlowConfig, column: string, v: number | bigint | string): Exact | undefined {
   const field = flow.fields.find((f) => f.ours === column)!;
-  const text = String(v);
-  const out = field.type === 'amount' ? toMinorUnits(text, field.scale ?? 2) : convert({ ...field, required: true }, text);
-  return typeof out === 'number' ? out : undefined;
+  const out = toMinorUnits(String(v).trim(), field.type === 'amount' ? (field.scale ?? 2) : 0, false);
+  return typeof out === 'number' || typeof out === 'bigint' ? out : undefined;
 }
 
 function record(f: AnswerFacts, receivedAt: string, outcome: DeliveryRecord['outcome'], plan: AnswerPlan, extra: Partial<DeliveryRecord>): DeliveryRecord {

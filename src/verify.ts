@@ -4,6 +4,8 @@
  */
 import { z } from 'zod';
 import { reject } from './errors.js';
+import { parseExact } from './json.js';
+import type { Exact } from './map.js';
 
 const HEX = /^[0-9a-f]{64}$/i;
 
@@ -33,7 +35,8 @@ const baseName = (p: string) => p.replace(/^.*[\\/]/, '');
 const manifestSchema = z.object({
   file: z.string(),
   records: z.number().int().min(0),
-  sums: z.record(z.string(), z.union([z.number(), z.string()])).default({}),
+  // A sum beyond 2^53 is a bigint (parseExact), read exactly like one given as a string.
+  sums: z.record(z.string(), z.union([z.number(), z.bigint(), z.string()])).default({}),
   generated_at: z.string().optional(),
   sha256: z.string().regex(HEX, 'expected 64 hex digits').optional(),
   schema_version: z.number().int().optional(),
@@ -43,7 +46,7 @@ export type Manifest = z.infer<typeof manifestSchema>;
 export function parseManifest(text: string, dataFile: string): Manifest {
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = parseExact(text);
   } catch (err) {
     throw reject('BAD_MANIFEST', `the manifest is not valid JSON: ${(err as Error).message}`);
   }
@@ -63,12 +66,12 @@ export function parseManifest(text: string, dataFile: string): Manifest {
 export interface Found {
   sha256: string;
   records: number;
-  /** our column -> sum; undefined when a value in that column could not be read (bad row) */
-  sums: Record<string, number | undefined>;
+  /** our column -> exact sum; undefined when a value in that column could not be read (bad row) */
+  sums: Record<string, Exact | undefined>;
 }
 
-/** The manifest's control totals against what was found. `toMinor` converts a manifest sum to our units. */
-export function checkTotals(manifest: Manifest, found: Found, toMinor: (column: string, v: number | string) => number | undefined): void {
+/** The manifest's control totals against what was found. `toMinor` converts a manifest sum to our units, exactly. */
+export function checkTotals(manifest: Manifest, found: Found, toMinor: (column: string, v: number | bigint | string) => Exact | undefined): void {
   if (manifest.sha256 && manifest.sha256.toLowerCase() !== found.sha256) {
     throw reject('MANIFEST_CHECKSUM_MISMATCH', `the manifest's sha256 ${manifest.sha256.toLowerCase()} does not match the file's ${found.sha256}`);
   }
@@ -83,7 +86,7 @@ export function checkTotals(manifest: Manifest, found: Found, toMinor: (column: 
       throw reject('BAD_MANIFEST', `the manifest has a sum for "${column}", which is not a control-total column of this flow`);
     }
     const expected = toMinor(column, expectedRaw);
-    if (expected === undefined) throw reject('BAD_MANIFEST', `the manifest's sum for "${column}" is not a number: ${JSON.stringify(expectedRaw)}`);
+    if (expected === undefined) throw reject('BAD_MANIFEST', `the manifest's sum for "${column}" is not a number: ${typeof expectedRaw === 'string' ? JSON.stringify(expectedRaw) : expectedRaw}`);
     const got = found.sums[column];
     if (got !== undefined && got !== expected) {
       throw reject('CONTROL_TOTAL_MISMATCH', `the sum of "${column}" is ${got}, the manifest says ${expected}`, { column, expected, found: got });
