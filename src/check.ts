@@ -19,6 +19,7 @@ import type { StagedRows } from './stage.js';
 import { isTempName, manifestName, parseName, sidecarName } from './naming.js';
 import { Store } from './store.js';
 import { table } from './table.js';
+import { visible } from './visible.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from './verify.js';
 
 export type CheckStatus = 'ok' | 'fail' | 'warn' | 'skip';
@@ -96,10 +97,10 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
 
   // Name
   const name = parseName(file, [flow]);
-  if (isTempName(file, config.tempPatterns)) checks.push({ check: 'name', status: 'fail', message: `"${file}" is a temporary name (${config.tempPatterns.map((r) => r.source).join(', ')}): inboxd never reads it. Rename the file to its final name once the upload is complete` });
+  if (isTempName(file, config.tempPatterns)) checks.push({ check: 'name', status: 'fail', message: `"${visible(file)}" is a temporary name (${config.tempPatterns.map((r) => r.source).join(', ')}): inboxd never reads it. Rename the file to its final name once the upload is complete` });
   else if (!name) {
     const other = parseName(file, partner.flows);
-    checks.push({ check: 'name', status: 'fail', code: 'BAD_FILE_NAME', message: `"${file}" does not match the file-name pattern of ${partner.id}/${flow.id}${other ? ` (it matches flow ${other.flow})` : ''}. Name files like ${exampleName(partner.id, flow)}` });
+    checks.push({ check: 'name', status: 'fail', code: 'BAD_FILE_NAME', message: `"${visible(file)}" does not match the file-name pattern of ${partner.id}/${flow.id}${other ? ` (it matches flow ${other.flow})` : ''}. Name files like ${exampleName(partner.id, flow)}` });
   } else ok('name', `flow ${flow.id}, sequence ${name.seq}${name.fileTime ? `, file time ${name.fileTime}` : ''}`);
 
   // The .sha256 file and the manifest

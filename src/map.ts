@@ -5,6 +5,7 @@
  */
 import { reject } from './errors.js';
 import type { FieldSpec } from './mapping.js';
+import { visible } from './visible.js';
 
 export interface RowError {
   line: number;
@@ -250,7 +251,7 @@ export class RowMapper {
     const pos = new Map<string, number>();
     record.forEach((name, i) => {
       const key = name.trim();
-      if (pos.has(key) && this.fields.some((f) => f.partner === key)) throw reject('MALFORMED_CSV', `line 1: column "${key}" appears twice in the header`, { line: 1 });
+      if (pos.has(key) && this.fields.some((f) => f.partner === key)) throw reject('MALFORMED_CSV', `line 1: column "${visible(key)}" appears twice in the header`, { line: 1 });
       pos.set(key, i);
     });
     const missing = this.fields.filter((f) => !pos.has(f.partner)).map((f) => f.partner);
@@ -294,7 +295,7 @@ export class RowMapper {
     this.errorCount++;
     if (this.errors.length >= this.maxReported) return;
     // PII values never leave this function: not in logs, not in reports.
-    const shown = raw === undefined || raw === '' ? '' : field.pii ? 'the value (hidden: personal data) ' : `"${raw.length > 60 ? `${raw.slice(0, 60)}…` : raw}" `;
+    const shown = raw === undefined || raw === '' ? '' : field.pii ? 'the value (hidden: personal data) ' : `"${visible(raw.length > 60 ? `${raw.slice(0, 60)}…` : raw)}" `;
     this.errors.push({ line, column: field.partner, reason: `${shown}${reason}`.replace(/^./, (c) => c.toUpperCase()) });
   }
 }

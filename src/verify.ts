@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { reject } from './errors.js';
 import { parseExact } from './json.js';
 import type { Exact } from './map.js';
+import { visible } from './visible.js';
 
 const HEX = /^[0-9a-f]{64}$/i;
 
@@ -25,7 +26,7 @@ export function parseSidecar(text: string, dataFile: string): string {
   else if ((m = /^SHA256 \((.+)\) = ([0-9a-f]{64})$/i.exec(line))) [name, hex] = [m[1], m[2]];
   if (!hex) throw reject('BAD_SIDECAR', 'the .sha256 file holds no SHA-256 checksum in a known form (bare hex, sha256sum or BSD)');
   if (name !== undefined && baseName(name) !== dataFile) {
-    throw reject('BAD_SIDECAR', `the .sha256 file names "${name}", not "${dataFile}"`);
+    throw reject('BAD_SIDECAR', `the .sha256 file names "${visible(name)}", not "${visible(dataFile)}"`);
   }
   return hex.toLowerCase();
 }
@@ -46,20 +47,21 @@ export type Manifest = z.infer<typeof manifestSchema>;
 export function parseManifest(text: string, dataFile: string): Manifest {
   let json: unknown;
   try {
-    json = parseExact(text);
+    // A byte-order mark is ignored, as in the CSV and the sidecar (Windows tools write one).
+    json = parseExact(text.replace(/^\uFEFF/, ''));
   } catch (err) {
-    throw reject('BAD_MANIFEST', `the manifest is not valid JSON: ${(err as Error).message}`);
+    throw reject('BAD_MANIFEST', `the manifest is not valid JSON: ${visible((err as Error).message)}`);
   }
   const parsed = manifestSchema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw reject('BAD_MANIFEST', `manifest field "${issue.path.join('.') || '(root)'}": ${issue.message}`);
+    throw reject('BAD_MANIFEST', `manifest field "${visible(issue.path.join('.')) || '(root)'}": ${issue.message}`);
   }
   const m = parsed.data;
   if (m.file !== baseName(m.file) || m.file === '..' || m.file === '.') {
-    throw reject('BAD_MANIFEST', `manifest "file" must be a bare file name, got "${m.file}"`);
+    throw reject('BAD_MANIFEST', `manifest "file" must be a bare file name, got "${visible(m.file)}"`);
   }
-  if (m.file !== dataFile) throw reject('BAD_MANIFEST', `the manifest is for "${m.file}", not "${dataFile}"`);
+  if (m.file !== dataFile) throw reject('BAD_MANIFEST', `the manifest is for "${visible(m.file)}", not "${visible(dataFile)}"`);
   return m;
 }
 
@@ -83,10 +85,10 @@ export function checkTotals(manifest: Manifest, found: Found, toMinor: (column: 
   }
   for (const [column, expectedRaw] of Object.entries(manifest.sums)) {
     if (!Object.hasOwn(found.sums, column)) {
-      throw reject('BAD_MANIFEST', `the manifest has a sum for "${column}", which is not a control-total column of this flow`);
+      throw reject('BAD_MANIFEST', `the manifest has a sum for "${visible(column)}", which is not a control-total column of this flow`);
     }
     const expected = toMinor(column, expectedRaw);
-    if (expected === undefined) throw reject('BAD_MANIFEST', `the manifest's sum for "${column}" is not a number: ${typeof expectedRaw === 'string' ? JSON.stringify(expectedRaw) : expectedRaw}`);
+    if (expected === undefined) throw reject('BAD_MANIFEST', `the manifest's sum for "${column}" is not a number: ${typeof expectedRaw === 'string' ? visible(JSON.stringify(expectedRaw)) : expectedRaw}`);
     const got = found.sums[column];
     if (got !== undefined && got !== expected) {
       throw reject('CONTROL_TOTAL_MISMATCH', `the sum of "${column}" is ${got}, the manifest says ${expected}`, { column, expected, found: got });

@@ -1,4 +1,5 @@
 /** The manifest: control totals (record count, sums), its sha256 and its `file`, end to end through the CLI. */
+import { promises as fsp } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { fixture, nameFor, row, rowsOf, runCli, SLOW } from './helpers/fixture.js';
 
@@ -105,5 +106,36 @@ describe.concurrent('exact totals (issue 11.1)', SLOW, () => {
       { line: 4, column: 'UnitCost', reason: '"-92233720368547758.09" is out of range (-92233720368547758.08 to 92233720368547758.07)' },
     ]);
     expect(fx.rows()).toEqual([]);
+  });
+});
+
+describe.concurrent('what a partner cannot see (issue 11.8)', SLOW, () => {
+  it('a manifest with a UTF-8 byte-order mark is accepted, like the CSV and the sidecar', async (t) => {
+    const fx = await fixture(t);
+    const name = nameFor(1);
+    const manifest = { file: name, records: 3, sums: { qty: 36 } };
+    const d = await fx.makeDelivery({ seq: 1, bom: true, sidecar: { text: '\uFEFFplaceholder' }, manifestText: `\uFEFF${JSON.stringify(manifest)}\n` });
+    // The sidecar with a mark of its own too, over the real checksum.
+    await fsp.writeFile(fx.path('inbox', d.sidecar!), `\uFEFF${d.sha256}  ${name}\r\n`);
+    await fsp.utimes(fx.path('inbox', d.sidecar!), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    const run = await fx.runOnce();
+    expect(run.code, run.stdout).toBe(0);
+    expect(await fx.readJson('outbox', `${name}.ack.json`)).toMatchObject({ status: 'accepted', records: 3, sums: { qty: 36 } });
+  });
+
+  it('invisible characters in quoted partner text are shown, not hidden in the reason', async (t) => {
+    const fx = await fixture(t);
+    const d = await fx.makeDelivery({ seq: 1, manifest: { file: `${nameFor(1)}\u200B` } });
+    expect((await fx.runOnce()).code).toBe(1);
+    const report = await fx.errorReport();
+    expect(report).toMatchObject({ code: 'BAD_MANIFEST', reason: `the manifest is for "${d.name}<U+200B>", not "${d.name}"` });
+
+    const fx2 = await fixture(t);
+    await fx2.makeDelivery({ seq: 1, manifestText: '{"file": \u202E"x"}' });
+    expect((await fx2.runOnce()).code).toBe(1);
+    const bad = await fx2.errorReport();
+    expect(bad.code).toBe('BAD_MANIFEST');
+    expect(bad.reason).toContain('<U+202E>');
+    expect(bad.reason).not.toContain('\u202E');
   });
 });

@@ -13,6 +13,7 @@ import { type Chunk, completeUtf8, RecordChunker } from '../src/chunk.js';
 import { stagingSink } from '../src/stage.js';
 import { addExact, convert, mergeStats, RowMapper, toMinorUnits, toUtc } from '../src/map.js';
 import { parseExact, stringifyExact } from '../src/json.js';
+import { escapeBytes, visible } from '../src/visible.js';
 import { isTempName, manifestName, parseCompactTime, parseName } from '../src/naming.js';
 import { decoder, fieldsDecodedInPlace, RecordReader, splitLines, utf8ErrorLine } from '../src/parse.js';
 import { checkTotals, parseManifest, parseSidecar } from '../src/verify.js';
@@ -220,6 +221,13 @@ describe('file names', () => {
     const custom = [{ id: 'x', pattern: /^x-(?<seq>\w+)\.csv$/, manifestName: '{file}.m' }];
     expect(parseName('x-abc.csv', custom)).toBeUndefined();
     expect(parseName('x-0042.csv', custom)).toMatchObject({ seq: 42 });
+  });
+
+  it('invisible characters are made visible; bytes that are not UTF-8 are escaped', () => {
+    expect(visible('\uFEFFa\u200Bb\tc\u202Ed\u00A0e f\u0000é😀')).toBe('<U+FEFF>a<U+200B>b<U+0009>c<U+202E>d<U+00A0>e f<U+0000>é😀');
+    expect(escapeBytes(Buffer.from('café.csv'))).toBeUndefined();
+    expect(escapeBytes(Buffer.concat([Buffer.from('caf'), Buffer.from([0xe9]), Buffer.from('.csv')]))).toBe('caf%E9.csv'); // Latin-1 é
+    expect(escapeBytes(Buffer.from([0xc3, 0xa9, 0xff, 0xe2, 0x82, 0x61, 0xf0, 0x9f, 0x98, 0x80]))).toBe('é%FF%E2%82a😀');
   });
 
   it('manifest names from a template', () => {
