@@ -16,7 +16,7 @@ import { readSmall } from './fsx.js';
 import type { Keyring } from './keyring.js';
 import { exact, type RowError } from './map.js';
 import type { StagedRows } from './stage.js';
-import { isTempName, manifestName, parseName, sidecarName } from './naming.js';
+import { isTempName, manifestName, matchName, parseName, sidecarName } from './naming.js';
 import { Store } from './store.js';
 import { table } from './table.js';
 import { visible } from './visible.js';
@@ -96,8 +96,10 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
   const out: CheckedDelivery = { file, path, accepted: false, checks, rowErrors: [], rowErrorCount: 0 };
 
   // Name
-  const name = parseName(file, [flow]);
+  const matched = matchName(file, [flow]);
+  const name = matched?.problem ? undefined : matched;
   if (isTempName(file, config.tempPatterns)) checks.push({ check: 'name', status: 'fail', message: `"${visible(file)}" is a temporary name (${config.tempPatterns.map((r) => r.source).join(', ')}): inboxd never reads it. Rename the file to its final name once the upload is complete` });
+  else if (matched?.problem) checks.push({ check: 'name', status: 'fail', code: 'BAD_FILE_NAME', message: `${matched.problem}. Name files like ${exampleName(partner.id, flow)}` });
   else if (!name) {
     const other = parseName(file, partner.flows);
     checks.push({ check: 'name', status: 'fail', code: 'BAD_FILE_NAME', message: `"${visible(file)}" does not match the file-name pattern of ${partner.id}/${flow.id}${other ? ` (it matches flow ${other.flow})` : ''}. Name files like ${exampleName(partner.id, flow)}` });

@@ -55,7 +55,7 @@ export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): P
   const flow = ctx.partner.flows.find((f) => f.id === ready.name.flow)!;
   const id = newDeliveryId();
   const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq });
-  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, ready.files);
+  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, ready.files, { soleLinks: true });
   if (!dir) return { status: 'skipped' };
   // Audit: the upload's own time (on our clock), then the moment it was complete, settled and claimed.
   ctx.store.event(id, 'received', ready.files.join(', '), new Date(ready.arrivedMs).toISOString());
@@ -102,10 +102,12 @@ async function takeClaimed(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyD
 
 /** A file that can never become a delivery (incomplete too long, unknown, not a regular file). */
 export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<Result> {
+  // What stays in the inbox (a directory) is reported once, not at every sweep or start.
+  if (stale.inPlace && ctx.store.rejectedAs(ctx.partner.id, stale.file, stale.code)) return { status: 'skipped' };
   const id = newDeliveryId();
   const [flow, seq] = [stale.name?.flow ?? null, stale.name?.seq ?? null];
   const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow, file: stale.file, seq });
-  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, stale.files);
+  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, stale.files, { bytes: stale.bytes });
   if (!dir) return { status: 'skipped' };
   const facts: AnswerFacts = { id, partner: ctx.partner.id, flow, file: stale.file, seq, sha256: null, files: stale.files, processedAt: new Date().toISOString() };
   const receivedAt = new Date(stale.arrivedMs).toISOString();

@@ -9,8 +9,8 @@ import { visible } from './visible.js';
 
 /**
  * Opens a delivered file for reading without following symlinks (a partner can create a symlink to
- * anything over SFTP) and insists on a regular file. Several hard links are fine: OpenSSH's SFTP
- * rename is link + unlink, so a file can briefly have two.
+ * anything over SFTP) and insists on a regular file. Hard links are judged before: at discovery
+ * (discover.ts) and once more after the claim (claim.ts).
  */
 export async function openRegular(path: string): Promise<fsp.FileHandle> {
   let fh: fsp.FileHandle;

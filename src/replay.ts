@@ -24,7 +24,7 @@ import type { ReadyDelivery } from './discover.js';
 import { classify, type ErrorCode, InboxdError } from './errors.js';
 import { lockInstance } from './instance.js';
 import type { Logger } from './log.js';
-import { manifestName, parseName, sidecarName } from './naming.js';
+import { manifestName, matchName, parseName, sidecarName } from './naming.js';
 import { ensureTree, openKeyring, openStore } from './run.js';
 import { ReplayQueue } from './replay-queue.js';
 import { type DeliveryRecord, Store } from './store.js';
@@ -80,7 +80,7 @@ export async function replayWith(store: Store, config: Config, log: Logger, id: 
   const flow = partner.flows.find((f) => f.id === original.flow);
   if (!flow) throw notReplayable(original.flow ? `flow ${original.flow} is no longer configured for ${partner.id}` : `${original.file} matched no flow; there is nothing to replay it into`);
   const name = parseName(original.file, [flow]);
-  if (!name) throw notReplayable(`${original.file} no longer matches the file-name pattern of ${partner.id}/${flow.id}`);
+  if (!name) throw notReplayable(matchName(original.file, [flow])?.problem ?? `${original.file} no longer matches the file-name pattern of ${partner.id}/${flow.id}`);
 
   const { from, files } = evidence(store, original, partner);
   const sidecar = sidecarName(original.file);

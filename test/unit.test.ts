@@ -14,7 +14,7 @@ import { stagingSink } from '../src/stage.js';
 import { addExact, convert, mergeStats, RowMapper, toMinorUnits, toUtc } from '../src/map.js';
 import { parseExact, stringifyExact } from '../src/json.js';
 import { escapeBytes, visible } from '../src/visible.js';
-import { isTempName, manifestName, parseCompactTime, parseName } from '../src/naming.js';
+import { isTempName, manifestName, matchName, parseCompactTime, parseName } from '../src/naming.js';
 import { decoder, fieldsDecodedInPlace, RecordReader, splitLines, utf8ErrorLine } from '../src/parse.js';
 import { checkTotals, parseManifest, parseSidecar } from '../src/verify.js';
 
@@ -228,6 +228,17 @@ describe('file names', () => {
     expect(escapeBytes(Buffer.from('café.csv'))).toBeUndefined();
     expect(escapeBytes(Buffer.concat([Buffer.from('caf'), Buffer.from([0xe9]), Buffer.from('.csv')]))).toBe('caf%E9.csv'); // Latin-1 é
     expect(escapeBytes(Buffer.from([0xc3, 0xa9, 0xff, 0xe2, 0x82, 0x61, 0xf0, 0x9f, 0x98, 0x80]))).toBe('é%FF%E2%82a😀');
+  });
+
+  it('a name that matches but whose timestamp is no real instant says what is wrong', () => {
+    const problem = (ts: string) => matchName(`inventory_${ts}_001.csv`, flows)?.problem?.replace(/^.*instant: /, '');
+    expect(problem('20250916T020000Z')).toBeUndefined();
+    expect(matchName('inventory_20250916T020060Z_060.csv', flows)).toEqual({ flow: 'inventory', seq: 60, problem: 'the timestamp 20250916T020060Z in the file name is not a real instant: there is no second 60 (00 to 59)' });
+    expect([problem('20251316T0200Z'), problem('20250000T0200Z'), problem('20250229T0200Z'), problem('20250931T0200Z'), problem('20250916T2400Z'), problem('20250916T0260Z')]).toEqual([
+      'there is no month 13', 'there is no month 00', '2025-02 has no day 29', '2025-09 has no day 31', 'there is no hour 24 (00 to 23)', 'there is no minute 60 (00 to 59)',
+    ]);
+    expect(problem('20240229T0200Z')).toBeUndefined();
+    expect(matchName('inventory_20250916T0200Z_001.csv.sha256', flows)).toBeUndefined();
   });
 
   it('manifest names from a template', () => {
