@@ -15,10 +15,10 @@ import type { Command } from 'commander';
 import { type DeliveryFilter, listDeliveries, OUTCOME_FILTERS } from './audit.js';
 import { type Config, loadConfig } from './config.js';
 import { classify, EXIT, InboxdError } from './errors.js';
+import { stringifyExact } from './json.js';
 import { createLogger, type Logger } from './log.js';
 import type { ReplayOutcome } from './replay.js';
 import { Store } from './store.js';
-import { stringifyExact } from './json.js';
 import { parseDuration } from './units.js';
 import { when } from './table.js';
 

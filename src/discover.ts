@@ -102,7 +102,7 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
     if (e.bytes) {
       // Not UTF-8: no name of ours can match it, and Node cannot even name it as a string.
       if (!settled(e)) scan.waiting++;
-      else scan.stale.push({ file: e.name, files: [e.name], bytes: new Map([[e.name, e.bytes]]), arrivedMs: at(e), code: 'BAD_FILE_NAME', reason: `the file name is not valid UTF-8: "${visible(e.name)}", each byte that is no character shown as %XX (its name in error/); it was not read` });
+      else scan.stale.push({ file: e.name, files: [e.name], bytes: new Map([[e.name, e.bytes]]), arrivedMs: at(e), code: 'BAD_FILE_NAME', reason: `the file name is not valid UTF-8; it is shown, and kept in error/, as "${visible(e.name)}" (each byte that is no UTF-8 character as %XX); it was not read` });
     } else if (e.kind === 'directory') {
       // Named like a data file (listEntries), so never silently ignored; but a directory is the partner's to remove.
       scan.stale.push({ file: e.name, name: matchName(e.name, opts.flows), files: [], inPlace: true, arrivedMs: at(e), code: 'NOT_A_REGULAR_FILE', reason: `${visible(e.name)} is a directory, not a file; it was left where it is` });
