@@ -9,7 +9,8 @@ import { basename, join } from 'node:path';
 import type { PartnerDirs } from './config.js';
 import { crashPoint } from './crashpoint.js';
 import { exists, fsyncDir, writeAtomic } from './fsx.js';
-import type { RowError } from './map.js';
+import { stringifyExact } from './json.js';
+import type { Exact, RowError } from './map.js';
 
 export interface AnswerPlan {
   writes: { dir: 'outbox' | 'error'; name: string; content: string }[];
@@ -35,7 +36,7 @@ export interface AnswerFacts {
 
 export interface Accepted {
   records: number;
-  sums: Record<string, number | undefined>;
+  sums: Record<string, Exact | undefined>;
   badRows: number;
   errors: RowError[];
   errorCount: number;
@@ -57,7 +58,8 @@ export function planAccepted(f: AnswerFacts, a: Accepted, dirs: PartnerDirs): An
     processed_at: f.processedAt, delivery_id: f.id, ...(f.replayOf ? { replay_of: f.replayOf } : {}),
     ...(a.badRows > 0 ? { errors: a.errors, error_count: a.errorCount, errors_truncated: a.errorCount > a.errors.length } : {}),
   };
-  const writes: AnswerPlan['writes'] = [{ dir: 'outbox', name: `${f.file}.ack.json`, content: `${JSON.stringify(ack, null, 2)}\n` }];
+  // Sums beyond 2^53 are written as their exact digits.
+  const writes: AnswerPlan['writes'] = [{ dir: 'outbox', name: `${f.file}.ack.json`, content: `${stringifyExact(ack, 2)}\n` }];
   if (a.badRows > 0) writes.push({ dir: 'outbox', name: `${f.file}.errors.csv`, content: errorsCsv(a.errors) });
   return { writes, moves: placeAll(f, dirs, 'archive', true) };
 }

@@ -14,12 +14,13 @@ import { checkBadRows, type DataFound, decryptOptions, hashFile, manifestSum, re
 import { classify, InboxdError } from './errors.js';
 import { readSmall } from './fsx.js';
 import type { Keyring } from './keyring.js';
-import type { RowError } from './map.js';
+import { exact, type RowError } from './map.js';
 import type { StagedRows } from './stage.js';
-import { isTempName, manifestName, parseName, sidecarName } from './naming.js';
+import { isTempName, manifestName, matchName, parseName, sidecarName } from './naming.js';
 import { signerText } from './pgp.js';
 import { Store } from './store.js';
 import { table } from './table.js';
+import { visible } from './visible.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from './verify.js';
 
 export type CheckStatus = 'ok' | 'fail' | 'warn' | 'skip';
@@ -96,11 +97,13 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
   const out: CheckedDelivery = { file, path, accepted: false, checks, rowErrors: [], rowErrorCount: 0 };
 
   // Name
-  const name = parseName(file, [flow]);
-  if (isTempName(file, config.tempPatterns)) checks.push({ check: 'name', status: 'fail', message: `"${file}" is a temporary name (${config.tempPatterns.map((r) => r.source).join(', ')}): inboxd never reads it. Rename the file to its final name once the upload is complete` });
+  const matched = matchName(file, [flow]);
+  const name = matched?.problem ? undefined : matched;
+  if (isTempName(file, config.tempPatterns)) checks.push({ check: 'name', status: 'fail', message: `"${visible(file)}" is a temporary name (${config.tempPatterns.map((r) => r.source).join(', ')}): inboxd never reads it. Rename the file to its final name once the upload is complete` });
+  else if (matched?.problem) checks.push({ check: 'name', status: 'fail', code: 'BAD_FILE_NAME', message: `${matched.problem}. Name files like ${exampleName(partner.id, flow)}` });
   else if (!name) {
     const other = parseName(file, partner.flows);
-    checks.push({ check: 'name', status: 'fail', code: 'BAD_FILE_NAME', message: `"${file}" does not match the file-name pattern of ${partner.id}/${flow.id}${other ? ` (it matches flow ${other.flow})` : ''}. Name files like ${exampleName(partner.id, flow)}` });
+    checks.push({ check: 'name', status: 'fail', code: 'BAD_FILE_NAME', message: `"${visible(file)}" does not match the file-name pattern of ${partner.id}/${flow.id}${other ? ` (it matches flow ${other.flow})` : ''}. Name files like ${exampleName(partner.id, flow)}` });
   } else ok('name', `flow ${flow.id}, sequence ${name.seq}${name.fileTime ? `, file time ${name.fileTime}` : ''}`);
 
   // The .sha256 file and the manifest
@@ -209,8 +212,10 @@ function stagedSample(staged: StagedRows | undefined, flow: FlowConfig, n: numbe
   if (n <= 0 || !run) return [];
   const db = new Database(staged.files[run.file]!, { readonly: true });
   try {
-    const rows = db.prepare(`SELECT * FROM rows WHERE rowid BETWEEN ? AND ? ORDER BY rowid LIMIT ${Math.floor(n)}`).raw().all(run.from, run.to) as unknown[][];
-    return rows.map((r) => Object.fromEntries(flow.fields.map((f, i) => [f.ours, f.pii && r[i] !== null ? '(hidden: personal data)' : r[i]])));
+    // Integers beyond 2^53 are shown exactly, not as the nearest double.
+    const rows = db.prepare(`SELECT * FROM rows WHERE rowid BETWEEN ? AND ? ORDER BY rowid LIMIT ${Math.floor(n)}`).raw().safeIntegers().all(run.from, run.to) as unknown[][];
+    const value = (v: unknown) => (typeof v === 'bigint' ? exact(v) : v);
+    return rows.map((r) => Object.fromEntries(flow.fields.map((f, i) => [f.ours, f.pii && r[i] !== null ? '(hidden: personal data)' : value(r[i])])));
   } finally {
     db.close();
   }

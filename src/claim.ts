@@ -13,20 +13,34 @@ import { ensureDir, exists, moveNoClobber, openRegular } from './fsx.js';
 /** Files of ours inside a working directory, never a partner's. */
 export const INTERNAL_PREFIX = '.inboxd-';
 
-export async function claim(inbox: string, workRoot: string, id: string, files: readonly string[]): Promise<string | undefined> {
+export interface ClaimOptions {
+  /** the inbox names, as bytes, of files whose names are not UTF-8: here they get the escaped name */
+  bytes?: ReadonlyMap<string, Buffer>;
+  /**
+   * Files to be read and made read-only: one with another link (made after the inbox was listed)
+   * shares its inode with a file elsewhere, so all are given back, to wait and be judged again.
+   */
+  soleLinks?: boolean;
+}
+
+export async function claim(inbox: string, workRoot: string, id: string, files: readonly string[], opts: ClaimOptions = {}): Promise<string | undefined> {
   const dir = join(workRoot, id);
   await ensureDir(dir, 0o700);
-  const moved: string[] = [];
   for (const name of files) {
+    const raw = opts.bytes?.get(name);
     try {
-      await fsp.rename(join(inbox, name), join(dir, name));
-      moved.push(name);
+      await fsp.rename(raw ? Buffer.concat([Buffer.from(`${inbox}/`), raw]) : join(inbox, name), join(dir, name));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       // The partner renamed or removed it meanwhile: give back what was taken and try again later.
       await release(inbox, dir);
       return undefined;
     }
+  }
+  // Once here, no new link can be made: the partner cannot name the file any more.
+  if (opts.soleLinks && (await Promise.all(files.map((n) => fsp.lstat(join(dir, n))))).some((st) => st.nlink > 1)) {
+    await release(inbox, dir);
+    return undefined;
   }
   // No fsync: whether a power cut keeps the rename or not, recovery finds the files in one of the two
   // places, and nothing has been committed or answered yet.

@@ -15,6 +15,7 @@ import type { Command } from 'commander';
 import { type DeliveryFilter, listDeliveries, OUTCOME_FILTERS } from './audit.js';
 import { type Config, loadConfig } from './config.js';
 import { classify, EXIT, InboxdError } from './errors.js';
+import { stringifyExact } from './json.js';
 import { createLogger, type Logger } from './log.js';
 import type { ReplayOutcome } from './replay.js';
 import { Store } from './store.js';
@@ -53,7 +54,8 @@ function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise
 }
 
 const print = (text: string) => process.stdout.write(text);
-const printJson = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+/** Exact: control totals beyond 2^53 are bigints. */
+const printJson = (value: unknown) => process.stdout.write(`${stringifyExact(value, 2)}\n`);
 /** With --json one JSON document, otherwise the terminal view. */
 const output = <T>(json: boolean | undefined, value: T, view: (value: T) => string) => (json ? printJson(value) : print(view(value)));
 

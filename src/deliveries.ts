@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { type AuditEvent, evidenceOf, getDelivery, type Listed, replaysOf, reportOf, type Resolution, resolutionOf, timeline } from './audit.js';
 import type { Config } from './config.js';
 import { InboxdError } from './errors.js';
+import { parseExact } from './json.js';
 import type { DeliveryRecord, Store } from './store.js';
 import { table, when } from './table.js';
 
@@ -38,7 +39,7 @@ export interface Detail {
 
 interface Totals {
   records: number;
-  sums: Record<string, number | string | null>;
+  sums: Record<string, number | bigint | string | null>;
 }
 
 export async function detail(store: Store, config: Config, id: string): Promise<Detail> {
@@ -56,12 +57,18 @@ export async function detail(store: Store, config: Config, id: string): Promise<
     delivery: summary(d),
     timeline: timeline(store, id),
     files,
-    totals: d.totals ? (JSON.parse(d.totals) as Detail['totals']) : null,
+    totals: d.totals ? (parseExact(d.totals) as Detail['totals']) : null,
     report: reportOf(d) ?? null,
     replays: replaysOf(store, id),
     resolution: resolutionOf(store, d) ?? null,
     scales: Object.fromEntries(fields.filter((f) => f.type === 'amount').map((f) => [f.ours, f.scale ?? 2])),
   };
+}
+
+/** Minor units as the decimal amount, exactly: 1250 at scale 2 is 12.50. */
+function decimal(minor: bigint, scale: number): string {
+  const digits = `${minor < 0n ? -minor : minor}`.padStart(scale + 1, '0');
+  return `${minor < 0n ? '-' : ''}${scale ? `${digits.slice(0, -scale)}.${digits.slice(-scale)}` : digits}`;
 }
 
 export function formatDetail(x: Detail): string {
@@ -93,7 +100,7 @@ export function formatDetail(x: Detail): string {
     const found = (c: string) => {
       const v = t.found.sums[c];
       const scale = x.scales[c];
-      return v === null || v === undefined ? 'unreadable' : scale === undefined ? v : (v as number / 10 ** scale).toFixed(scale);
+      return v === null || v === undefined ? 'unreadable' : scale === undefined ? v : decimal(BigInt(v), scale);
     };
     out.push(table(['TOTALS', 'RECORDS', ...columns.map((c) => `SUM ${c}`)], [
       ['expected (manifest)', t.expected?.records ?? 'no manifest', ...columns.map((c) => t.expected?.sums[c])],

@@ -16,9 +16,10 @@ import { crashPoint } from './crashpoint.js';
 import type { ReadyDelivery, Stale } from './discover.js';
 import { classify, InboxdError, reject } from './errors.js';
 import { openRegular, readSmall } from './fsx.js';
+import { stringifyExact } from './json.js';
 import type { Keyring } from './keyring.js';
 import type { Logger } from './log.js';
-import { convert, type MapStats, toMinorUnits } from './map.js';
+import { type Exact, type MapStats, toMinorUnits } from './map.js';
 import { type DeliveryObserver, safeEmit } from './observe.js';
 import { decoder } from './parse.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, signerText, type Verdict } from './pgp.js';
@@ -54,7 +55,7 @@ export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): P
   const flow = ctx.partner.flows.find((f) => f.id === ready.name.flow)!;
   const id = newDeliveryId();
   const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq });
-  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, ready.files);
+  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, ready.files, { soleLinks: true });
   if (!dir) return { status: 'skipped' };
   // Audit: the upload's own time (on our clock), then the moment it was complete, settled and claimed.
   ctx.store.event(id, 'received', ready.files.join(', '), new Date(ready.arrivedMs).toISOString());
@@ -101,10 +102,12 @@ async function takeClaimed(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyD
 
 /** A file that can never become a delivery (incomplete too long, unknown, not a regular file). */
 export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<Result> {
+  // What stays in the inbox (a directory) is reported once, not at every sweep or start.
+  if (stale.inPlace && ctx.store.rejectedAs(ctx.partner.id, stale.file, stale.code)) return { status: 'skipped' };
   const id = newDeliveryId();
   const [flow, seq] = [stale.name?.flow ?? null, stale.name?.seq ?? null];
   const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow, file: stale.file, seq });
-  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, stale.files);
+  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, stale.files, { bytes: stale.bytes });
   if (!dir) return { status: 'skipped' };
   const facts: AnswerFacts = { id, partner: ctx.partner.id, flow, file: stale.file, seq, sha256: null, files: stale.files, processedAt: new Date().toISOString() };
   const receivedAt = new Date(stale.arrivedMs).toISOString();
@@ -169,7 +172,7 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
 
 /** Control totals expected (the manifest) and found, for the record (inboxd deliveries show). */
 function totalsJson(manifest: Manifest | undefined, stats: MapStats): string {
-  return JSON.stringify({ expected: manifest ? { records: manifest.records, sums: manifest.sums } : null, found: { records: stats.rows, sums: stats.sums } });
+  return stringifyExact({ expected: manifest ? { records: manifest.records, sums: manifest.sums } : null, found: { records: stats.rows, sums: stats.sums } });
 }
 
 /**
@@ -316,12 +319,11 @@ export function checkBadRows(flow: FlowConfig, stats: MapStats): void {
   }
 }
 
-/** A manifest sum in the units we store: amounts in minor units, by the column's scale. */
-export function manifestSum(flow: FlowConfig, column: string, v: number | string): number | undefined {
+/** A manifest sum in the units we store, exactly and of any size: amounts in minor units, by the column's scale. */
+export function manifestSum(flow: FlowConfig, column: string, v: number | bigint | string): Exact | undefined {
   const field = flow.fields.find((f) => f.ours === column)!;
-  const text = String(v);
-  const out = field.type === 'amount' ? toMinorUnits(text, field.scale ?? 2) : convert({ ...field, required: true }, text);
-  return typeof out === 'number' ? out : undefined;
+  const out = toMinorUnits(String(v).trim(), field.type === 'amount' ? (field.scale ?? 2) : 0, false);
+  return typeof out === 'number' || typeof out === 'bigint' ? out : undefined;
 }
 
 function record(f: AnswerFacts, receivedAt: string, outcome: DeliveryRecord['outcome'], plan: AnswerPlan, extra: Partial<DeliveryRecord>): DeliveryRecord {

@@ -13,6 +13,7 @@ export const CODES = {
   INCOMPLETE: 'reject',
   UNKNOWN_FILE: 'reject',
   NOT_A_REGULAR_FILE: 'reject',
+  HARD_LINK: 'reject', // a file with another link: its inode (content, mode) is shared with a file elsewhere
   BAD_FILE_NAME: 'reject',
   BAD_SIDECAR: 'reject',
   CHECKSUM_MISMATCH: 'reject',

@@ -5,24 +5,25 @@
 import { constants, promises as fsp } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { reject } from './errors.js';
+import { visible } from './visible.js';
 
 /**
  * Opens a delivered file for reading without following symlinks (a partner can create a symlink to
- * anything over SFTP) and insists on a regular file. Several hard links are fine: OpenSSH's SFTP
- * rename is link + unlink, so a file can briefly have two.
+ * anything over SFTP) and insists on a regular file. Hard links are judged before: at discovery
+ * (discover.ts) and once more after the claim (claim.ts).
  */
 export async function openRegular(path: string): Promise<fsp.FileHandle> {
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw reject('NOT_A_REGULAR_FILE', `${basename(path)} is a symbolic link, not a file`);
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw reject('NOT_A_REGULAR_FILE', `${visible(basename(path))} is a symbolic link, not a file`);
     throw err;
   }
   const st = await fh.stat();
   if (!st.isFile()) {
     await fh.close();
-    throw reject('NOT_A_REGULAR_FILE', `${basename(path)} is not a regular file`);
+    throw reject('NOT_A_REGULAR_FILE', `${visible(basename(path))} is not a regular file`);
   }
   return fh;
 }
@@ -32,7 +33,7 @@ export async function readSmall(path: string, max: number): Promise<string> {
   const fh = await openRegular(path);
   try {
     const { size } = await fh.stat();
-    if (size > max) throw reject('LIMIT_EXCEEDED', `${basename(path)} is ${size} bytes; at most ${max} are accepted`);
+    if (size > max) throw reject('LIMIT_EXCEEDED', `${visible(basename(path))} is ${size} bytes; at most ${max} are accepted`);
     return (await fh.readFile()).toString('utf8');
   } finally {
     await fh.close();

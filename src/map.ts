@@ -5,6 +5,7 @@
  */
 import { reject } from './errors.js';
 import type { FieldSpec } from './mapping.js';
+import { visible } from './visible.js';
 
 export interface RowError {
   line: number;
@@ -12,7 +13,9 @@ export interface RowError {
   reason: string;
 }
 
-export type Value = string | number | null;
+/** Integers and minor units: a number below 2^53, a bigint beyond it (within int64, what SQLite stores). */
+export type Value = string | number | bigint | null;
+export type Exact = number | bigint;
 type Converted = Value | Bad;
 class Bad {
   constructor(readonly reason: string) {}
@@ -36,6 +39,28 @@ const NOT_AMOUNT = new Bad('is not a decimal amount');
 const NOT_INTEGER = new Bad('is not an integer');
 const NOT_DATETIME = new Bad('is not an ISO-8601 date-time with Z or an offset');
 
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+/** What SQLite's INTEGER holds: 64 bits, for an amount in minor units. */
+function outOfRange(scale: number): Bad {
+  const at = (n: bigint) => (scale ? `${n}`.replace(new RegExp(`(\\d{${scale}})$`), '.$1') : `${n}`);
+  return new Bad(`is out of range (${at(INT64_MIN)} to ${at(INT64_MAX)})`);
+}
+
+/** A number while a double holds it exactly, a bigint beyond: one form per value, so `===` compares. */
+export const exact = (n: bigint): Exact => (n >= -Number.MAX_SAFE_INTEGER && n <= Number.MAX_SAFE_INTEGER ? Number(n) : n);
+
+const int64 = (n: bigint, scale = 0): Exact | Bad => (n < INT64_MIN || n > INT64_MAX ? outOfRange(scale) : exact(n));
+
+/** An exact sum: in a double while it stays below 2^53 (the common case, and cheap), in a bigint beyond. */
+export function addExact(a: Exact, b: Exact): Exact {
+  if (typeof a === 'number' && typeof b === 'number') {
+    const s = a + b; // correctly rounded, so exact whenever the true sum is below 2^53
+    if (s <= Number.MAX_SAFE_INTEGER && s >= -Number.MAX_SAFE_INTEGER) return s;
+  }
+  return exact(BigInt(a) + BigInt(b));
+}
+
 /** A field's conversion, built once per file: the per-cell path makes no lookups it can avoid. */
 function converter(field: FieldSpec): (raw: string) => Converted {
   const empty = field.required ? new Bad('is required but empty') : null;
@@ -57,7 +82,7 @@ function typedConverter(field: FieldSpec): (v: string) => Converted {
       return (v) => {
         if (!isDigits(v, v.charCodeAt(0) === 43 || v.charCodeAt(0) === 45 ? 1 : 0)) return NOT_INTEGER;
         const n = Number(v);
-        return Number.isSafeInteger(n) ? n : new Bad('is out of range');
+        return Number.isSafeInteger(n) ? n : int64(BigInt(v));
       };
     case 'amount': {
       const scale = field.scale ?? 2;
@@ -93,9 +118,10 @@ function trim(s: string): string {
 
 /**
  * "12.34" at scale 2 -> 1234. More decimals than the scale are refused unless they are zeros.
- * Digit by digit: doubles are exact below 2^53, and anything at or above it is refused as out of range.
+ * Digit by digit in a double, exact below 2^53; beyond it the text is read again as a bigint. A value
+ * must fit in 64 bits; a sum (`bounded` false) need not.
  */
-export function toMinorUnits(v: string, scale: number): number | Bad {
+export function toMinorUnits(v: string, scale: number, bounded = true): Exact | Bad {
   const sign = v.charCodeAt(0);
   let i = sign === 43 || sign === 45 ? 1 : 0;
   const whole = i;
@@ -117,8 +143,16 @@ export function toMinorUnits(v: string, scale: number): number | Bad {
   }
   if (excess) return new Bad(`has more than ${scale} decimal places`);
   for (; decimals < scale; decimals++) n *= 10;
-  if (!Number.isSafeInteger(n)) return new Bad('is out of range');
+  // Every step grew n, so a result below 2^53 had no rounding on the way; one beyond may have.
+  if (!Number.isSafeInteger(n)) return bigMinorUnits(v, scale, bounded);
   return sign === 45 && n !== 0 ? -n : n;
+}
+
+/** toMinorUnits for text already checked, whose value is beyond 2^53. */
+function bigMinorUnits(v: string, scale: number, bounded: boolean): Exact | Bad {
+  const [whole = '', decimals = ''] = v.replace(/^[+-]/, '').split('.');
+  const n = BigInt(whole + decimals.slice(0, scale).padEnd(scale, '0')) * (v.startsWith('-') ? -1n : 1n);
+  return bounded ? int64(n, scale) : exact(n);
 }
 
 /** True when v[from..] is one or more ASCII digits. A loop, not a regex: this runs for every cell. */
@@ -166,8 +200,8 @@ export interface MapStats {
   badRows: number;
   errorCount: number;
   errors: RowError[];
-  /** our column -> sum over rows; undefined once a value in it could not be read */
-  sums: Record<string, number | undefined>;
+  /** our column -> exact sum over rows; undefined once a value in it could not be read */
+  sums: Record<string, Exact | undefined>;
 }
 
 /** Stats of parts of one file mapped apart (one per staging thread), as if mapped in one go. */
@@ -180,7 +214,7 @@ export function mergeStats(parts: readonly MapStats[], totals: readonly string[]
     out.errors.push(...p.errors);
     for (const [column, sum] of Object.entries(p.sums)) {
       const before = out.sums[column];
-      out.sums[column] = before === undefined || sum === undefined ? undefined : before + sum;
+      out.sums[column] = before === undefined || sum === undefined ? undefined : addExact(before, sum);
     }
   }
   // Each part kept its first errors by line; the first of all of them are among those.
@@ -197,7 +231,7 @@ export class RowMapper {
   private readonly convert: Array<(raw: string) => Converted>;
   private readonly totalIdx: number[];
   /** by control-total column, in `totals` order */
-  private readonly sums: Array<number | undefined>;
+  private readonly sums: Array<Exact | undefined>;
 
   constructor(private readonly fields: readonly FieldSpec[], private readonly totals: readonly string[], private readonly maxReported: number) {
     // Without a header the mapping's partner column is a 1-based column number.
@@ -217,7 +251,7 @@ export class RowMapper {
     const pos = new Map<string, number>();
     record.forEach((name, i) => {
       const key = name.trim();
-      if (pos.has(key) && this.fields.some((f) => f.partner === key)) throw reject('MALFORMED_CSV', `line 1: column "${key}" appears twice in the header`, { line: 1 });
+      if (pos.has(key) && this.fields.some((f) => f.partner === key)) throw reject('MALFORMED_CSV', `line 1: column "${visible(key)}" appears twice in the header`, { line: 1 });
       pos.set(key, i);
     });
     const missing = this.fields.filter((f) => !pos.has(f.partner)).map((f) => f.partner);
@@ -247,9 +281,9 @@ export class RowMapper {
       if (sum === undefined) continue;
       // A value that could not be read makes the sum unverifiable; an empty one counts as 0.
       const i = this.totalIdx[t]!;
-      const value = out[start + i] as number | null;
+      const value = out[start + i] as Exact | null;
       const unreadable = value === null && !!record[this.index[i]!]?.trim();
-      this.sums[t] = unreadable ? undefined : sum + (value ?? 0);
+      this.sums[t] = unreadable ? undefined : value === null ? sum : addExact(sum, value);
     }
     if (!bad) return true;
     this.badRows++;
@@ -261,7 +295,7 @@ export class RowMapper {
     this.errorCount++;
     if (this.errors.length >= this.maxReported) return;
     // PII values never leave this function: not in logs, not in reports.
-    const shown = raw === undefined || raw === '' ? '' : field.pii ? 'the value (hidden: personal data) ' : `"${raw.length > 60 ? `${raw.slice(0, 60)}…` : raw}" `;
+    const shown = raw === undefined || raw === '' ? '' : field.pii ? 'the value (hidden: personal data) ' : `"${visible(raw.length > 60 ? `${raw.slice(0, 60)}…` : raw)}" `;
     this.errors.push({ line, column: field.partner, reason: `${shown}${reason}`.replace(/^./, (c) => c.toUpperCase()) });
   }
 }

@@ -1,7 +1,11 @@
 /**
  * Retention: `inboxd prune`, and the daemon's prune_schedule. Per partner:
- * - files in archive/ older than archive_days and in error/ older than error_days are removed (age by
- *   modification time: a file moved there keeps its upload time);
+ * - files in archive/ older than archive_days and in error/ older than error_days are removed. Age
+ *   counts from when the delivery that put the file there was decided (the database), never from a
+ *   time stamp the partner controls: the modification time is the upload's own (`sftp put -p` and
+ *   WinSCP keep it), and the file keeps it when moved there. A file no delivery names (its records
+ *   pruned, or put there by hand) ages from its inode change time: our clock, set by the move into the
+ *   directory, and never set back by anyone but root;
  * - rows older than records_days are removed: dedupe rows (except the flow's last sequence, so an old
  *   file sent again is still recognised: its sequence is below the last one, SEQUENCE_OUT_OF_ORDER),
  *   deliveries (except the ones a kept dedupe row names, and any not yet answered) with their events
@@ -13,13 +17,14 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Config, PartnerConfig } from './config.js';
 import type { Store } from './store.js';
+import { when } from './table.js';
 
 const DAY = 86_400_000;
 
 export interface PruneReport {
   dryRun: boolean;
-  /** files removed (or that would be) */
-  files: { partner: string; dir: 'archive' | 'error'; name: string; modifiedAt: string }[];
+  /** files removed (or that would be), with what their age counts from: the decision, or the file's change */
+  files: { partner: string; dir: 'archive' | 'error'; name: string; since: string; by: 'decided' | 'changed' }[];
   /** table -> rows removed (or that would be) */
   rows: Record<'dedupe' | 'deliveries' | 'events' | 'resolutions' | 'windows', number>;
 }
@@ -29,15 +34,30 @@ export async function prune(store: Store, config: Config, opts: { now?: Date; dr
   const dryRun = !!opts.dryRun;
   const report: PruneReport = { dryRun, files: [], rows: { dedupe: 0, deliveries: 0, events: 0, resolutions: 0, windows: 0 } };
   for (const partner of config.partners) {
+    const decided = decisions(store, partner.id);
     for (const [dir, days] of [['archive', partner.retention.archiveDays], ['error', partner.retention.errorDays]] as const) {
-      report.files.push(...(await pruneDir(partner, dir, now - days * DAY, dryRun)));
+      report.files.push(...(await pruneDir(partner, dir, now - days * DAY, dryRun, decided)));
     }
   }
   report.rows = pruneRows(store, config, now, dryRun);
   return report;
 }
 
-async function pruneDir(partner: PartnerConfig, dir: 'archive' | 'error', cutoff: number, dryRun: boolean): Promise<PruneReport['files']> {
+/**
+ * `dir/name` -> when the delivery whose answer plan put that file there was decided: its originals'
+ * moves and its reports. The latest, should two name the same file.
+ */
+function decisions(store: Store, partner: string): Map<string, number> {
+  const rows = store.db.prepare(`
+    SELECT json_extract(m.value, '$.dir') AS dir, json_extract(m.value, '$.to') AS name, d.decided_at AS at FROM deliveries d, json_each(d.plan, '$.moves') m WHERE d.partner = @partner
+    UNION ALL
+    SELECT json_extract(w.value, '$.dir'), json_extract(w.value, '$.name'), d.decided_at FROM deliveries d, json_each(d.plan, '$.writes') w WHERE d.partner = @partner`).all({ partner }) as { dir: string; name: string; at: string }[];
+  const out = new Map<string, number>();
+  for (const r of rows) out.set(`${r.dir}/${r.name}`, Math.max(out.get(`${r.dir}/${r.name}`) ?? 0, Date.parse(r.at)));
+  return out;
+}
+
+async function pruneDir(partner: PartnerConfig, dir: 'archive' | 'error', cutoff: number, dryRun: boolean, decided: Map<string, number>): Promise<PruneReport['files']> {
   const path = partner.dirs[dir];
   const removed: PruneReport['files'] = [];
   let entries;
@@ -51,7 +71,10 @@ async function pruneDir(partner: PartnerConfig, dir: 'archive' | 'error', cutoff
     if (e.isDirectory()) continue;
     const file = join(path, e.name);
     const st = await fsp.lstat(file).catch(() => undefined);
-    if (!st || st.mtimeMs >= cutoff) continue;
+    if (!st) continue;
+    const at = decided.get(`${dir}/${e.name}`);
+    const since = at ?? st.ctimeMs;
+    if (since >= cutoff) continue;
     if (!dryRun) {
       try {
         await fsp.unlink(file);
@@ -60,7 +83,7 @@ async function pruneDir(partner: PartnerConfig, dir: 'archive' | 'error', cutoff
         continue;
       }
     }
-    removed.push({ partner: partner.id, dir, name: e.name, modifiedAt: new Date(st.mtimeMs).toISOString() });
+    removed.push({ partner: partner.id, dir, name: e.name, since: new Date(since).toISOString(), by: at === undefined ? 'changed' : 'decided' });
   }
   return removed;
 }
@@ -100,7 +123,7 @@ export function formatPrune(r: PruneReport): string {
   const byDir = new Map<string, number>();
   for (const f of r.files) byDir.set(`${f.partner}/${f.dir}`, (byDir.get(`${f.partner}/${f.dir}`) ?? 0) + 1);
   const lines = [`Files ${verb}: ${r.files.length}${byDir.size ? ` (${[...byDir].map(([k, n]) => `${k}: ${n}`).join(', ')})` : ''}`];
-  for (const f of r.files) lines.push(`  ${f.partner}/${f.dir}/${f.name}  (modified ${f.modifiedAt.replace(/\.\d+Z$/, 'Z')})`);
+  for (const f of r.files) lines.push(`  ${f.partner}/${f.dir}/${f.name}  (${f.by === 'decided' ? 'decided' : 'no delivery names it; changed'} ${when(f.since)})`);
   lines.push(`Rows ${verb}: ${Object.entries(r.rows).map(([t, n]) => `${t} ${n}`).join(', ')}`);
   return `${lines.join('\n')}\n`;
 }

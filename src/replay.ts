@@ -23,7 +23,7 @@ import { ingestDir, newDeliveryId, type Result } from './delivery.js';
 import type { ReadyDelivery } from './discover.js';
 import { classify, type ErrorCode, InboxdError } from './errors.js';
 import type { Logger } from './log.js';
-import { manifestName, parseName, sidecarName } from './naming.js';
+import { manifestName, matchName, parseName, sidecarName } from './naming.js';
 import { openAll, type openKeyring } from './run.js';
 import { Releasers } from './releasers.js';
 import { ReplayQueue } from './replay-queue.js';
@@ -76,7 +76,7 @@ export async function replayWith(store: Store, config: Config, log: Logger, id: 
   const flow = partner.flows.find((f) => f.id === original.flow);
   if (!flow) throw notReplayable(original.flow ? `flow ${original.flow} is no longer configured for ${partner.id}` : `${original.file} matched no flow; there is nothing to replay it into`);
   const name = parseName(original.file, [flow]);
-  if (!name) throw notReplayable(`${original.file} no longer matches the file-name pattern of ${partner.id}/${flow.id}`);
+  if (!name) throw notReplayable(matchName(original.file, [flow])?.problem ?? `${original.file} no longer matches the file-name pattern of ${partner.id}/${flow.id}`);
 
   const { from, files } = evidence(store, original, partner);
   const sidecar = sidecarName(original.file);

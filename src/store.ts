@@ -305,6 +305,11 @@ export class Store {
     })();
   }
 
+  /** Whether a file of this name was rejected with this code before (what stays in the inbox is reported once). */
+  rejectedAs(partner: string, file: string, code: string): boolean {
+    return !!this.db.prepare("SELECT 1 FROM deliveries WHERE partner = ? AND file = ? AND code = ? AND outcome = 'rejected' LIMIT 1").get(partner, file, code);
+  }
+
   delivery(id: string): DeliveryRecord | undefined {
     const row = this.db.prepare(`SELECT ${COLUMNS.map((c) => `${c} AS ${camel(c)}`).join(', ')} FROM deliveries WHERE id = ?`).get(id);
     return row as DeliveryRecord | undefined;

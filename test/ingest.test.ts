@@ -3,9 +3,11 @@
  * fresh tree per test, asserting what a user would check (table rows, ACK, error reports, archive).
  */
 import { spawn } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
+import { claim } from '../src/claim.js';
 import { fixture, nameFor, row, rowsOf, SLOW } from './helpers/fixture.js';
 
 describe.concurrent('B-003: a delivery with sidecar and manifest', SLOW, () => {
@@ -315,14 +317,123 @@ describe.concurrent('only regular files are read', SLOW, () => {
     expect((await fsp.stat(elsewhere)).mode & 0o222).not.toBe(0);
   });
 
-  it('a hard-linked file (two links, as during an OpenSSH rename) is processed normally', async (t) => {
+  it('a lasting hard link to a file elsewhere is refused HARD_LINK: nothing read, the other file untouched, its SHA-256 not told', async (t) => {
     const fx = await fixture(t);
+    const d = await fx.makeDelivery({ seq: 1, sidecar: { text: `${'a'.repeat(64)}\n` } }); // a mismatch would tell the file's SHA-256
+    const outside = `${fx.dir}/outside.csv`;
+    await fsp.rename(fx.path('inbox', d.name), outside);
+    await fsp.chmod(outside, 0o644);
+    await fsp.link(outside, fx.path('inbox', d.name));
+    await sleep(1100); // a second's grace: a link that lasts is no SFTP rename in progress
+    const run = await fx.runOnce();
+    expect(run.code).toBe(1);
+    const report = await fx.errorReport();
+    expect(report).toMatchObject({ code: 'HARD_LINK', file: d.name, sha256: null, sequence: 1 });
+    expect(report.reason).toBe(`${d.name} has 2 links: a hard link shares the file with another name, perhaps outside the inbox; it was not read`);
+    expect([JSON.stringify(report), run.stdout].join()).not.toContain(d.sha256);
+    expect((await fsp.stat(outside)).mode & 0o777).toBe(0o644);
+    expect(await fsp.readFile(outside)).toEqual(d.data);
+    expect(fx.listDir('error')).toEqual([...d.files, `${d.name}.error.json`].sort());
+    expect(fx.rows()).toEqual([]);
+    expect(fx.listDir('archive')).toEqual([]);
+  });
+
+  it('a second link that goes away (an OpenSSH rename completing: link, then unlink) is processed normally', async (t) => {
+    const fx = await fixture(t, { settle_time: '4s' }); // room for the first run to start within it
     const d = await fx.makeDelivery({ seq: 1 });
-    await fsp.link(fx.path('inbox', d.name), `${fx.dir}/second-link.csv`);
-    expect((await fsp.stat(fx.path('inbox', d.name))).nlink).toBe(2);
+    const second = `${fx.dir}/second-link.csv`;
+    await fsp.link(fx.path('inbox', d.name), second);
+    const early = await fx.runOnce();
+    expect(early.code).toBe(0);
+    expect(early.logs.at(-1)).toMatchObject({ msg: 'run complete', waiting: 1 });
+    expect(fx.listDir('inbox')).toEqual([...d.files].sort());
+    expect((await fsp.stat(second)).mode & 0o222).not.toBe(0);
+    await fsp.unlink(second);
+    await sleep(4100);
     expect((await fx.runOnce()).code).toBe(0);
     expect(fx.rows()).toHaveLength(3);
-    expect(fx.listDir('archive')).toContain(d.name);
+    expect(fx.listDir('archive')).toEqual([...d.files].sort());
+  });
+
+  it('a link made between the listing and the claim: the claim gives the files back, nothing read or changed', async (t) => {
+    const fx = await fixture(t);
+    const d = await fx.makeDelivery({ seq: 1 });
+    const outside = `${fx.dir}/outside.csv`;
+    await fsp.link(fx.path('inbox', d.manifest!), outside);
+    const work = join(fx.dir, 'work');
+    expect(await claim(fx.path('inbox'), work, 'x', d.files, { soleLinks: true })).toBeUndefined();
+    expect(fx.listDir('inbox')).toEqual([...d.files].sort());
+    expect(readdirSync(work)).toEqual([]);
+    expect((await fsp.stat(outside)).nlink).toBe(2);
+    await fsp.unlink(outside);
+    expect(await claim(fx.path('inbox'), work, 'y', d.files, { soleLinks: true })).toBe(join(work, 'y'));
+    expect(readdirSync(join(work, 'y')).sort()).toEqual([...d.files].sort());
+  });
+});
+
+describe.concurrent('names a partner can make (issue 11.9)', SLOW, () => {
+  it('a directory named like a data file is reported NOT_A_REGULAR_FILE once, and left where it is', async (t) => {
+    const fx = await fixture(t);
+    const name = nameFor(1);
+    await fsp.mkdir(fx.path('inbox', name), { recursive: true });
+    await fsp.writeFile(fx.path('inbox', `${name}/inside.csv`), 'kept');
+    const run = await fx.runOnce();
+    expect(run.code).toBe(1);
+    expect(await fx.errorReport()).toMatchObject({ code: 'NOT_A_REGULAR_FILE', file: name, flow: 'inventory', sequence: 1, reason: `${name} is a directory, not a file; it was left where it is` });
+    expect(fx.listDir('error')).toEqual([`${name}.error.json`]);
+    expect(fx.listDir('inbox')).toEqual([name]);
+    expect(await fsp.readFile(fx.path('inbox', `${name}/inside.csv`), 'utf8')).toBe('kept');
+    // Not again at the next run (a restart), nor the one after.
+    expect((await fx.runOnce()).code).toBe(0);
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.listDir('error')).toEqual([`${name}.error.json`]);
+    expect(fx.query('SELECT file, code FROM deliveries')).toEqual([{ file: name, code: 'NOT_A_REGULAR_FILE' }]);
+    // Other directories are the partner's own business, as before.
+    await fsp.mkdir(fx.path('inbox', 'drafts'));
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.listDir('inbox')).toEqual(['drafts', name]);
+  });
+
+  it('a file whose name is not valid UTF-8 is reported BAD_FILE_NAME and moved to error/ under its escaped name', async (t) => {
+    const fx = await fixture(t);
+    await fsp.mkdir(fx.path('inbox'), { recursive: true });
+    const raw = Buffer.concat([Buffer.from(`${fx.path('inbox')}/inventory_`), Buffer.from([0xe9, 0xff]), Buffer.from('.csv')]); // Latin-1 é, then a stray byte
+    await fsp.writeFile(raw, 'SKU\n');
+    const run = await fx.runOnce();
+    expect(run.code).toBe(1);
+    const report = await fx.errorReport();
+    expect(report).toMatchObject({ code: 'BAD_FILE_NAME', file: 'inventory_%E9%FF.csv', sha256: null });
+    expect(report.reason).toBe('the file name is not valid UTF-8; it is shown, and kept in error/, as "inventory_%E9%FF.csv" (each byte that is no UTF-8 character as %XX); it was not read');
+    expect(fx.listDir('error')).toEqual(['inventory_%E9%FF.csv', 'inventory_%E9%FF.csv.error.json']);
+    expect(await fx.readText('error', 'inventory_%E9%FF.csv')).toBe('SKU\n');
+    expect(await fsp.readdir(fx.path('inbox'), { encoding: 'buffer' })).toEqual([]);
+    expect((await fx.runOnce()).code).toBe(0);
+  });
+});
+
+describe.concurrent('a timestamp that is no real instant (issue 10)', SLOW, () => {
+  it('is rejected at once BAD_FILE_NAME saying what is wrong, one report for the delivery, its files together', async (t) => {
+    const fx = await fixture(t); // incomplete_after 15m: nothing here waits for it
+    const d = await fx.makeDelivery({ name: 'inventory_20250916T020060Z_060.csv' });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(1);
+    expect(await fx.errorReport()).toMatchObject({
+      code: 'BAD_FILE_NAME', file: d.name, flow: 'inventory', sequence: 60,
+      reason: 'the timestamp 20250916T020060Z in the file name is not a real instant: there is no second 60 (00 to 59)',
+    });
+    expect(fx.listDir('error')).toEqual([...d.files, `${d.name}.error.json`].sort());
+    expect(fx.listDir('inbox')).toEqual([]);
+    expect(fx.query('SELECT code FROM deliveries')).toEqual([{ code: 'BAD_FILE_NAME' }]);
+    expect(fx.rows()).toEqual([]);
+  });
+
+  it('waits for its companions like any delivery, and names what did not arrive', async (t) => {
+    const fx = await fixture(t, { incomplete_after: '1s' });
+    const d = await fx.makeDelivery({ name: 'inventory_20250931T0200Z_061.csv', manifest: false });
+    await sleep(1100);
+    expect((await fx.runOnce()).code).toBe(1);
+    expect((await fx.errorReport()).reason).toBe(`the timestamp 20250931T0200Z in the file name is not a real instant: 2025-09 has no day 31; and ${d.name}.manifest.json did not arrive`);
+    expect(fx.listDir('error')).toEqual([...d.files, `${d.name}.error.json`].sort());
   });
 });
 

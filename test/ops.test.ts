@@ -216,11 +216,12 @@ describe.concurrent('metrics and health from a running daemon', SLOW, () => {
     const fx = await fixture(t);
     expect((await fx.runOnce()).code).toBe(0); // the database exists from now: windows after this are judged
     await fx.writeConfig({ flow: { window: windowSoon(1000, 1) }, config: { http: { listen: '127.0.0.1:0' }, prune_schedule: '*/2 * * * * *' } });
-    // An old file in archive/ for the scheduled prune to remove (default archive_days 90).
-    await fsp.mkdir(fx.path('archive'), { recursive: true });
-    await fsp.writeFile(fx.path('archive', 'old.csv'), 'old');
-    const old = new Date(Date.now() - 100 * DAY);
-    await fsp.utimes(fx.path('archive', 'old.csv'), old, old);
+    // An old file in error/ for the scheduled prune to remove (default error_days 30): a duplicate's
+    // notice, decided 100 days ago.
+    await fsp.writeFile(fx.path('error', 'old.csv'), 'old');
+    const old = new Date(Date.now() - 100 * DAY).toISOString();
+    const plan = JSON.stringify({ writes: [], moves: [{ from: 'old.csv', dir: 'error', to: 'old.csv', readOnly: false }] });
+    write(fx, "INSERT INTO deliveries (id, partner, flow, file, outcome, received_at, decided_at, answered_at, plan) VALUES ('old', 'acme', 'inventory', 'old.csv', 'duplicate', ?, ?, ?, ?)", old, old, old, plan);
 
     const d = DaemonRun.start(fx);
     t.onTestFinished(async () => void (d.child.exitCode === null && (await d.stop())));
@@ -294,6 +295,7 @@ describe.concurrent('metrics and health from a running daemon', SLOW, () => {
     // The scheduled prune removed the old file, and only it.
     await d.waitFor((l) => l.event === 'prune' && l.msg === 'prune done', 'a scheduled prune');
     expect(fx.listDir('archive')).toEqual([nameFor(1), `${nameFor(1)}.manifest.json`, `${nameFor(1)}.sha256`]);
+    expect(fx.listDir('error')).not.toContain('old.csv');
     expect(await d.stop()).toBe(0);
   });
 
@@ -465,6 +467,26 @@ describe.concurrent('replay and crashes', { timeout: 300_000 }, () => {
 });
 
 describe.concurrent('prune', SLOW, () => {
+  it('counts from our decision, not from the modification time a partner kept (sftp put -p): accepted today, kept; replay still works', async (t) => {
+    const fx = await fixture(t);
+    const d = await fx.makeDelivery({ seq: 1, ageMs: 200 * DAY }); // `touch -d '-200 days'`
+    expect((await fx.runOnce()).code).toBe(0);
+    const pruned = await ops(fx, 'prune', '--json');
+    expect(pruned.code).toBe(0);
+    expect(json(pruned).files).toEqual([]);
+    expect(fx.listDir('archive')).toEqual([...d.files].sort());
+    const id = fx.query('SELECT id FROM deliveries')[0]!.id as string;
+    const replay = await ops(fx, 'replay', id, '--json');
+    expect(replay.code, replay.stderr).toBe(0);
+    expect(json(replay).replay).toMatchObject({ outcome: 'accepted' });
+
+    // Decided 91 days ago (archive_days 90): now it goes, and the text form says from when it counted.
+    write(fx, 'UPDATE deliveries SET decided_at = ? WHERE id = ?', new Date(Date.now() - 91 * DAY).toISOString(), id);
+    const text = await ops(fx, 'prune');
+    expect(text.stdout).toContain(`acme/archive/${d.name}  (decided `);
+    expect(fx.listDir('archive')).toEqual([]);
+  });
+
   it('removes only what is past its retention, keeps the last sequence, and an old resend stays out', async (t) => {
     const fx = await fixture(t, { config: { retention: { archive_days: 30, error_days: 7, records_days: 60 } } });
     const one = await fx.makeDelivery({ seq: 1, rows: rowsOf(2) });
@@ -476,18 +498,18 @@ describe.concurrent('prune', SLOW, () => {
     const id = (seq: number) => fx.query('SELECT id FROM deliveries WHERE seq = ?', seq)[0]!.id as string;
     const [id1, id2, id3] = [id(1), id(2), id(3)];
 
-    // Files: sequence 1 archived 40 days ago (past 30), sequence 2 10 days ago (kept); sequence 3's
-    // data file and report in error/ 8 days ago (past 7), its line-errors CSV today (kept).
-    const age = async (which: 'archive' | 'error', names: string[], days: number) => {
-      const t = new Date(Date.now() - days * DAY);
-      for (const n of names) await fsp.utimes(fx.path(which, n), t, t);
-    };
-    await age('archive', one.files, 40);
-    await age('archive', two.files, 10);
-    await age('error', [three.name, `${three.name}.error.json`], 8);
-    // Rows: everything decided 70 days ago (past 60); two windows, an old closed one and an old late one.
+    // Files age from the decision: sequences 1 and 3 decided 70 days ago (past 30 for archive/, 7 for
+    // error/ and 60 for rows), sequence 2 10 days ago (its files kept; its rows kept anyway, the last
+    // sequence). Modification times, which the partner controls, count for nothing: sequence 2's files
+    // claim 400 days, and so does a file in error/ that no delivery names (it ages from its change: now).
     const past = (days: number) => new Date(Date.now() - days * DAY).toISOString();
     write(fx, 'UPDATE deliveries SET decided_at = ?, received_at = ?', past(70), past(70));
+    write(fx, 'UPDATE deliveries SET decided_at = ?, received_at = ? WHERE id = ?', past(10), past(10), id2);
+    const ancient = new Date(Date.now() - 400 * DAY);
+    for (const n of two.files) await fsp.utimes(fx.path('archive', n), ancient, ancient);
+    await fsp.writeFile(fx.path('error', 'notes.txt'), 'put here by hand');
+    await fsp.utimes(fx.path('error', 'notes.txt'), ancient, ancient);
+    // Rows: two windows, an old closed one and an old late one.
     write(fx, 'UPDATE dedupe SET applied_at = ?', past(70));
     write(fx, 'UPDATE events SET at = ?', past(70));
     write(fx, "INSERT INTO windows (partner, flow, opens_at, closes_at, status) VALUES ('acme', 'inventory', ?, ?, 'ok')", past(80), past(80));
@@ -500,16 +522,18 @@ describe.concurrent('prune', SLOW, () => {
     expect(dry.code).toBe(0);
     const expectedRows = { dedupe: 1, deliveries: 2, events: 6 + 5, resolutions: 0, windows: 1 };
     expect(json(dry).rows).toEqual(expectedRows);
-    expect(json(dry).files).toHaveLength(5);
+    expect(json(dry).files).toHaveLength(8);
+    expect(json(dry).files.every((f: any) => f.by === 'decided' && Date.parse(f.since) < Date.now() - 69 * DAY)).toBe(true);
     expect(snapshot(fx.dir)).toEqual(before);
 
     const real = await ops(fx, 'prune', '--json');
     expect(real.code).toBe(0);
     const r = json(real);
-    expect(r.files.map((f: any) => `${f.dir}/${f.name}`).sort()).toEqual([...one.files.map((n) => `archive/${n}`), `error/${three.name}`, `error/${three.name}.error.json`].sort());
+    const threeInError = [...three.files, `${three.name}.error.json`, `${three.name}.errors.csv`];
+    expect(r.files.map((f: any) => `${f.dir}/${f.name}`).sort()).toEqual([...one.files.map((n) => `archive/${n}`), ...threeInError.map((n) => `error/${n}`)].sort());
     expect(r.rows).toEqual(expectedRows);
     expect(fx.listDir('archive')).toEqual([...two.files].sort());
-    expect(fx.listDir('error')).toEqual([`${three.name}.errors.csv`, `${three.name}.manifest.json`, `${three.name}.sha256`]);
+    expect(fx.listDir('error')).toEqual(['notes.txt']);
     // Kept: the last sequence's dedupe row and its delivery with its audit trail; the late window; the data.
     expect(fx.query('SELECT seq, delivery_id FROM dedupe')).toEqual([{ seq: 2, delivery_id: id2 }]);
     expect(fx.query('SELECT id FROM deliveries').map((x) => x.id)).toEqual([id2]);

@@ -104,6 +104,15 @@ describe.concurrent('row validation errors', SLOW, () => {
     expect((await fx.readText('error', `${d.name}.errors.csv`)).trim().split('\r\n')).toHaveLength(4);
   });
 
+  it('a value with an invisible character in it is quoted with the character made visible', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 1, rows: [row(1, { Quantity: '12\u200B' }), row(2, { Condition: '\u202EWEN' })] });
+    expect((await fx.runOnce()).code).toBe(1);
+    expect((await fx.errorReport()).errors.map((e: { reason: string }) => e.reason)).toEqual([
+      '"12<U+200B>" is not an integer', '"<U+202E>WEN" is not one of NEW, USED, REFURBISHED',
+    ]);
+  });
+
   it('a required column left empty is a row error', async (t) => {
     const fx = await fixture(t);
     await fx.makeDelivery({ seq: 1, rows: [row(1, { LastModified: '' }), row(2, { Warehouse: '' })] });

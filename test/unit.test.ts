@@ -11,8 +11,10 @@ import { parseDuration } from '../src/units.js';
 import type { FieldSpec } from '../src/mapping.js';
 import { type Chunk, completeUtf8, RecordChunker } from '../src/chunk.js';
 import { stagingSink } from '../src/stage.js';
-import { convert, mergeStats, toMinorUnits, toUtc } from '../src/map.js';
-import { isTempName, manifestName, parseCompactTime, parseName } from '../src/naming.js';
+import { addExact, convert, mergeStats, RowMapper, toMinorUnits, toUtc } from '../src/map.js';
+import { parseExact, stringifyExact } from '../src/json.js';
+import { escapeBytes, visible } from '../src/visible.js';
+import { isTempName, manifestName, matchName, parseCompactTime, parseName } from '../src/naming.js';
 import { decoder, fieldsDecodedInPlace, RecordReader, splitLines, utf8ErrorLine } from '../src/parse.js';
 import { checkTotals, parseManifest, parseSidecar } from '../src/verify.js';
 
@@ -88,6 +90,13 @@ describe('manifest', () => {
   it('not JSON at all', () => {
     expect(code(() => parseManifest('{"file": ', FILE))).toBe('BAD_MANIFEST');
   });
+
+  it('numbers a double cannot hold are read exactly, not rounded', () => {
+    const m = parseManifest(`{"file": "${FILE}", "records": 3, "sums": {"qty": 9007199254740993, "neg": -92233720368547758080, "cost": 90071992547409.935, "small": 1.25, "e": 1e3}}`, FILE);
+    expect(m.sums).toEqual({ qty: 9007199254740993n, neg: -92233720368547758080n, cost: '90071992547409.935', small: 1.25, e: 1000 });
+    expect(parseExact('{"a": "9007199254740993", "b": [12345678901234567890, "\\"1\\"", 0.1], "__proto__": 1}')).toEqual(JSON.parse('{"a": "9007199254740993", "b": [12345678901234567890, "\\"1\\"", 0.1], "__proto__": 1}', (k, v) => (v === 12345678901234567000 ? 12345678901234567890n : v)));
+    expect(stringifyExact({ a: 9007199254740993n, b: '9007199254740993n', c: [-1n, 2] }, 0)).toBe('{"a":9007199254740993,"b":"9007199254740993n","c":[-1,2]}');
+  });
 });
 
 describe('control totals', () => {
@@ -122,7 +131,17 @@ describe('values are typed by the mapping', () => {
     expect(convert(f('integer'), '00123')).toBe(123);
     expect(convert(f('integer'), ' +7 ')).toBe(7);
     expect(convert(f('integer'), '-12')).toBe(-12);
-    for (const v of ['0x10', '1e3', '1.0', '12abc', '9007199254740993', 'Infinity', '١٢']) expect(bad(convert(f('integer'), v)), v).toBe(true);
+    for (const v of ['0x10', '1e3', '1.0', '12abc', 'Infinity', '١٢']) expect(bad(convert(f('integer'), v)), v).toBe(true);
+  });
+
+  it('integer: exact beyond 2^53 (a bigint), within 64 bits', () => {
+    expect(convert(f('integer'), '9007199254740991')).toBe(9007199254740991);
+    expect(convert(f('integer'), '9007199254740993')).toBe(9007199254740993n);
+    expect(convert(f('integer'), '+9223372036854775807')).toBe(9223372036854775807n);
+    expect(convert(f('integer'), '-9223372036854775808')).toBe(-9223372036854775808n);
+    for (const v of ['9223372036854775808', '-9223372036854775809', '99999999999999999999999']) {
+      expect((convert(f('integer'), v) as { reason: string }).reason, v).toBe('is out of range (-9223372036854775808 to 9223372036854775807)');
+    }
   });
 
   it('string: kept exactly, never cast', () => {
@@ -147,7 +166,12 @@ describe('values are typed by the mapping', () => {
     expect(toMinorUnits('+1.5', 2)).toBe(150);
     expect(Object.is(toMinorUnits('-0.00', 2), 0)).toBe(true);
     expect(toMinorUnits('90071992547409.91', 2)).toBe(9007199254740991);
-    for (const v of ['1.005', '1,50', '1.', '.5', '1e2', '$1', '-', '+', '1.2.3', '1 .5', '90071992547409.92', '99999999999999999999']) expect(bad(toMinorUnits(v, 2)), v).toBe(true);
+    expect(toMinorUnits('90071992547409.93', 2)).toBe(9007199254740993n);
+    expect(toMinorUnits('-92233720368547758.08', 2)).toBe(-9223372036854775808n);
+    expect(toMinorUnits('92233720368547758.0700', 2)).toBe(9223372036854775807n);
+    expect((toMinorUnits('92233720368547758.08', 2) as { reason: string }).reason).toBe('is out of range (-92233720368547758.08 to 92233720368547758.07)');
+    expect(toMinorUnits('92233720368547758.08', 2, false)).toBe(9223372036854775808n); // a sum has no bound
+    for (const v of ['1.005', '1,50', '1.', '.5', '1e2', '$1', '-', '+', '1.2.3', '1 .5', '99999999999999999999', '90071992547409.925']) expect(bad(toMinorUnits(v, 2)), v).toBe(true);
     expect((toMinorUnits('1.5x5', 2) as { reason: string }).reason).toMatch(/not a decimal/);
     expect((toMinorUnits('1.555', 2) as { reason: string }).reason).toMatch(/more than 2 decimal places/);
   });
@@ -197,6 +221,24 @@ describe('file names', () => {
     const custom = [{ id: 'x', pattern: /^x-(?<seq>\w+)\.csv$/, manifestName: '{file}.m' }];
     expect(parseName('x-abc.csv', custom)).toBeUndefined();
     expect(parseName('x-0042.csv', custom)).toMatchObject({ seq: 42 });
+  });
+
+  it('invisible characters are made visible; bytes that are not UTF-8 are escaped', () => {
+    expect(visible('\uFEFFa\u200Bb\tc\u202Ed\u00A0e f\u0000é😀')).toBe('<U+FEFF>a<U+200B>b<U+0009>c<U+202E>d<U+00A0>e f<U+0000>é😀');
+    expect(escapeBytes(Buffer.from('café.csv'))).toBeUndefined();
+    expect(escapeBytes(Buffer.concat([Buffer.from('caf'), Buffer.from([0xe9]), Buffer.from('.csv')]))).toBe('caf%E9.csv'); // Latin-1 é
+    expect(escapeBytes(Buffer.from([0xc3, 0xa9, 0xff, 0xe2, 0x82, 0x61, 0xf0, 0x9f, 0x98, 0x80]))).toBe('é%FF%E2%82a😀');
+  });
+
+  it('a name that matches but whose timestamp is no real instant says what is wrong', () => {
+    const problem = (ts: string) => matchName(`inventory_${ts}_001.csv`, flows)?.problem?.replace(/^.*instant: /, '');
+    expect(problem('20250916T020000Z')).toBeUndefined();
+    expect(matchName('inventory_20250916T020060Z_060.csv', flows)).toEqual({ flow: 'inventory', seq: 60, problem: 'the timestamp 20250916T020060Z in the file name is not a real instant: there is no second 60 (00 to 59)' });
+    expect([problem('20251316T0200Z'), problem('20250000T0200Z'), problem('20250229T0200Z'), problem('20250931T0200Z'), problem('20250916T2400Z'), problem('20250916T0260Z')]).toEqual([
+      'there is no month 13', 'there is no month 00', '2025-02 has no day 29', '2025-09 has no day 31', 'there is no hour 24 (00 to 23)', 'there is no minute 60 (00 to 59)',
+    ]);
+    expect(problem('20240229T0200Z')).toBeUndefined();
+    expect(matchName('inventory_20250916T0200Z_001.csv.sha256', flows)).toBeUndefined();
   });
 
   it('manifest names from a template', () => {
@@ -368,6 +410,22 @@ describe('chunks of whole records (parallel parsing)', () => {
     ], ['qty'], 3);
     expect(merged).toEqual({ rows: 7, badRows: 3, errorCount: 4, errors: [err(2), err(4), err(5)], sums: { qty: undefined } });
     expect(mergeStats([], ['qty'], 3).sums).toEqual({ qty: 0 });
+  });
+
+  it('sums are exact: a double below 2^53, a bigint beyond, back to a number when the sum comes back', () => {
+    const fields: FieldSpec[] = [{ ours: 'qty', partner: '1', type: 'integer', required: true, pii: false, notes: '' }];
+    const sum = (values: string[]) => {
+      const mapper = new RowMapper(fields, ['qty'], 10);
+      values.forEach((v, i) => mapper.map([v], i + 2, []));
+      return mapper.stats.sums.qty;
+    };
+    expect(sum(['9007199254740991', '2', '-9007199254740991'])).toBe(2); // in doubles: 1
+    expect(sum(['9007199254740991', '2'])).toBe(9007199254740993n);
+    expect(sum(['9223372036854775807', '9223372036854775807'])).toBe(18446744073709551614n);
+    expect(addExact(9007199254740991, 1)).toBe(9007199254740992n);
+    expect(addExact(9007199254740992n, -1)).toBe(9007199254740991);
+    const parts = (qty: bigint | number) => ({ rows: 1, badRows: 0, errorCount: 0, errors: [], sums: { qty } });
+    expect(mergeStats([parts(9007199254740991), parts(9007199254740991), parts(-9007199254740990n)], ['qty'], 3).sums).toEqual({ qty: 9007199254740992n });
   });
 });
 
