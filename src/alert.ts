@@ -9,7 +9,7 @@ import { InboxdError } from './errors.js';
 import { withRetry } from './retry.js';
 
 export interface Alert {
-  event: 'window.late' | 'window.at_risk' | 'window.resolved' | 'sequence.gap';
+  event: 'window.late' | 'window.at_risk' | 'window.resolved' | 'sequence.gap' | 'delivery.failed';
   severity: 'critical' | 'warning' | 'info';
   partner: string;
   flow: string;

@@ -53,6 +53,8 @@ export interface Scan {
   stale: Stale[];
   /** deliveries seen but not ready yet */
   waiting: number;
+  /** when the first of them can become ready or stale (settled, or incomplete_after passed), on our clock */
+  dueMs?: number;
 }
 
 interface Entry {
@@ -69,6 +71,10 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   const settled = (e: Entry) => opts.now - e.ctimeMs >= opts.settleMs;
   const tooOld = (e: Entry) => opts.now - e.ctimeMs >= opts.incompleteAfterMs;
   const scan: Scan = { ready: [], stale: [], waiting: 0 };
+  const wait = (untilMs: number) => {
+    scan.waiting++;
+    scan.dueMs = Math.min(scan.dueMs ?? untilMs, untilMs);
+  };
   const claimed = new Set<string>();
   // Arrived when its last file did: a delivery is not there before it is complete. Never later than now.
   const arrival = (names: readonly string[]) => Math.min(opts.now, Math.max(...names.map((n) => byName.get(n)!.ctimeMs)));
@@ -88,11 +94,11 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
     const missing = [flow.sidecarRequired && !byName.has(sidecar) ? sidecar : undefined, flow.manifestRequired && !byName.has(manifest) ? manifest : undefined].filter((n): n is string => !!n);
     if (missing.length > 0) {
       if (tooOld(e)) scan.stale.push({ file: e.name, name, files: present, arrivedMs: arrival(present), code: 'INCOMPLETE', reason: `the delivery is incomplete: ${missing.join(' and ')} did not arrive within ${Math.round(opts.incompleteAfterMs / 1000)} s` });
-      else scan.waiting++;
+      else wait(e.ctimeMs + opts.incompleteAfterMs);
       continue;
     }
     if (!present.every((n) => settled(byName.get(n)!))) {
-      scan.waiting++;
+      wait(Math.max(...present.map((n) => byName.get(n)!.ctimeMs)) + opts.settleMs);
       continue;
     }
     scan.ready.push({ file: e.name, name, arrivedMs: arrival(present), sidecar: byName.has(sidecar) ? sidecar : undefined, manifest: byName.has(manifest) ? manifest : undefined, files: present });
@@ -102,7 +108,7 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   for (const e of entries) {
     if (claimed.has(e.name)) continue;
     if (!e.regular) scan.stale.push({ file: e.name, files: [e.name], arrivedMs: arrival([e.name]), code: 'NOT_A_REGULAR_FILE', reason: `${e.name} is not a regular file; it was not read` });
-    else if (!tooOld(e)) scan.waiting++;
+    else if (!tooOld(e)) wait(e.ctimeMs + opts.incompleteAfterMs);
     else scan.stale.push({ file: e.name, files: [e.name], arrivedMs: arrival([e.name]), code: 'UNKNOWN_FILE', reason: `${e.name} is not a delivery of any configured flow, or the data file it belongs to never arrived` });
   }
   scan.ready.sort((a, b) => a.name.flow.localeCompare(b.name.flow) || a.name.seq - b.name.seq);

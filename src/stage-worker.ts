@@ -9,7 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { Chunk } from './chunk.js';
 import type { CsvDialect } from './config.js';
-import { InboxdError, reject } from './errors.js';
+import { classify, reject } from './errors.js';
 import { RowMapper, type Value } from './map.js';
 import type { FieldSpec } from './mapping.js';
 import { RecordReader } from './parse.js';
@@ -90,7 +90,7 @@ parentPort!.on('message', (msg: ToWorker) => {
   try {
     parentPort!.postMessage({ ack: msg.index, rows: stageChunk(msg.chunk, msg.skipFirst) } satisfies FromWorker);
   } catch (err) {
-    const error = err instanceof InboxdError ? { code: err.code, message: err.message, details: err.details } : { code: 'IO_ERROR', message: (err as Error).message, details: {} };
-    parentPort!.postMessage({ index: msg.index, error } satisfies FromWorker);
+    const e = classify(err);
+    parentPort!.postMessage({ index: msg.index, error: { code: e.code, message: e.message, details: e.details } } satisfies FromWorker);
   }
 });

@@ -13,6 +13,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { AttemptLedger } from './attempts.js';
 import { InboxdError } from './errors.js';
 import type { FieldSpec } from './mapping.js';
 import type { StagedRows } from './stage.js';
@@ -128,6 +129,8 @@ export class Store {
   readonly db: Database.Database;
   /** bookkeeping for partners we pull from and push to */
   readonly remote: RemoteLedger;
+  /** deliveries that failed for a reason of ours: attempts and backoff */
+  readonly attempts: AttemptLedger;
 
   /**
    * `readonly`: for commands that promise to change nothing (inboxd check); the database must exist.
@@ -140,6 +143,7 @@ export class Store {
       this.db.pragma('query_only = ON');
       this.db.pragma('busy_timeout = 10000');
       this.remote = new RemoteLedger(this.db, false);
+      this.attempts = new AttemptLedger(this.db, false);
       return;
     }
     mkdirSync(dirname(path), { recursive: true });
@@ -153,6 +157,7 @@ export class Store {
     this.db.pragma('busy_timeout = 10000');
     this.db.exec(SCHEMA);
     this.remote = new RemoteLedger(this.db);
+    this.attempts = new AttemptLedger(this.db);
   }
 
   /**
@@ -185,8 +190,17 @@ export class Store {
    */
   commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: (applied: Applied | undefined, lastSeq: number | undefined) => DeliveryRecord): DeliveryRecord {
     const files = staged?.rows.files ?? [];
-    files.forEach((f, n) => this.db.prepare(`ATTACH DATABASE ? AS stg${n}`).run(f));
+    let attached = 0;
     try {
+      for (const f of files) {
+        const name = `stg${attached}`;
+        this.db.prepare(`ATTACH DATABASE ? AS ${name}`).run(f);
+        attached++;
+        // BEGIN IMMEDIATE takes a write transaction on every attached file; with a rollback journal on two
+        // or more of them, SQLite writes a super-journal beside the database at each commit (and a failed
+        // commit leaves it there). They are only read: an in-memory journal needs no super-journal.
+        this.db.pragma(`${name}.journal_mode = MEMORY`);
+      }
       return this.db.transaction(() => {
         const rec = seqKey ? decide(this.applied(seqKey.partner, seqKey.flow, seqKey.seq), this.lastSeq(seqKey.partner, seqKey.flow)) : decide(undefined, undefined);
         let written = '';
@@ -201,7 +215,7 @@ export class Store {
         return rec;
       }).immediate();
     } finally {
-      files.forEach((_, n) => this.db.exec(`DETACH DATABASE stg${n}`));
+      for (let n = 0; n < attached; n++) this.db.exec(`DETACH DATABASE stg${n}`);
     }
   }
 
