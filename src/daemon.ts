@@ -8,7 +8,7 @@
  * inbox), and the database is closed last.
  */
 import cron, { type ScheduledTask } from 'node-cron';
-import { type Alert, sendAlert } from './alert.js';
+import { type Alert, sendLogged } from './alert.js';
 import type { Config, PartnerConfig } from './config.js';
 import { classify } from './errors.js';
 import { type OpsRuntime, startOps } from './daemon-ops.js';
@@ -229,10 +229,7 @@ export class Daemon {
   private alert(a: Alert): void {
     const action = this.config.alert;
     if (!action) return;
-    const sending = sendAlert(action, a, (err, attempt, ms) => this.log.warn({ err: String(err), attempt, retry_in_ms: Math.round(ms), event: a.event }, 'alert failed; retrying'), this.alertAbort.signal)
-      .then(() => this.log.info({ event: a.event, partner: a.partner, flow: a.flow }, 'alert sent'))
-      .catch((err) => this.log.error({ err: String(err), event: a.event, partner: a.partner, flow: a.flow, alert: a }, 'alert could not be sent'))
-      .finally(() => this.alerts.delete(sending));
+    const sending = sendLogged(action, a, this.log, this.alertAbort.signal).finally(() => this.alerts.delete(sending));
     this.alerts.add(sending);
   }
 

@@ -5,6 +5,7 @@
 import { type Dirent, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { type Alert, sendLogged } from './alert.js';
 import { fingerprint } from './attempts.js';
 import { isReplayCopy, release } from './claim.js';
 import type { Config, FlowConfig, PartnerConfig } from './config.js';
@@ -240,13 +241,17 @@ export async function runOnce(config: Config, log: Logger): Promise<Tally> {
   const lock = lockInstance(config.database);
   const store = openStore(config);
   const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
+  // A delivery given up on is alerted (delivery.failed); the run waits for its alerts before it ends.
+  const alerts: Promise<void>[] = [];
+  const alert = config.alert && ((a: Alert) => void alerts.push(sendLogged(config.alert!, a, log)));
   try {
     let putBack = 0;
     for (const partner of config.partners) putBack += await recover(store, partner, log, tally);
     // A delivery put back has just changed in the inbox, as if just uploaded: this run still takes it.
     if (putBack > 0) await sleep(config.settleMs);
-    for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring }, config, tally);
+    for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring, alert }, config, tally);
   } finally {
+    await Promise.all(alerts);
     store.close();
     lock.release();
   }

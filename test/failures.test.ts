@@ -86,7 +86,9 @@ describe('failures are classified by code, never by their words', () => {
 
 describe.concurrent('a bug is retried a bounded number of times (run --once)', SLOW, () => {
   it('logged with its stack, held for its backoff, then answered INTERNAL_ERROR in error/; a replay applies it once fixed', async (t) => {
-    const fx = await fixture(t, { config: { max_attempts: 2, retry_backoff: '1h' } });
+    const sink = await AlertSink.start();
+    t.onTestFinished(() => sink.close());
+    const fx = await fixture(t, { config: { max_attempts: 2, retry_backoff: '1h', alert: { http: { url: sink.url } } } });
     const d = await fx.makeDelivery({ seq: 1 });
 
     const first = await fx.runOnce({ env: BUG });
@@ -119,6 +121,7 @@ describe.concurrent('a bug is retried a bounded number of times (run --once)', S
     expect(last.logs.find((l) => l.event === 'delivery.failed')).toMatchObject({ level: 50, partner: 'acme', flow: 'inventory', file: d.name, attempts: 2, code: 'UNEXPECTED_ERROR' });
     expect(attempts(fx)).toEqual([]);
     const id = fx.query("SELECT id FROM deliveries WHERE code = 'INTERNAL_ERROR'")[0]!.id as string;
+    expect(sink.delivered()).toEqual([expect.objectContaining({ event: 'delivery.failed', severity: 'critical', partner: 'acme', flow: 'inventory', file: d.name, delivery_id: id, attempts: 2 })]);
     expect(JSON.parse((await ops(fx, 'status', '--json')).stdout).openErrors).toEqual([expect.objectContaining({ id, code: 'INTERNAL_ERROR' })]);
 
     // The bug fixed (the hook unset): the replay takes the delivery from error/, applies it, answers it.
