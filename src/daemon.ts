@@ -21,7 +21,7 @@ import { ReplayQueue } from './replay-queue.js';
 import { HostLimiter } from './retry.js';
 import { type InstanceLock, lockInstance } from './instance.js';
 import type { Keyring } from './keyring.js';
-import { ensureTree, openKeyring, openStore, recover, sweepPartner, type Tally } from './run.js';
+import { ensureTree, openKeyring, openStore, recover, soonest, sweepPartner, type Tally } from './run.js';
 import type { Store } from './store.js';
 import { watchInboxes, type Watched } from './watch.js';
 
@@ -183,7 +183,7 @@ export class Daemon {
         accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
         gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),
       });
-      if (next !== undefined) due = Math.min(due ?? next, next);
+      due = soonest(due, next);
     } catch (err) {
       this.log.error({ err, partner: st.partner.id }, 'sweep failed; it will be tried again');
       due = Date.now() + this.config.retryBackoffMs;

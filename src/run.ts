@@ -128,10 +128,6 @@ export interface SweepHooks {
 export async function sweepPartner(base: DeliveryContext, config: Config, tally: Tally, hooks: SweepHooks = {}): Promise<number | undefined> {
   const ctx: DeliveryContext = { ...base, retry: deliveryRetry(config.maxAttempts, config.retryBackoffMs) };
   const { partner } = ctx;
-  let due: number | undefined;
-  const until = (ms: number | undefined) => {
-    if (ms !== undefined) due = Math.min(due ?? ms, ms);
-  };
   let scan: Scan;
   try {
     scan = await scanInbox(partner.dirs.inbox, {
@@ -143,45 +139,44 @@ export async function sweepPartner(base: DeliveryContext, config: Config, tally:
     return Date.now() + config.retryBackoffMs;
   }
   tally.waiting += scan.waiting;
-  until(scan.dueMs);
+  let due = scan.dueMs;
   for (const stale of scan.stale) {
     if (hooks.stopped?.()) return due;
     const r = await guarded(ctx, stale, () => handleStale(ctx, stale));
     count(tally, r);
-    if (r.status === 'retry') until(r.retryAt);
+    if (r.status === 'retry') due = soonest(due, r.retryAt);
   }
   const held = new Set<string>();
   for (const ready of scan.ready) {
     if (hooks.stopped?.()) return due;
     const flow = partner.flows.find((f) => f.id === ready.name.flow)!;
-    // Later sequences of a flow wait behind one not applied yet: taken first, they would put it out of order.
-    const hold = (ms?: number) => {
-      if (flow.sequenceGap !== 'ignore') held.add(flow.id);
-      until(ms);
-    };
-    if (held.has(flow.id)) {
-      tally.waiting++;
-      continue;
+    const wait = held.has(flow.id) ? { as: 'waiting' as const, until: undefined } : await notYet(ctx, flow, ready, hooks);
+    let r: Result | undefined;
+    if (wait) {
+      tally[wait.as]++;
+      due = soonest(due, wait.until);
+    } else {
+      r = await guarded(ctx, ready, () => handleReady(ctx, ready));
+      count(tally, r);
+      if (r.status === 'accepted') hooks.accepted?.(flow, r.record.id);
+      if (r.status === 'retry') due = soonest(due, r.retryAt);
     }
-    const backoff = await backoffUntil(ctx, ready);
-    if (backoff !== undefined) {
-      hold(backoff);
-      tally.retry++;
-      continue;
-    }
-    const gap = gapUntil(ctx, flow, ready, hooks);
-    if (gap !== undefined) {
-      hold(gap);
-      tally.waiting++;
-      continue;
-    }
-    const r = await guarded(ctx, ready, () => handleReady(ctx, ready));
-    count(tally, r);
-    if (r.status === 'accepted') hooks.accepted?.(flow, r.record.id);
-    // Committed and only its answer owed: later sequences need not wait for that.
-    if (r.status === 'retry') r.record ? until(r.retryAt) : hold(r.retryAt);
+    // Later sequences of a flow wait behind one not applied: taken first, they would put it out of order.
+    // One committed, only its answer owed, is applied.
+    if ((wait || (r?.status === 'retry' && !r.record)) && flow.sequenceGap !== 'ignore') held.add(flow.id);
   }
   return due;
+}
+
+/** The earlier of two times, either of which may be unknown. */
+export const soonest = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined ? b : b === undefined ? a : Math.min(a, b));
+
+/** Why a ready delivery is not taken now, and until when: its backoff after a failure of ours, or a sequence gap. */
+async function notYet(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): Promise<{ as: 'retry' | 'waiting'; until: number } | undefined> {
+  const backoff = await backoffUntil(ctx, ready);
+  if (backoff !== undefined) return { as: 'retry', until: backoff };
+  const gap = gapUntil(ctx, flow, ready, hooks);
+  return gap === undefined ? undefined : { as: 'waiting', until: gap };
 }
 
 /** A delivery's failure that escaped it (its claim, say): logged naming it, to be tried again. */
