@@ -311,6 +311,25 @@ describe.concurrent('one partner\'s failure does not stop the others', SLOW, () 
   });
 });
 
+describe.concurrent('one partner\'s failure does not stop the others (the daemon)', SLOW, () => {
+  it('the other partner is answered at once; the answer owed is written after retry_backoff once there is room, with no sweep scheduled', async (t) => {
+    const partners = { acme: { flows: { inventory: FLOW } }, beta: { flows: { inventory: FLOW } } };
+    const fx = await fixture(t, { config: { partners, retry_backoff: '1s', sweep: '0 0 1 1 *' } });
+    const outbox = fx.path('outbox'); // a full tmpfs, as above
+    await fsp.mkdir(outbox, { recursive: true });
+    if (!mountTmpfs(t, outbox, '64k')) return t.skip();
+    const filler = await fill(outbox);
+    const d = await testDaemon(t, fx);
+    const a = await fx.makeDelivery({ seq: 1 });
+    const b = await fx.makeDelivery({ seq: 1, partner: 'beta' });
+    await until(() => existsSync(fx.path('outbox', `${b.name}.ack.json`, 'beta')), 'beta\'s ACK', 15_000);
+    await d.waitFor((l) => l.level >= 40 && l.partner === 'acme' && l.file === a.name && l.code === 'IO_ERROR', 'acme\'s failure');
+    await fsp.rm(filler);
+    await until(() => existsSync(fx.path('outbox', `${a.name}.ack.json`)), 'acme\'s ACK, written by recovery', 15_000);
+    expect(fx.query('SELECT count(*) AS n FROM deliveries WHERE answered_at IS NULL')).toEqual([{ n: 0 }]);
+  });
+});
+
 describe.concurrent('a commit over several scratch files (issue 11, point 8)', SLOW, () => {
   it('writes no super-journal beside the database (watched: one is made and removed within each such commit)', async (t) => {
     const fx = await fixture(t);
