@@ -348,6 +348,7 @@ describe.concurrent('a commit over several scratch files (issue 11, point 8)', S
     await sleep(100);
     expect([...seen.work].filter((f) => /staging-\d+\.db$/.test(f)).length).toBeGreaterThanOrEqual(2);
     expect([...seen.db].filter((f) => /-mj/.test(f))).toEqual([]);
+    expect([...seen.work].filter((f) => /-journal$/.test(f))).toEqual([]); // scratch files need no rollback journal either
     expect(fx.rows()).toHaveLength(3000);
   });
 });
