@@ -48,6 +48,13 @@ function mountTmpfs(t: TestContext, dir: string, size: string): boolean {
   return true;
 }
 
+/** An HTTP endpoint taking alerts, closed when the test ends. */
+async function alertSink(t: TestContext): Promise<AlertSink> {
+  const sink = await AlertSink.start();
+  t.onTestFinished(() => sink.close());
+  return sink;
+}
+
 /** Fills the file system of `dir` to the last byte; returns the filler, to be removed to make room. */
 async function fill(dir: string): Promise<string> {
   const filler = join(dir, '.filler.part');
@@ -87,8 +94,7 @@ describe('failures are classified by code, never by their words', () => {
 
 describe.concurrent('a bug is retried a bounded number of times (run --once)', SLOW, () => {
   it('logged with its stack, held for its backoff, then answered INTERNAL_ERROR in error/; a replay applies it once fixed', async (t) => {
-    const sink = await AlertSink.start();
-    t.onTestFinished(() => sink.close());
+    const sink = await alertSink(t);
     const fx = await fixture(t, { config: { max_attempts: 2, retry_backoff: '1h', alert: { http: { url: sink.url } } } });
     const d = await fx.makeDelivery({ seq: 1 });
 
@@ -180,8 +186,7 @@ describe.concurrent('a full disk (a tmpfs) is a retryable cause', SLOW, () => {
 
 describe.concurrent('the daemon: backoff, alert, and no looking more often than something can change', SLOW, () => {
   it('a bug: tried max_attempts times at growing intervals, then given up with a delivery.failed alert; replayed once fixed', async (t) => {
-    const sink = await AlertSink.start();
-    t.onTestFinished(() => sink.close());
+    const sink = await alertSink(t);
     const fx = await fixture(t, { config: { max_attempts: 3, retry_backoff: '1s', alert: { http: { url: sink.url } } } });
     const d0 = await fx.makeDelivery({ seq: 1 });
     const d = await testDaemon(t, fx, BUG);
