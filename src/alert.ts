@@ -6,10 +6,11 @@
 import { execFile } from 'node:child_process';
 import type { AlertAction } from './config.js';
 import { InboxdError } from './errors.js';
+import type { Logger } from './log.js';
 import { withRetry } from './retry.js';
 
 export interface Alert {
-  event: 'window.late' | 'window.at_risk' | 'window.resolved' | 'sequence.gap' | 'partner.refused';
+  event: 'window.late' | 'window.at_risk' | 'window.resolved' | 'sequence.gap' | 'partner.refused' | 'delivery.failed';
   severity: 'critical' | 'warning' | 'info';
   partner: string;
   /** absent for an alert about a whole partner */
@@ -43,4 +44,12 @@ export async function sendAlert(action: AlertAction, alert: Alert, onRetry?: (er
     onRetry,
     isRetryable: () => true,
   });
+}
+
+/** Sends an alert in the background of its caller, logging each retry and the outcome; never rejects. */
+export function sendLogged(action: AlertAction, alert: Alert, log: Logger, signal?: AbortSignal): Promise<void> {
+  const onRetry = (err: unknown, attempt: number, ms: number) => log.warn({ err: String(err), attempt, retry_in_ms: Math.round(ms), event: alert.event }, 'alert failed; retrying');
+  return sendAlert(action, alert, onRetry, signal)
+    .then(() => log.info({ event: alert.event, partner: alert.partner, flow: alert.flow }, 'alert sent'))
+    .catch((err) => log.error({ err: String(err), event: alert.event, partner: alert.partner, flow: alert.flow, alert }, 'alert could not be sent'));
 }

@@ -4,6 +4,7 @@
  * outcome in the same transaction, then carried out; carrying out a plan is idempotent, so after a
  * crash the same plan is simply carried out again: same names, same bytes, no second ACK.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { PartnerDirs } from './config.js';
@@ -58,16 +59,17 @@ export function planAccepted(f: AnswerFacts, a: Accepted, dirs: PartnerDirs): An
     processed_at: f.processedAt, delivery_id: f.id, ...(f.replayOf ? { replay_of: f.replayOf } : {}),
     ...(a.badRows > 0 ? { errors: a.errors, error_count: a.errorCount, errors_truncated: a.errorCount > a.errors.length } : {}),
   };
+  const base = storedName(f.file);
   // Sums beyond 2^53 are written as their exact digits.
-  const writes: AnswerPlan['writes'] = [{ dir: 'outbox', name: `${f.file}.ack.json`, content: `${stringifyExact(ack, 2)}\n` }];
-  if (a.badRows > 0) writes.push({ dir: 'outbox', name: `${f.file}.errors.csv`, content: errorsCsv(a.errors) });
+  const writes: AnswerPlan['writes'] = [{ dir: 'outbox', name: `${base}.ack.json`, content: `${stringifyExact(ack, 2)}\n` }];
+  if (a.badRows > 0) writes.push({ dir: 'outbox', name: `${base}.errors.csv`, content: errorsCsv(a.errors) });
   return { writes, moves: placeAll(f, dirs, 'archive', true) };
 }
 
 export function planRejected(f: AnswerFacts, r: Rejected, dirs: PartnerDirs): AnswerPlan {
   const moves = placeAll(f, dirs, 'error', false);
   // Reports sit beside the original they describe, sharing its (possibly suffixed) name.
-  const base = moves.find((m) => m.from === f.file)?.to ?? f.file;
+  const base = moves.find((m) => m.from === f.file)?.to ?? storedName(f.file);
   const report = {
     status: r.status, code: r.code, reason: r.reason, file: f.file, partner: f.partner, flow: f.flow, sequence: f.seq,
     sha256: f.sha256, processed_at: f.processedAt, delivery_id: f.id,
@@ -93,13 +95,47 @@ export function replayPlan(plan: AnswerPlan, accepted: boolean, originalIn: 'arc
 
 /**
  * Target names: the original name, or, when a file of that name is already there (a delivery rejected
- * twice), the name with the delivery id appended, so no evidence is ever overwritten. Synchronous, so a
- * plan can be made inside the commit transaction.
+ * twice), the name with the delivery id appended, so no evidence is ever overwritten; shortened to fit
+ * the file system (storedName). Synchronous, so a plan can be made inside the commit transaction.
  */
 function placeAll(f: AnswerFacts, dirs: PartnerDirs, dir: 'archive' | 'error', readOnly: boolean): AnswerPlan['moves'] {
-  const taken = f.files.some((n) => existsSync(join(dirs[dir], n))) || (dir === 'error' && existsSync(join(dirs.error, `${f.file}.error.json`)));
+  const taken = f.files.some((n) => existsSync(join(dirs[dir], storedName(n)))) || (dir === 'error' && existsSync(join(dirs.error, `${storedName(f.file)}.error.json`)));
   const suffix = taken ? `.${f.id}` : '';
-  return f.files.map((from) => ({ from, dir, to: `${from}${suffix}`, readOnly }));
+  return f.files.map((from) => ({ from, dir, to: storedName(from, suffix), readOnly }));
+}
+
+/**
+ * NAME_MAX is 255 bytes (of UTF-8). An answer's name adds at most 11 (`.error.json`, `.errors.csv`) to
+ * the stored name of its data file, and writeAtomic's temporary name 29 more (`.` + name +
+ * `.<delivery id>.tmp`): what is stored, a delivery-id suffix included, keeps to the rest.
+ */
+const MAX_STORED_BYTES = 255 - 11 - 29;
+
+/**
+ * `name` + `suffix`, or, when that is too long for the file system, the name shortened: its head, a hash
+ * of the whole name (names that share a head stay apart) and its last bytes (the extension), then the
+ * suffix. Reports and ACKs keep the full name in their `file` field.
+ */
+export function storedName(name: string, suffix = ''): string {
+  if (Buffer.byteLength(name + suffix) <= MAX_STORED_BYTES) return name + suffix;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 16);
+  const tail = utf8Slice(name, -32);
+  const room = MAX_STORED_BYTES - Buffer.byteLength(`~${hash}~${tail}${suffix}`);
+  return `${utf8Slice(name, room)}~${hash}~${tail}${suffix}`;
+}
+
+/** The first `n` bytes of `s` (the last -n when negative), never cutting a character in two. */
+function utf8Slice(s: string, n: number): string {
+  const buf = Buffer.from(s);
+  const continuation = (i: number) => i > 0 && i < buf.length && (buf[i]! & 0xc0) === 0x80;
+  if (n >= 0) {
+    let end = Math.min(n, buf.length);
+    while (continuation(end)) end--;
+    return buf.subarray(0, end).toString();
+  }
+  let start = Math.max(0, buf.length + n);
+  while (continuation(start)) start++;
+  return buf.subarray(start).toString();
 }
 
 /** Carries out a plan. Every step is safe to repeat: a crash anywhere is finished by running it again. */

@@ -111,6 +111,9 @@ const configSchema = z.strictObject({
   watch: z.boolean().default(true),
   sweep: z.string().refine(validCron, 'expected a cron expression (5 or 6 fields)').default('*/30 * * * * *'),
   shutdown_timeout: duration.default('30s'),
+  /** a delivery failing for a reason of ours: tried this many times, waiting retry_backoff, doubling, in between */
+  max_attempts: z.number().int().min(1).max(100).default(5),
+  retry_backoff: duration.default('1m'),
   pgp: z.strictObject({
     keys: z.array(z.string()).min(1),
     passphrase_file: z.string().optional(),
@@ -260,6 +263,9 @@ export interface Config {
   watch: boolean;
   sweep: string;
   shutdownTimeoutMs: number;
+  /** deliveries that fail for a reason of ours (retry.ts, deliveryRetry) */
+  maxAttempts: number;
+  retryBackoffMs: number;
   alert?: AlertAction;
   pgp?: PgpConfig;
   /** the global retention; each partner's own is in PartnerConfig */
@@ -345,6 +351,8 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
     watch: raw.watch,
     sweep: raw.sweep,
     shutdownTimeoutMs: parseDuration(raw.shutdown_timeout)!,
+    maxAttempts: raw.max_attempts,
+    retryBackoffMs: parseDuration(raw.retry_backoff)!,
     alert: raw.alert && {
       command: raw.alert.command,
       http: raw.alert.http && { url: raw.alert.http.url, timeoutMs: parseDuration(raw.alert.http.timeout)! },

@@ -8,7 +8,7 @@
  * inbox), and the database is closed last.
  */
 import cron from 'node-cron';
-import { type Alert, sendAlert } from './alert.js';
+import { type Alert, sendLogged } from './alert.js';
 import type { Config, PartnerConfig } from './config.js';
 import { classify } from './errors.js';
 import { type OpsRuntime, startOps } from './daemon-ops.js';
@@ -21,7 +21,7 @@ import { ReplayQueue } from './replay-queue.js';
 import { HostLimiter } from './retry.js';
 import type { Keyring } from './keyring.js';
 import { Releasers } from './releasers.js';
-import { openAll, openKeyring, recover, sweepPartner, type Tally } from './run.js';
+import { openAll, openKeyring, recover, soonest, sweepPartner, type Tally } from './run.js';
 import type { Store } from './store.js';
 import { watchInboxes } from './watch.js';
 
@@ -31,11 +31,16 @@ interface PartnerState {
   /** asked for again while running: sweep once more when done */
   again: boolean;
   timer?: NodeJS.Timeout;
-  /** the pending sweep is not pushed back past this (Date.now() ms) */
+  /** when the pending sweep is due, and past when it is not pushed back (Date.now() ms) */
+  at?: number;
   latest?: number;
   /** the directory for which the partner was refused at its last sweep (alerted once, until it is fixed) */
   refused?: string;
 }
+
+/** A sweep that leaves something waiting is followed by the next no sooner than this. */
+const MIN_GAP_MS = 250;
+const MAX_TIMER = 2 ** 31 - 1;
 
 export class Daemon {
   private store!: Store;
@@ -152,7 +157,11 @@ export class Daemon {
     for (const id of this.states.keys()) this.kick(id, 0);
   }
 
-  /** Asks for a sweep of one partner after `delayMs`; requests while one is pending or running coalesce. */
+  /**
+   * Asks for a sweep of one partner after `delayMs`; requests while one is pending or running coalesce.
+   * A sweep finding something still waiting asks for the next at the moment that can have changed, so
+   * waiting files (not settled, incomplete, behind a gap, backing off) are not looked at in between.
+   */
   kick(id: string, delayMs: number): void {
     const st = this.states.get(id);
     if (!st || this.stopping || this.closed) return;
@@ -160,36 +169,44 @@ export class Daemon {
       st.again = true;
       return;
     }
+    const at = Date.now() + Math.min(delayMs, MAX_TIMER);
     if (st.timer) {
       // More activity while a sweep is pending (the companions of a data file, renamed just after it)
       // pushes the sweep back, so it comes once the newest file has settled instead of finding it
       // unsettled and looking again a whole settle time later; never past twice the first delay.
-      if (delayMs === 0 || Date.now() + delayMs > st.latest!) return;
+      // A request for sooner (an event while the sweep waits for something due much later) comes sooner.
+      const sooner = at < st.at!;
+      if (!sooner && (delayMs === 0 || at > st.latest!)) return;
       clearTimeout(st.timer);
-    } else st.latest = Date.now() + 2 * delayMs;
+      if (sooner) st.latest = at + delayMs;
+    } else st.latest = at + delayMs;
+    st.at = at;
     st.timer = setTimeout(() => {
       st.timer = undefined;
-      st.running = this.sweep(st).then((waiting) => {
+      st.running = this.sweep(st).then((due) => {
         st.running = undefined;
-        // Something not settled yet (or waiting for a missing sequence): look again soon.
-        if (st.again || waiting > 0) this.kick(id, st.again ? 0 : Math.max(this.config.settleMs, 250));
+        if (st.again) this.kick(id, 0);
+        else if (due !== undefined) this.kick(id, Math.max(due - Date.now(), MIN_GAP_MS));
         st.again = false;
       });
-    }, delayMs);
+    }, at - Date.now());
   }
 
-  /** One sweep of one partner; returns how many deliveries are waiting. Never throws. */
-  private async sweep(st: PartnerState): Promise<number> {
+  /** One sweep of one partner; returns when to sweep it again at the latest (see sweepPartner). Never throws. */
+  private async sweep(st: PartnerState): Promise<number | undefined> {
     await this.acquire();
     const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
+    let due: number | undefined;
     try {
-      if (this.stopping) return 0;
-      const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal, keyring: this.keyring, observer: this.ops?.observer };
-      await recover(this.store, st.partner, this.log);
+      if (this.stopping) return undefined;
+      const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal, keyring: this.keyring, observer: this.ops?.observer, alert: (a: Alert) => this.alert(a) };
+      await recover(this.store, st.partner, this.log, tally);
+      // An answer recovery could not write is tried again after the backoff.
+      if (tally.retry > 0) due = Date.now() + this.config.retryBackoffMs;
       await this.runReplays(st.partner.id);
       const refusedBefore = st.refused;
       st.refused = undefined;
-      await sweepPartner(ctx, this.config, tally, {
+      const next = await sweepPartner(ctx, this.config, tally, {
         stopped: () => this.stopping !== undefined,
         refused: ({ dir, reason }) => {
           st.refused = dir;
@@ -198,16 +215,18 @@ export class Daemon {
         accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
         gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),
       });
+      due = soonest(due, next);
     } catch (err) {
       this.log.error({ err, partner: st.partner.id }, 'sweep failed; it will be tried again');
+      due = Date.now() + this.config.retryBackoffMs;
     } finally {
       this.release();
     }
-    this.log.debug({ partner: st.partner.id, ...tally }, 'sweep done');
+    this.log.debug({ partner: st.partner.id, ...tally, next_sweep_in_ms: due === undefined ? null : Math.max(0, due - Date.now()) }, 'sweep done');
     for (const k of ['accepted', 'rejected', 'duplicate', 'retry'] as const) this.tally[k] += tally[k];
     // Answers to push and originals to release on a remote partner's server: do it now.
     if (tally.accepted + tally.rejected + tally.duplicate > 0) void this.links.get(st.partner.id)?.kick(this.abort.signal);
-    return tally.waiting + tally.retry;
+    return due;
   }
 
   /** Replays an operator asked for while we run (replay-queue.ts), in this partner's turn. */
@@ -242,10 +261,7 @@ export class Daemon {
   private alert(a: Alert): void {
     const action = this.config.alert;
     if (!action) return;
-    const sending = sendAlert(action, a, (err, attempt, ms) => this.log.warn({ err: String(err), attempt, retry_in_ms: Math.round(ms), event: a.event }, 'alert failed; retrying'), this.alertAbort.signal)
-      .then(() => this.log.info({ event: a.event, partner: a.partner, flow: a.flow }, 'alert sent'))
-      .catch((err) => this.log.error({ err: String(err), event: a.event, partner: a.partner, flow: a.flow, alert: a }, 'alert could not be sent'))
-      .finally(() => this.alerts.delete(sending));
+    const sending = sendLogged(action, a, this.log, this.alertAbort.signal).finally(() => this.alerts.delete(sending));
     this.alerts.add(sending);
   }
 

@@ -2,14 +2,17 @@
  * The per-delivery orchestrator: the one place that knows the order of the steps.
  * claim -> verify companions -> stream (hash, parse, map, stage) -> check totals -> commit -> answer.
  * It owns the transaction and turns every error into an outcome: reject (answered in error/), or
- * retry (the delivery goes back to the inbox untouched and is taken again later).
+ * retry (the delivery goes back to the inbox untouched and is taken again later, after a backoff, up
+ * to max_attempts times; then it is given up on: answered INTERNAL_ERROR in error/, and alerted).
  */
 import { createHash, type Hash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import type { Alert } from './alert.js';
 import { type AnswerFacts, type AnswerPlan, carryOut, planAccepted, planRejected, replayPlan } from './answer.js';
+import { type Attempts, fingerprint } from './attempts.js';
 import { claim, INTERNAL_PREFIX, release } from './claim.js';
 import type { FlowConfig, PartnerConfig } from './config.js';
 import { crashPoint } from './crashpoint.js';
@@ -23,6 +26,7 @@ import { type Exact, type MapStats, toMinorUnits } from './map.js';
 import { type DeliveryObserver, safeEmit } from './observe.js';
 import { decoder } from './parse.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, signerText, type Verdict } from './pgp.js';
+import { backoffDelay, type RetryPolicy } from './retry.js';
 import { type StagedRows, Stager, stagingSink } from './stage.js';
 import type { Applied, DeliveryRecord, Store } from './store.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from './verify.js';
@@ -36,6 +40,10 @@ export interface DeliveryContext {
   keyring?: Keyring;
   /** metrics and the like, called through safeEmit */
   observer?: DeliveryObserver;
+  /** failures of ours: attempts and backoff (retry.ts, deliveryRetry); without it, none is counted */
+  retry?: RetryPolicy;
+  /** the alert action (the daemon's): a delivery given up on is reported through it */
+  alert?: (alert: Alert) => void;
 }
 
 /** A replay (replay.ts): the delivery replayed, and where its files were copied from. */
@@ -44,7 +52,12 @@ export interface ReplayMarker {
   from: 'archive' | 'error';
 }
 
-export type Result = { status: 'accepted' | 'rejected' | 'duplicate'; record: DeliveryRecord } | { status: 'retry' | 'skipped'; error?: InboxdError };
+/**
+ * `retry`: taken again no earlier than `retryAt`; with `record`, it was committed and only its answer
+ * is still owed (recovery writes it).
+ */
+export type Result = { status: 'accepted' | 'rejected' | 'duplicate'; record: DeliveryRecord }
+  | { status: 'retry' | 'skipped'; error?: InboxdError; retryAt?: number; record?: DeliveryRecord };
 
 /** Sortable and short enough to type: 20250916T020012Z-3fa9c1 */
 export function newDeliveryId(now = new Date()): string {
@@ -57,9 +70,6 @@ export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): P
   const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq });
   const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, ready.files, { soleLinks: true });
   if (!dir) return { status: 'skipped' };
-  // Audit: the upload's own time (on our clock), then the moment it was complete, settled and claimed.
-  ctx.store.event(id, 'received', ready.files.join(', '), new Date(ready.arrivedMs).toISOString());
-  ctx.store.event(id, 'ready', 'complete and settled; claimed');
   log.info({ files: ready.files }, 'delivery claimed');
   return takeClaimed({ ...ctx, log }, flow, ready, id, dir);
 }
@@ -83,21 +93,98 @@ async function takeClaimed(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyD
   const facts: AnswerFacts = { id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, sha256: null, files: ready.files, processedAt, replayOf: replay?.of, replayFrom: replay?.from };
   let record: DeliveryRecord;
   try {
+    if (!replay) {
+      // Audit: the upload's own time (on our clock), then the moment it was complete, settled and claimed.
+      ctx.store.event(id, 'received', ready.files.join(', '), receivedAt);
+      ctx.store.event(id, 'ready', 'complete and settled; claimed');
+    }
     record = await ingest(ctx, flow, ready, dir, facts, receivedAt, replay);
   } catch (err) {
-    const e = classify(err);
-    if (e.kind !== 'retry' || !(await fsp.stat(dir).catch(() => undefined))) throw err;
-    // A replay's copies never go to the inbox: they are dropped, the evidence is where it was.
-    const stuck = replay ? await fsp.rm(dir, { recursive: true, force: true }).then(() => []) : await release(ctx.partner.dirs.inbox, dir);
-    ctx.store.event(id, 'retry', `${e.code}: ${e.message}`);
-    ctx.log.warn({ code: e.code, err: e.message, stuck }, replay ? 'replay rolled back; run it again' : 'delivery put back to be tried again');
-    return { status: 'retry', error: e };
+    return failed(ctx, facts, receivedAt, dir, err, started, replay);
   }
-  // Committed: from here a failure leaves the work directory for recovery to finish, never the inbox.
+  if (!replay) ctx.store.attempts.clear(ctx.partner.id, ready.file);
   crashPoint('after-commit');
-  const result = await finish(ctx, record, dir);
+  return answer(ctx, record, dir, started);
+}
+
+/** Committed: from here a failure leaves the work directory for recovery to finish, never the inbox. */
+async function answer(ctx: DeliveryContext, record: DeliveryRecord, dir: string, started: number): Promise<Result> {
+  let result: Result;
+  try {
+    result = await finish(ctx, record, dir);
+  } catch (err) {
+    const e = logFailure(ctx.log, err, `delivery ${record.outcome}, but its answer could not be written; recovery writes it`);
+    return { status: 'retry', error: e, record, retryAt: Date.now() + (ctx.retry?.baseMs ?? 0) };
+  }
   observe(ctx, record, started);
   return result;
+}
+
+/**
+ * A failure before the commit. A replay's copies are dropped (the evidence is where it was); a
+ * delivery goes back to the inbox to be taken again after a backoff, unless this was its last
+ * attempt: then it is given up on. A file still being written, or a delivery rolled back because we
+ * are stopping, is no failed attempt.
+ */
+async function failed(ctx: DeliveryContext, facts: AnswerFacts, receivedAt: string, dir: string, err: unknown, started: number, replay?: ReplayMarker): Promise<Result> {
+  const e = classify(err);
+  if (e.kind !== 'retry' || !(await fsp.stat(dir).catch(() => undefined))) throw err;
+  const counts = !replay && !ctx.signal?.aborted && e.code !== 'FILE_CHANGING';
+  const attempts = counts ? await countAttempt(ctx, facts, dir, e) : undefined;
+  const last = attempts && ctx.retry && attempts.attempts >= ctx.retry.maxAttempts;
+  if (last) {
+    try {
+      return await giveUp(ctx, facts, receivedAt, dir, e, attempts, started);
+    } catch (failure) {
+      logFailure(ctx.log, failure, 'the delivery could not be given up on; put back to be tried again');
+    }
+  }
+  // A replay's copies never go to the inbox: they are dropped, the evidence is where it was.
+  const stuck = replay ? await fsp.rm(dir, { recursive: true, force: true }).then(() => []) : await release(ctx.partner.dirs.inbox, dir);
+  ctx.store.event(facts.id, 'retry', `${e.code}: ${e.message}`);
+  const retryAt = attempts?.nextAt ?? Date.now();
+  const what = replay ? 'replay rolled back; run it again' : 'delivery put back to be tried again';
+  logFailure(ctx.log, err, what, { stuck, attempt: attempts?.attempts, max_attempts: ctx.retry?.maxAttempts, retry_in_ms: retryAt - Date.now() }, counts ? 'warn' : 'info');
+  return { status: 'retry', error: e, retryAt };
+}
+
+/**
+ * Logs a failure of ours: an error nobody recognised (a bug, most likely) at error level with its
+ * stack, a known one with its code and words. Returns it classified.
+ */
+export function logFailure(log: Logger, err: unknown, what: string, extra: Record<string, unknown> = {}, level: 'info' | 'warn' | 'error' = 'error'): InboxdError {
+  const e = classify(err);
+  if (e.code === 'UNEXPECTED_ERROR') log.error({ ...extra, code: e.code, err: e.cause ?? err }, `${what} (unexpected error: a bug?)`);
+  else log[level]({ ...extra, code: e.code, err: e.message, cause: e.details.cause }, what);
+  return e;
+}
+
+/** Counts the failed attempt (attempts.ts); undefined when it cannot be, which only means it is not counted. */
+async function countAttempt(ctx: DeliveryContext, facts: AnswerFacts, dir: string, e: InboxdError): Promise<Attempts | undefined> {
+  const policy = ctx.retry;
+  if (!policy) return undefined;
+  try {
+    const print = await fingerprint(dir, facts.files);
+    return ctx.store.attempts.failed(ctx.partner.id, facts.file, print, { deliveryId: facts.id, code: e.code, error: e.message }, (n) => backoffDelay(n - 1, policy));
+  } catch (err) {
+    logFailure(ctx.log, err, 'the failed attempt could not be counted');
+    return undefined;
+  }
+}
+
+/**
+ * The last attempt failed: the delivery is answered INTERNAL_ERROR in error/ (the partner is told the
+ * fault is ours and that we know), alerted, and left for `inboxd replay` once the cause is fixed.
+ */
+async function giveUp(ctx: DeliveryContext, facts: AnswerFacts, receivedAt: string, dir: string, e: InboxdError, attempts: Attempts, started: number): Promise<Result> {
+  const reason = `${facts.file} could not be processed: ${attempts.attempts} attempts failed for a reason on our side, not in the file. Our operations team has been alerted and will process it once that is fixed; there is no need to send it again`;
+  const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, reject('INTERNAL_ERROR', reason), undefined));
+  ctx.store.event(facts.id, 'given up', `after ${attempts.attempts} attempts (deliveries ${attempts.deliveryIds.join(', ')}); the last failed with ${e.code}: ${e.message}`);
+  ctx.store.attempts.clear(ctx.partner.id, facts.file);
+  const message = `${ctx.partner.id}/${facts.flow}: ${facts.file} given up after ${attempts.attempts} attempts (${e.code}: ${e.message}); answered INTERNAL_ERROR in error/; inboxd replay ${facts.id} once the cause is fixed`;
+  ctx.log.error({ event: 'delivery.failed', code: e.code, err: e.message, attempts: attempts.attempts }, message);
+  ctx.alert?.({ event: 'delivery.failed', severity: 'critical', partner: ctx.partner.id, flow: facts.flow ?? '', file: facts.file, delivery_id: facts.id, attempts: attempts.attempts, code: e.code, message, at: new Date().toISOString() });
+  return answer(ctx, record, dir, started);
 }
 
 /** A file that can never become a delivery (incomplete too long, unknown, not a regular file). */
@@ -114,9 +201,7 @@ export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<R
   ctx.store.event(id, 'received', stale.files.join(', '), receivedAt);
   const started = performance.now();
   const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, reject(stale.code, stale.reason), undefined));
-  const result = await finish({ ...ctx, log }, record, dir);
-  observe({ ...ctx, log }, record, started);
-  return result;
+  return answer({ ...ctx, log }, record, dir, started);
 }
 
 function observe(ctx: DeliveryContext, rec: DeliveryRecord, started: number): void {
@@ -156,6 +241,7 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     return store.commit(undefined, undefined, () => ({ ...rejectedRecord(ctx, facts, receivedAt, e, found?.stats), totals }));
   }
   const { stats, staged } = found;
+  crashPoint('before-commit');
   return store.commit(seqKey, staged ? { rows: staged, target: flow, keepNewer: replay ? seqKey : undefined } : undefined, (applied, lastSeq) => {
     if (applied && !replay) return duplicateRecord(ctx, facts, receivedAt, applied);
     if (!replay && flow.sequenceGap !== 'ignore' && lastSeq !== undefined && ready.name.seq < lastSeq) {

@@ -61,6 +61,8 @@ export interface Scan {
   stale: Stale[];
   /** deliveries seen but not ready yet */
   waiting: number;
+  /** when the first of them can become ready or stale (settled, or incomplete_after passed), on our clock */
+  dueMs?: number;
 }
 
 interface Entry {
@@ -93,6 +95,10 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   const tooOld = (e: Entry) => opts.now - e.ctimeMs >= opts.incompleteAfterMs;
   const linkLasted = (e: Entry) => opts.now - e.ctimeMs >= Math.max(opts.settleMs, LINK_GRACE_MS);
   const scan: Scan = { ready: [], stale: [], waiting: 0 };
+  const wait = (untilMs: number) => {
+    scan.waiting++;
+    scan.dueMs = Math.min(scan.dueMs ?? untilMs, untilMs);
+  };
   const claimed = new Set<string>();
   // Arrived when its last file did: a delivery is not there before it is complete. Never later than now.
   const arrival = (names: readonly string[]) => Math.min(opts.now, Math.max(...names.map((n) => byName.get(n)!.ctimeMs)));
@@ -101,7 +107,7 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   for (const e of listed) {
     if (e.bytes) {
       // Not UTF-8: no name of ours can match it, and Node cannot even name it as a string.
-      if (!settled(e)) scan.waiting++;
+      if (!settled(e)) wait(e.ctimeMs + opts.settleMs);
       else scan.stale.push({ file: e.name, files: [e.name], bytes: new Map([[e.name, e.bytes]]), arrivedMs: at(e), code: 'BAD_FILE_NAME', reason: `the file name is not valid UTF-8; it is shown, and kept in error/, as "${visible(e.name)}" (each byte that is no UTF-8 character as %XX); it was not read` });
     } else if (e.kind === 'directory') {
       // Named like a data file (listEntries), so never silently ignored; but a directory is the partner's to remove.
@@ -125,18 +131,18 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
     const linked = present.map((n) => byName.get(n)!).filter((f) => f.links > 1);
     if (linked.length > 0) {
       if (linked.some(linkLasted)) stale('HARD_LINK', `${linked.map((f) => `${visible(f.name)} has ${f.links} links`).join(', ')}: a hard link shares the file with another name, perhaps outside the inbox; it was not read`);
-      else scan.waiting++;
+      else wait(Math.max(...linked.map((f) => f.ctimeMs)) + Math.max(opts.settleMs, LINK_GRACE_MS));
       continue;
     }
     const missing = [flow.sidecarRequired && !byName.has(sidecar) ? sidecar : undefined, flow.manifestRequired && !byName.has(manifest) ? manifest : undefined].filter((n): n is string => !!n);
     if (missing.length > 0) {
-      if (!tooOld(e)) scan.waiting++;
+      if (!tooOld(e)) wait(e.ctimeMs + opts.incompleteAfterMs);
       else if (name.problem) stale('BAD_FILE_NAME', `${name.problem}; and ${missing.map(visible).join(' and ')} did not arrive`);
       else stale('INCOMPLETE', `the delivery is incomplete: ${missing.map(visible).join(' and ')} did not arrive within ${Math.round(opts.incompleteAfterMs / 1000)} s`);
       continue;
     }
     if (!present.every((n) => settled(byName.get(n)!))) {
-      scan.waiting++;
+      wait(Math.max(...present.map((n) => byName.get(n)!.ctimeMs)) + opts.settleMs);
       continue;
     }
     // Judged when it would have been taken: complete and settled, all its files in one report.
@@ -148,7 +154,7 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   for (const e of entries) {
     if (claimed.has(e.name)) continue;
     if (e.kind !== 'file') scan.stale.push({ file: e.name, files: [e.name], arrivedMs: arrival([e.name]), code: 'NOT_A_REGULAR_FILE', reason: `${visible(e.name)} is not a regular file; it was not read` });
-    else if (!tooOld(e)) scan.waiting++;
+    else if (!tooOld(e)) wait(e.ctimeMs + opts.incompleteAfterMs);
     else scan.stale.push({ file: e.name, files: [e.name], arrivedMs: arrival([e.name]), code: 'UNKNOWN_FILE', reason: `${visible(e.name)} is not a delivery of any configured flow, or the data file it belongs to never arrived` });
   }
   scan.ready.sort((a, b) => a.name.flow.localeCompare(b.name.flow) || a.name.seq - b.name.seq);

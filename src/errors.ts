@@ -2,8 +2,10 @@
  * The error catalogue. Every error that crosses a boundary (partner report,
  * CLI exit code, log line) carries a stable `code` that scripts match on and a
  * `kind` that tells the engine what to do with it:
- *   reject - the partner's delivery is wrong: report it, never retry on our own;
- *   retry  - something of ours hiccupped (disk, database, remote server): roll back, try later;
+ *   reject - the partner's delivery is wrong: report it, never retry on our own (and INTERNAL_ERROR:
+ *            we gave up on it, reported like a rejection, though the fault is ours);
+ *   retry  - something of ours hiccupped (disk, database, remote server): roll back, try later, a bounded
+ *            number of times (max_attempts);
  *   fatal  - configuration: refuse to start (exit 78, EX_CONFIG).
  */
 export type ErrorKind = 'reject' | 'retry' | 'fatal';
@@ -44,6 +46,9 @@ export const CODES = {
   REMOTE_UNAVAILABLE: 'retry',
   REMOTE_TIMEOUT: 'retry',
   CIRCUIT_OPEN: 'retry',
+  UNEXPECTED_ERROR: 'retry', // recognised by no table: a bug, most likely; logged with its stack, retried up to max_attempts
+  // ours, given up: after max_attempts the delivery is answered in error/ (the partner is told the fault is ours)
+  INTERNAL_ERROR: 'reject',
   // operations commands (replay, deliveries): the operator's request cannot be done as asked
   USAGE: 'reject', // the command line names a partner, flow or file that does not exist
   UNKNOWN_DELIVERY: 'reject',
@@ -76,12 +81,49 @@ export class InboxdError extends Error {
 export const reject = (code: ErrorCode, message: string, details?: Record<string, unknown>) =>
   new InboxdError(code, message, details);
 
-/** Unknown errors (EIO, SQLITE_BUSY, a bug) are treated as ours and retryable: never blame the partner for them. */
+/**
+ * Causes of ours that pass (a full disk, a busy database, a lost connection), by the code the system
+ * or the driver gives them, never by their words. SQLite's extended codes (SQLITE_IOERR_WRITE) go by
+ * their primary code. PostgreSQL's SQLSTATEs are here for a second database.
+ */
+const RETRYABLE: Readonly<Record<string, 'IO_ERROR' | 'DB_BUSY'>> = {
+  SQLITE_BUSY: 'DB_BUSY', SQLITE_LOCKED: 'DB_BUSY', SQLITE_PROTOCOL: 'DB_BUSY',
+  SQLITE_FULL: 'IO_ERROR', SQLITE_IOERR: 'IO_ERROR', SQLITE_CANTOPEN: 'IO_ERROR', SQLITE_READONLY: 'IO_ERROR', SQLITE_NOMEM: 'IO_ERROR',
+  // the disk, the file system and its permissions (an operator fixes them; the delivery then goes through)
+  ENOSPC: 'IO_ERROR', EDQUOT: 'IO_ERROR', EIO: 'IO_ERROR', EROFS: 'IO_ERROR', ESTALE: 'IO_ERROR', EACCES: 'IO_ERROR', EPERM: 'IO_ERROR',
+  ENOENT: 'IO_ERROR', ENOTDIR: 'IO_ERROR', EISDIR: 'IO_ERROR', EBUSY: 'IO_ERROR', EMFILE: 'IO_ERROR', ENFILE: 'IO_ERROR', ENOMEM: 'IO_ERROR',
+  EAGAIN: 'IO_ERROR', EINTR: 'IO_ERROR',
+  // the network (alert endpoints, partner servers)
+  ETIMEDOUT: 'IO_ERROR', ECONNRESET: 'IO_ERROR', ECONNREFUSED: 'IO_ERROR', EHOSTUNREACH: 'IO_ERROR', ENETUNREACH: 'IO_ERROR', EPIPE: 'IO_ERROR', EAI_AGAIN: 'IO_ERROR',
+  // a delivery rolled back because we are stopping
+  ABORT_ERR: 'IO_ERROR',
+  // PostgreSQL: serialization failure, deadlock, too many connections, disk full, out of memory, shutdown, connection lost
+  '40001': 'DB_BUSY', '40P01': 'DB_BUSY', '53300': 'DB_BUSY',
+  '53100': 'IO_ERROR', '53200': 'IO_ERROR', '57P01': 'IO_ERROR', '08000': 'IO_ERROR', '08003': 'IO_ERROR', '08006': 'IO_ERROR',
+};
+
+/** The retryable code of an error or of one of its causes, if any. */
+function retryableCode(err: unknown): { code: 'IO_ERROR' | 'DB_BUSY'; cause: string } | undefined {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (typeof e.code !== 'string') continue;
+    const primary = /^SQLITE_[A-Z]+/.exec(e.code)?.[0] ?? e.code;
+    const code = Object.hasOwn(RETRYABLE, primary) ? RETRYABLE[primary] : undefined;
+    if (code) return { code, cause: e.code };
+  }
+  return undefined;
+}
+
+/**
+ * Errors from outside the catalogue: a cause in the table of retryable codes is ours and transient
+ * (IO_ERROR, DB_BUSY); anything else is UNEXPECTED_ERROR, a bug as far as we know. Both are ours,
+ * retried a bounded number of times, never blamed on the partner.
+ */
 export function classify(err: unknown): InboxdError {
   if (err instanceof InboxdError) return err;
-  const e = err as { code?: string; message?: string };
-  const busy = typeof e?.code === 'string' && e.code.startsWith('SQLITE_BUSY');
-  return new InboxdError(busy ? 'DB_BUSY' : 'IO_ERROR', e?.message ?? String(err), { cause: e?.code }, { cause: err });
+  const e = err as { code?: unknown; message?: string };
+  const known = retryableCode(err);
+  const cause = known?.cause ?? (typeof e?.code === 'string' ? e.code : undefined);
+  return new InboxdError(known?.code ?? 'UNEXPECTED_ERROR', e?.message ?? String(err), { cause }, { cause: err });
 }
 
 /** sysexits(3): what `inboxd` exits with. */

@@ -141,7 +141,7 @@ export async function decryptStream(ciphertext: Readable, opts: DecryptOptions):
         await reader.cancel().catch(() => {});
         await source.return?.().catch(() => {});
       }
-      settle.reject(classify(new Error('the plaintext stream was closed before its end'))); // no-op once settled
+      settle.reject(new InboxdError('IO_ERROR', 'the plaintext stream was closed before its end')); // no-op once settled
     }
   }
 

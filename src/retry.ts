@@ -10,7 +10,8 @@ export interface RetryPolicy {
   maxAttempts: number;
   capMs: number;
   baseMs: number;
-  jitter: 'full' | 'none';
+  /** full: anywhere up to the delay; equal: between half of it and all of it; none: the delay itself */
+  jitter: 'full' | 'equal' | 'none';
 }
 
 /** Playbook `file.transfer,5,600000,full`. */
@@ -32,12 +33,22 @@ export function parseRetryPolicy(spec: string, baseMs = DEFAULT_RETRY_POLICY.bas
 }
 
 /**
- * Delay before retry number `attempt` (0 = after the first failure). Full
- * jitter spreads clients that failed together so they do not return together.
+ * Delay before retry number `attempt` (0 = after the first failure). Jitter spreads clients (or
+ * deliveries) that failed together so they do not return together; equal jitter keeps at least half
+ * of the delay, so a failure is never retried at once.
  */
 export function backoffDelay(attempt: number, policy: RetryPolicy, random: () => number = Math.random): number {
   const ceiling = Math.min(policy.capMs, policy.baseMs * 2 ** attempt);
-  return policy.jitter === 'full' ? random() * ceiling : ceiling;
+  if (policy.jitter === 'full') return random() * ceiling;
+  return policy.jitter === 'equal' ? ceiling / 2 + (random() * ceiling) / 2 : ceiling;
+}
+
+/**
+ * Deliveries that fail for a reason of ours: `max_attempts` tries, waiting `retry_backoff` after the
+ * first failure, doubling after each further one up to an hour (or retry_backoff, if longer), with equal jitter.
+ */
+export function deliveryRetry(maxAttempts: number, baseMs: number): RetryPolicy {
+  return { maxAttempts, baseMs, capMs: Math.max(baseMs, 3_600_000), jitter: 'equal' };
 }
 
 export interface RetryOptions {

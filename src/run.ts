@@ -2,19 +2,23 @@
  * One pass over every partner: finish interrupted work, then take every ready delivery.
  * `inboxd run --once` is exactly this; the daemon runs it on events and on a schedule.
  */
-import { promises as fsp } from 'node:fs';
+import { type Dirent, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { type Alert, sendLogged } from './alert.js';
+import { fingerprint } from './attempts.js';
 import { isReplayCopy, release } from './claim.js';
 import type { Config, FlowConfig, PartnerConfig } from './config.js';
-import { type DeliveryContext, finish, handleReady, handleStale, type Result } from './delivery.js';
-import { type ReadyDelivery, scanInbox } from './discover.js';
+import { type DeliveryContext, finish, handleReady, handleStale, logFailure, type Result } from './delivery.js';
+import { type ReadyDelivery, type Scan, scanInbox } from './discover.js';
 import { gapVerdict } from './gap.js';
 import { lockInstance } from './instance.js';
 import { type DirProblem, partnerDirProblem, prepareTree } from './layout.js';
 import { expiringKeys, type Keyring, loadKeyring } from './keyring.js';
 import type { Logger } from './log.js';
+import type { ParsedName } from './naming.js';
 import { Releasers } from './releasers.js';
+import { deliveryRetry } from './retry.js';
 import { Store } from './store.js';
 
 export interface Tally {
@@ -39,45 +43,72 @@ export function openStore(config: Config): Store {
 /**
  * Startup recovery, before any new delivery is taken. A committed delivery whose answer was cut short
  * gets its stored plan carried out again; a claimed delivery that never committed goes back to the inbox.
- * Returns how many went back.
+ * One delivery that cannot be recovered is logged and counted as a retry in `tally`, and recovery goes on
+ * with the others: it never throws. Returns how many went back.
  */
-export async function recover(store: Store, partner: PartnerConfig, log: Logger): Promise<number> {
-  let putBack = 0;
-  const ctx = { store, log, partner };
+export async function recover(store: Store, partner: PartnerConfig, log: Logger, tally?: Tally): Promise<number> {
+  const failedOne = (plog: Logger, err: unknown, what: string) => {
+    logFailure(plog, err, what);
+    if (tally) tally.retry++;
+  };
   const unanswered = store.db.prepare('SELECT id FROM deliveries WHERE partner = ? AND answered_at IS NULL ORDER BY decided_at').all(partner.id) as { id: string }[];
   for (const { id } of unanswered) {
     const rec = store.delivery(id)!;
     const dlog = log.child({ delivery_id: id, partner: partner.id, flow: rec.flow, file: rec.file, seq: rec.seq });
-    await finish({ ...ctx, log: dlog }, rec, join(partner.dirs.work, id));
-    dlog.info('recovered: answer completed after an interruption');
+    try {
+      await finish({ store, log: dlog, partner }, rec, join(partner.dirs.work, id));
+      dlog.info('recovered: answer completed after an interruption');
+    } catch (err) {
+      failedOne(dlog, err, 'the answer of a committed delivery could not be written; tried again at the next pass');
+    }
   }
-  for (const entry of await fsp.readdir(partner.dirs.work, { withFileTypes: true })) {
-    const id = entry.name;
-    const dir = join(partner.dirs.work, id);
-    // A file here is never a delivery: an answer's temporary file left by a crash in versions that wrote them here.
-    if (!entry.isDirectory()) {
-      await fsp.rm(dir, { force: true });
-      continue;
-    }
-    if (store.delivery(id)) {
-      await fsp.rm(dir, { recursive: true, force: true });
-      continue;
-    }
-    // A replay's copies (replay.ts) cut short before its commit: disposable, the evidence is where it was.
-    if (await isReplayCopy(dir)) {
-      await fsp.rm(dir, { recursive: true, force: true });
-      store.event(id, 'interrupted', 'replay cut short before its commit: nothing applied; run the replay again');
-      continue;
-    }
-    const stuck = await release(partner.dirs.inbox, dir);
-    store.event(id, 'interrupted', 'claimed but not committed: put back into the inbox');
-    if (stuck.length) log.error({ delivery_id: id, partner: partner.id, stuck, dir }, 'recovered delivery could not go back to the inbox: a file of the same name is there; left in the working directory');
-    else {
-      log.info({ delivery_id: id, partner: partner.id }, 'recovered: uncommitted delivery put back into the inbox');
-      putBack++;
+  let entries: Dirent[];
+  try {
+    entries = await fsp.readdir(partner.dirs.work, { withFileTypes: true });
+  } catch (err) {
+    failedOne(log.child({ partner: partner.id }), err, 'the working directory could not be read; tried again at the next pass');
+    return 0;
+  }
+  let putBack = 0;
+  for (const entry of entries) {
+    try {
+      if (await recoverDir(store, partner, log, entry)) putBack++;
+    } catch (err) {
+      failedOne(log.child({ delivery_id: entry.name, partner: partner.id }), err, 'an interrupted delivery could not be recovered; tried again at the next pass');
     }
   }
   return putBack;
+}
+
+/** One entry of the working directory; true when a delivery went back to the inbox. */
+async function recoverDir(store: Store, partner: PartnerConfig, log: Logger, entry: Dirent): Promise<boolean> {
+  const id = entry.name;
+  const dir = join(partner.dirs.work, id);
+  // A file here is never a delivery: an answer's temporary file left by a crash in versions that wrote them here.
+  if (!entry.isDirectory()) {
+    await fsp.rm(dir, { force: true });
+    return false;
+  }
+  const rec = store.delivery(id);
+  if (rec) {
+    // Answered: what is left is ours. Not answered yet (its answer failed just now): its files are still to go out.
+    if (rec.answeredAt) await fsp.rm(dir, { recursive: true, force: true });
+    return false;
+  }
+  // A replay's copies (replay.ts) cut short before its commit: disposable, the evidence is where it was.
+  if (await isReplayCopy(dir)) {
+    await fsp.rm(dir, { recursive: true, force: true });
+    store.event(id, 'interrupted', 'replay cut short before its commit: nothing applied; run the replay again');
+    return false;
+  }
+  const stuck = await release(partner.dirs.inbox, dir);
+  store.event(id, 'interrupted', 'claimed but not committed: put back into the inbox');
+  if (stuck.length) {
+    log.error({ delivery_id: id, partner: partner.id, stuck, dir }, 'recovered delivery could not go back to the inbox: a file of the same name is there; left in the working directory');
+    return false;
+  }
+  log.info({ delivery_id: id, partner: partner.id }, 'recovered: uncommitted delivery put back into the inbox');
+  return true;
 }
 
 export interface SweepHooks {
@@ -90,50 +121,107 @@ export interface SweepHooks {
   refused?: (problem: DirProblem) => void;
 }
 
-/** Processes what is ready in one partner's inbox, in sequence order per flow. */
-export async function sweepPartner(ctx: DeliveryContext, config: Config, tally: Tally, hooks: SweepHooks = {}): Promise<void> {
+/**
+ * Processes what is ready in one partner's inbox, in sequence order per flow. It never throws: a failure
+ * is this partner's or one delivery's, logged and counted as a retry, and the rest goes on. Returns when
+ * something left waiting can have changed (Date.now() ms: a file settled or overdue, a gap waited out, a
+ * retry's backoff over), or undefined when nothing waits.
+ */
+export async function sweepPartner(base: DeliveryContext, config: Config, tally: Tally, hooks: SweepHooks = {}): Promise<number | undefined> {
+  const ctx: DeliveryContext = { ...base, retry: deliveryRetry(config.maxAttempts, config.retryBackoffMs) };
   const { partner } = ctx;
-  // A directory replaced by a link would have us take, answer and archive files wherever it points.
-  const wrong = await partnerDirProblem(partner);
-  if (wrong) {
-    ctx.log.error({ partner: partner.id, dir: wrong.dir, event: 'partner.refused' }, `partner ${partner.id} left out of this sweep: ${wrong.reason}`);
-    return hooks.refused?.(wrong);
+  let scan: Scan;
+  try {
+    // A directory replaced by a link would have us take, answer and archive files wherever it points.
+    const wrong = await partnerDirProblem(partner);
+    if (wrong) {
+      ctx.log.error({ partner: partner.id, dir: wrong.dir, event: 'partner.refused' }, `partner ${partner.id} left out of this sweep: ${wrong.reason}`);
+      hooks.refused?.(wrong);
+      return undefined;
+    }
+    scan = await scanInbox(partner.dirs.inbox, {
+      flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(),
+    });
+  } catch (err) {
+    logFailure(ctx.log.child({ partner: partner.id }), err, 'the inbox could not be listed; tried again later');
+    tally.retry++;
+    return Date.now() + config.retryBackoffMs;
   }
-  const scan = await scanInbox(partner.dirs.inbox, {
-    flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(),
-  });
   tally.waiting += scan.waiting;
+  let due = scan.dueMs;
   for (const stale of scan.stale) {
-    if (hooks.stopped?.()) return;
-    count(tally, await handleStale(ctx, stale));
+    if (hooks.stopped?.()) return due;
+    const r = await guarded(ctx, stale, () => handleStale(ctx, stale));
+    count(tally, r);
+    if (r.status === 'retry') due = soonest(due, r.retryAt);
   }
   const held = new Set<string>();
   for (const ready of scan.ready) {
-    if (hooks.stopped?.()) return;
+    if (hooks.stopped?.()) return due;
     const flow = partner.flows.find((f) => f.id === ready.name.flow)!;
-    if (held.has(flow.id) || gapGate(ctx, flow, ready, hooks) === 'hold') {
-      held.add(flow.id); // later sequences of the flow wait behind the missing one
-      tally.waiting++;
-      continue;
+    const wait = held.has(flow.id) ? { as: 'waiting' as const, until: undefined } : await notYet(ctx, flow, ready, hooks);
+    let r: Result | undefined;
+    if (wait) {
+      tally[wait.as]++;
+      due = soonest(due, wait.until);
+    } else {
+      r = await guarded(ctx, ready, () => handleReady(ctx, ready));
+      count(tally, r);
+      if (r.status === 'accepted') hooks.accepted?.(flow, r.record.id);
+      if (r.status === 'retry') due = soonest(due, r.retryAt);
     }
-    const r = await handleReady(ctx, ready);
-    count(tally, r);
-    if (r.status === 'accepted') hooks.accepted?.(flow, r.record.id);
+    // Later sequences of a flow wait behind one not applied: taken first, they would put it out of order.
+    // One committed, only its answer owed, is applied.
+    if ((wait || (r?.status === 'retry' && !r.record)) && flow.sequenceGap !== 'ignore') held.add(flow.id);
   }
+  return due;
+}
+
+/** The earlier of two times, either of which may be unknown. */
+export const soonest = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined ? b : b === undefined ? a : Math.min(a, b));
+
+/** Why a ready delivery is not taken now, and until when: its backoff after a failure of ours, or a sequence gap. */
+async function notYet(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): Promise<{ as: 'retry' | 'waiting'; until: number } | undefined> {
+  const backoff = await backoffUntil(ctx, ready);
+  if (backoff !== undefined) return { as: 'retry', until: backoff };
+  const gap = gapUntil(ctx, flow, ready, hooks);
+  return gap === undefined ? undefined : { as: 'waiting', until: gap };
+}
+
+/** A delivery's failure that escaped it (its claim, say): logged naming it, to be tried again. */
+async function guarded(ctx: DeliveryContext, item: { file: string; name?: ParsedName }, handle: () => Promise<Result>): Promise<Result> {
+  try {
+    return await handle();
+  } catch (err) {
+    const log = ctx.log.child({ partner: ctx.partner.id, flow: item.name?.flow ?? null, file: item.file, seq: item.name?.seq ?? null });
+    return { status: 'retry', error: logFailure(log, err, 'delivery failed; tried again later'), retryAt: Date.now() + (ctx.retry?.baseMs ?? 0) };
+  }
+}
+
+/**
+ * A delivery that failed for a reason of ours waits out its backoff (attempts.ts): returns until when,
+ * or undefined when it may be taken now. Another file under its name (a new upload) is not held back.
+ */
+async function backoffUntil(ctx: DeliveryContext, ready: ReadyDelivery): Promise<number | undefined> {
+  const failed = ctx.store.attempts.get(ctx.partner.id, ready.file);
+  if (!failed || failed.nextAt <= Date.now()) return undefined;
+  const print = await fingerprint(ctx.partner.dirs.inbox, ready.files).catch(() => undefined);
+  return print === failed.fingerprint ? failed.nextAt : undefined;
 }
 
 /**
  * A sequence gap (002 ready, 001 never came): `wait` holds the flow until the missing file arrives or
  * gap_wait has passed since the later file arrived, then reports the gap and goes on; `warn` reports
- * and goes on at once; `ignore` does neither.
+ * and goes on at once; `ignore` does neither. Returns until when the flow is held, or undefined: go.
  */
-function gapGate(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): 'go' | 'hold' {
+function gapUntil(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): number | undefined {
   const verdict = gapVerdict(flow, ctx.store.lastSeq(flow.partner, flow.id), ready.name.seq, ready.arrivedMs, Date.now());
-  if (verdict.kind !== 'gap') return verdict.kind;
+  if (verdict.kind === 'go') return undefined;
+  if (verdict.kind === 'hold') return verdict.untilMs;
   const { expected } = verdict;
   ctx.log.warn({ partner: flow.partner, flow: flow.id, expected, seq: ready.name.seq, file: ready.file, event: 'sequence.gap' }, `sequence gap: expected ${expected}, got ${ready.name.seq}; going on`);
   hooks.gap?.(flow, expected, ready.name.seq);
-  return 'go';
+  return undefined;
 }
 
 function count(tally: Tally, r: Result): void {
@@ -163,14 +251,18 @@ export async function openAll(config: Config, log: Logger, held: Releasers): Pro
 export async function runOnce(config: Config, log: Logger): Promise<Tally> {
   const held = new Releasers();
   const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
+  // A delivery given up on is alerted (delivery.failed); the run waits for its alerts before it ends.
+  const alerts: Promise<void>[] = [];
+  const alert = config.alert && ((a: Alert) => void alerts.push(sendLogged(config.alert!, a, log)));
   try {
     const { keyring, store } = await openAll(config, log, held);
     let putBack = 0;
-    for (const partner of config.partners) putBack += await recover(store, partner, log);
+    for (const partner of config.partners) putBack += await recover(store, partner, log, tally);
     // A delivery put back has just changed in the inbox, as if just uploaded: this run still takes it.
     if (putBack > 0) await sleep(config.settleMs);
-    for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring }, config, tally);
+    for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring, alert }, config, tally);
   } finally {
+    await Promise.all(alerts);
     await held.releaseAll((resource, err) => log.error({ err, resource }, 'release failed'));
   }
   return tally;

@@ -9,7 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { Chunk } from './chunk.js';
 import type { CsvDialect } from './config.js';
-import { InboxdError, reject } from './errors.js';
+import { classify, reject } from './errors.js';
 import { RowMapper, type Value } from './map.js';
 import type { FieldSpec } from './mapping.js';
 import { RecordReader } from './parse.js';
@@ -38,11 +38,14 @@ const columns = spec.fields.length;
 const mapper = new RowMapper(spec.fields, spec.totals, spec.maxReported);
 if (spec.header) mapper.header(spec.header);
 const reader = new RecordReader(spec.csv);
-const db = new Database(spec.path);
-db.pragma('journal_mode = OFF');
-db.pragma('synchronous = OFF');
 const cols = Array.from({ length: columns }, (_, i) => `c${i}`);
-db.exec(`CREATE TABLE rows (${cols.join(', ')})`);
+const db = outOfThread(() => {
+  const scratch = new Database(spec.path);
+  scratch.pragma('journal_mode = MEMORY'); // OFF is refused in the defensive mode better-sqlite3 opens with
+  scratch.pragma('synchronous = OFF');
+  scratch.exec(`CREATE TABLE rows (${cols.join(', ')})`); // a full disk fails here
+  return scratch;
+});
 
 // One statement for many rows: fewer calls across the native boundary.
 const PER_STMT = Math.max(1, Math.floor(999 / columns));
@@ -83,14 +86,27 @@ function stageChunk(chunk: Chunk, skipFirst: boolean): [number, number] {
 
 parentPort!.on('message', (msg: ToWorker) => {
   if ('end' in msg) {
-    db.close();
+    outOfThread(() => db.close());
     parentPort!.postMessage({ done: mapper.stats } satisfies FromWorker);
     return;
   }
   try {
     parentPort!.postMessage({ ack: msg.index, rows: stageChunk(msg.chunk, msg.skipFirst) } satisfies FromWorker);
   } catch (err) {
-    const error = err instanceof InboxdError ? { code: err.code, message: err.message, details: err.details } : { code: 'IO_ERROR', message: (err as Error).message, details: {} };
-    parentPort!.postMessage({ index: msg.index, error } satisfies FromWorker);
+    const e = classify(err);
+    parentPort!.postMessage({ index: msg.index, error: { code: e.code, message: e.message, details: e.details } } satisfies FromWorker);
   }
 });
+
+/**
+ * What this thread throws uncaught reaches the main thread cloned, and a SqliteError arrives as a bare
+ * `{ code }`, its message lost: thrown as a plain Error with the same message and code instead.
+ */
+function outOfThread<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    const e = err as { message?: string; code?: unknown };
+    throw Object.assign(new Error(e.message ?? String(err)), { code: e.code });
+  }
+}

@@ -13,6 +13,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { AttemptLedger } from './attempts.js';
 import { InboxdError } from './errors.js';
 import { guard, naming } from './db-errors.js';
 import { type FieldSpec, sameColumns } from './mapping.js';
@@ -129,6 +130,8 @@ export class Store {
   readonly db: Database.Database;
   /** bookkeeping for partners we pull from and push to */
   readonly remote: RemoteLedger;
+  /** deliveries that failed for a reason of ours: attempts and backoff */
+  readonly attempts: AttemptLedger;
 
   /**
    * `readonly`: for commands that promise to change nothing (inboxd check); the database must exist.
@@ -141,6 +144,7 @@ export class Store {
       this.db.pragma('query_only = ON');
       this.db.pragma('busy_timeout = 10000');
       this.remote = new RemoteLedger(this.db, false);
+      this.attempts = new AttemptLedger(this.db, false);
       return;
     }
     mkdirSync(dirname(path), { recursive: true });
@@ -154,6 +158,7 @@ export class Store {
     this.db.pragma('busy_timeout = 10000');
     this.db.exec(SCHEMA);
     this.remote = new RemoteLedger(this.db);
+    this.attempts = new AttemptLedger(this.db);
   }
 
   /**
@@ -194,8 +199,17 @@ export class Store {
    */
   commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: (applied: Applied | undefined, lastSeq: number | undefined) => DeliveryRecord): DeliveryRecord {
     const files = staged?.rows.files ?? [];
-    files.forEach((f, n) => this.db.prepare(`ATTACH DATABASE ? AS stg${n}`).run(f));
+    let attached = 0;
     try {
+      for (const f of files) {
+        const name = `stg${attached}`;
+        this.db.prepare(`ATTACH DATABASE ? AS ${name}`).run(f);
+        attached++;
+        // BEGIN IMMEDIATE takes a write transaction on every attached file; with a rollback journal on two
+        // or more of them, SQLite writes a super-journal beside the database at each commit (and a failed
+        // commit leaves it there). They are only read: an in-memory journal needs no super-journal.
+        this.db.pragma(`${name}.journal_mode = MEMORY`);
+      }
       return this.db.transaction(() => {
         const rec = seqKey ? decide(this.applied(seqKey.partner, seqKey.flow, seqKey.seq), this.lastSeq(seqKey.partner, seqKey.flow)) : decide(undefined, undefined);
         let written = '';
@@ -210,7 +224,7 @@ export class Store {
         return rec;
       }).immediate();
     } finally {
-      files.forEach((_, n) => this.db.exec(`DETACH DATABASE stg${n}`));
+      for (let n = 0; n < attached; n++) this.db.exec(`DETACH DATABASE stg${n}`);
     }
   }
 
