@@ -102,12 +102,15 @@ async function checkPlacement(config: Config): Promise<void> {
   if (inside(db, work)) throw configError(config.file, 'database', `${config.database} is inside the work directory ${config.workDir}, which recovery clears; put it elsewhere`);
 }
 
-/** Once both exist: a rename from an inbox into the work directory must not cross file systems (EXDEV). */
+/**
+ * Once both exist: a delivery's files are renamed from the inbox into the work directory and from there
+ * into archive/ or error/, which must not cross file systems (EXDEV). Answers are written in outbox/ itself.
+ */
 async function checkSameFileSystem(config: Config): Promise<void> {
   const dev = (path: string) => fsp.stat(path).then((st) => st.dev, () => undefined);
   for (const p of config.partners) {
     const work = await dev(p.dirs.work);
-    for (const d of partnerDirs(p).slice(1)) {
+    for (const d of [p.dirs.inbox, p.dirs.error, p.dirs.archive]) {
       const other = await dev(d);
       if (work !== undefined && other !== undefined && other !== work) throw configError(config.file, 'work_dir', `${config.workDir} is on another file system than ${d}: deliveries are moved between them by rename; put work_dir on the file system of root`);
     }

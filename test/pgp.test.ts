@@ -264,8 +264,8 @@ describe('rejected', () => {
     const path = await encrypted('stranger.gpg', csv, { recipients: ['us-ed@inboxd.test'], signer: 'stranger@elsewhere.test' });
     const r = await consume(path, options({ requireSignature: true }));
     expect(r.error?.code).toBe('SIGNATURE_UNKNOWN_KEY');
-    // not required: a signature we cannot check is ignored
-    expect((await consume(path, options())).verdict).toEqual({});
+    // not required: accepted, and who signed it is told (the audit trail says so)
+    expect((await consume(path, options())).verdict).toEqual({ unknownSigner: await gpg.fingerprint('stranger@elsewhere.test') });
   });
 
   it('signed by a key that has expired since', async () => {
