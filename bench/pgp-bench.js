@@ -3,7 +3,7 @@
  * Decrypt throughput and peak memory on a big gpg-made file:
  *   npx tsc -p tsconfig.json && node bench/pgp-bench.js [MB=200] [--compress zlib|zip|bzip2|none] [--unsigned]
  * The point is that memory stays flat whatever the file size: the plaintext is
- * streamed, never held (see the comment at the top of src/pgp.ts).
+ * streamed, never held (see the comment at the top of src/pgp/decrypt.ts).
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -12,8 +12,8 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decryptStream } from '../dist/pgp.js';
-import { loadPrivateKeys, loadPublicKeys } from '../dist/keys.js';
+import { decryptStream } from '../dist/pgp/decrypt.js';
+import { loadPrivateKeys, loadPublicKeys } from '../dist/pgp/keys.js';
 
 const MB = 1024 * 1024;
 const sizeMB = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 200);

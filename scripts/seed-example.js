@@ -4,7 +4,7 @@ import { cpSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
-import { parseDuration } from '../dist/units.js';
+import { parseDuration } from '../dist/config/units.js';
 
 const samples = new URL('../config/samples/', import.meta.url).pathname;
 const root = new URL('../var/partners/', import.meta.url).pathname;

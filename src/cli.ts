@@ -4,13 +4,13 @@
  *   0 all good · 1 some deliveries rejected · 64 usage · 70 internal error · 75 temporary failure, try again · 78 configuration error
  */
 import { Command, CommanderError } from 'commander';
-import { type Config, loadConfig } from './config.js';
-import { registerKeysCommands } from './cli-keys.js';
-import { registerOpsCommands } from './cli-ops.js';
+import { type Config, loadConfig } from './config/config.js';
+import { registerKeysCommands } from './cli/keys.js';
+import { registerOpsCommands } from './cli/ops.js';
 import { classify, EXIT, InboxdError } from './errors.js';
-import { keySources } from './keyring.js';
+import { keySources } from './pgp/keyring.js';
 import { createLogger, type Logger } from './log.js';
-import { runOnce } from './run.js';
+import { runOnce } from './ingest/pass.js';
 
 const program = new Command();
 program.name('inboxd').description('File-ingestion daemon: partner batch files from inbox to database, exactly once').exitOverride();
@@ -32,7 +32,7 @@ program
 /** Runs until SIGTERM or SIGINT: the first stops gracefully (exit 0), a second exits at once. */
 async function runDaemon(config: Config, log: Logger): Promise<void> {
   // Loaded here, not above: `run --once` and the other commands start without the daemon's modules.
-  const { Daemon } = await import('./daemon.js');
+  const { Daemon } = await import('./daemon/service.js');
   const daemon = new Daemon(config, log);
   let signals = 0;
   const stopped = new Promise<void>((resolve) => {
@@ -57,7 +57,7 @@ program
   .requiredOption('-c, --config <file>', 'configuration file (YAML)')
   .action(async (opts: { config: string }) => {
     const config = loadConfig(opts.config);
-    const { preflight } = await import('./preflight.js');
+    const { preflight } = await import('./ingest/preflight.js');
     await preflight(config);
     const flows = config.partners.reduce((n, p) => n + p.flows.length, 0);
     process.stdout.write(`${config.file}: ok (${config.partners.length} partners, ${flows} flows)\n`);

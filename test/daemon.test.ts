@@ -9,11 +9,11 @@ import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { AlertSink, type DaemonProcess, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
 import { type Fixture, fixture, type FixtureOptions, nameFor, rowsOf } from './helpers/fixture.js';
-import type { Alert } from '../src/alert.js';
-import { loadConfig } from '../src/config.js';
-import { DeadlineKeeper } from '../src/deadlines.js';
+import type { Alert } from '../src/notify/alert.js';
+import { loadConfig } from '../src/config/config.js';
+import { DeadlineKeeper } from '../src/daemon/deadlines.js';
 import { createLogger } from '../src/log.js';
-import { Store } from '../src/store.js';
+import { Store } from '../src/store/sqlite/store.js';
 
 const ack = (fx: Fixture, name: string, partner = 'acme') => fx.path('outbox', `${name}.ack.json`, partner);
 const hasAck = (fx: Fixture, name: string, partner = 'acme') => existsSync(ack(fx, name, partner));

@@ -17,8 +17,8 @@ import Database from 'better-sqlite3';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { AlertSink, FLOW, msg, sleep, testDaemon, until } from './helpers/daemon.js';
 import { type Fixture, fixture, rowsOf, runCli, SLOW } from './helpers/fixture.js';
-import { storedName } from '../src/answer.js';
-import { loadConfig } from '../src/config.js';
+import { storedName } from '../src/pipeline/answer.js';
+import { loadConfig } from '../src/config/config.js';
 import { classify } from '../src/errors.js';
 
 const BUG = { INBOXD_TEST_THROW_AT: 'before-commit' };

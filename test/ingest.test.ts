@@ -7,7 +7,7 @@ import { promises as fsp, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { claim } from '../src/claim.js';
+import { claim } from '../src/pipeline/claim.js';
 import { fixture, nameFor, row, rowsOf, SLOW } from './helpers/fixture.js';
 
 describe.concurrent('B-003: a delivery with sidecar and manifest', SLOW, () => {

@@ -14,11 +14,11 @@ import { Command } from 'commander';
 import * as openpgp from 'openpgp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { InboxdError } from '../src/errors.js';
-import { decryptStream, isEncryptedName, type DecryptOptions } from '../src/pgp.js';
+import { decryptStream, isEncryptedName, type DecryptOptions } from '../src/pgp/decrypt.js';
 import {
   checkPartnerKey, describeKey, expiryWarnings, generateKeyPair, loadPrivateKeys, loadPublicKeys, readPassphrase,
-} from '../src/keys.js';
-import { checkKeys, generateKeys, listKeys, registerKeysCommands } from '../src/cli-keys.js';
+} from '../src/pgp/keys.js';
+import { checkKeys, generateKeys, listKeys, registerKeysCommands } from '../src/cli/keys.js';
 import { Gpg, type EncryptOptions } from './helpers/gpg.js';
 
 const MiB = 1024 * 1024;

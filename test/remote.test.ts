@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { createReadStream, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RemoteSession, StabilityTracker, fingerprint, type RemoteEndpoint } from '../src/remote.js';
+import { RemoteSession, StabilityTracker, fingerprint, type RemoteEndpoint } from '../src/remote/session.js';
 import { CircuitBreaker, withRetry } from '../src/retry.js';
 import { startSshd, type Sshd } from './helpers/sshd.js';
 

@@ -15,10 +15,10 @@ import { parse, stringify } from 'yaml';
 import { AlertSink, FLOW, msg, spawnDaemon, testDaemon, until } from './helpers/daemon.js';
 import { type Fixture, fixture, runCli, SLOW } from './helpers/fixture.js';
 import { canMount, mountTmpfs } from './helpers/mount.js';
-import { loadConfig } from '../src/config.js';
-import { lockInstance } from '../src/instance.js';
+import { loadConfig } from '../src/config/config.js';
+import { lockInstance } from '../src/store/sqlite/instance.js';
 import { createLogger } from '../src/log.js';
-import { runOnce } from '../src/run.js';
+import { runOnce } from '../src/ingest/pass.js';
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const checkConfig = (fx: Fixture) => runCli(['check-config', '--config', fx.configPath]);

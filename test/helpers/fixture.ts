@@ -129,7 +129,7 @@ function checkBuilt(): void {
   if (checked) return;
   checked = true;
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npx tsc -p tsconfig.json\` (npm test does it) before these tests`);
-  const stale = readdirSync(join(REPO, 'src')).filter((f) => f.endsWith('.ts')).filter((f) => {
+  const stale = (readdirSync(join(REPO, 'src'), { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).filter((f) => {
     const js = join(REPO, 'dist', f.replace(/\.ts$/, '.js'));
     return existsSync(js) && statSync(js).mtimeMs < statSync(join(REPO, 'src', f)).mtimeMs;
   });

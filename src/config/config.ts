@@ -1,0 +1,551 @@
+/**
+ * Configuration: raw YAML -> validated -> one frozen, typed Config with every default applied here.
+ * Every error names the file, the key path and what is wrong. Relative paths are relative to the
+ * configuration file's directory. Secrets are never inline: keys and passwords are file paths.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { CronExpressionParser } from 'cron-parser';
+import cron from 'node-cron';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { parseDuration, parseSize } from './units.js';
+import { InboxdError } from '../errors.js';
+import { type FieldSpec, loadMapping, sameColumns } from './mapping.js';
+import { parseRetryPolicy, type RetryPolicy } from '../retry.js';
+
+const ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+const duration = z.union([z.number(), z.string()]).refine((v) => parseDuration(v) !== undefined, {
+  message: 'expected a duration: milliseconds, or a number with ms, s, m, h or d (e.g. "30s")',
+});
+const size = z.union([z.number(), z.string()]).refine((v) => parseSize(v) !== undefined, {
+  message: 'expected a size: bytes, or a number with B, KB, MB, GB, KiB, MiB or GiB (e.g. "4GiB")',
+});
+const badRows = z.union([z.number().int().min(0), z.string().regex(/^\d+(\.\d+)?%$/, 'expected a count or a percentage such as "2%"')]);
+
+const flowSchema = z.strictObject({
+  pattern: z.string().optional(),
+  csv: z.strictObject({
+    delimiter: z.string().min(1).max(4).default(','),
+    quote: z.string().regex(/^[\x21-\x7e]$/, 'expected one ASCII character, such as \'"\'').default('"'),
+    header: z.boolean().default(true),
+    encoding: z.string().default('utf-8'),
+    max_record_bytes: z.number().int().positive().default(1024 * 1024),
+  }).prefault({}),
+  mapping: z.string(),
+  table: z.string().regex(IDENT, 'expected a table name (letters, digits, _)'),
+  key: z.array(z.string()).min(1),
+  totals: z.array(z.string()).default([]),
+  sidecar: z.enum(['required', 'optional']).default('required'),
+  manifest: z.enum(['required', 'optional']).default('required'),
+  manifest_name: z.string().default('{file}.manifest.json'),
+  max_bad_rows: badRows.default(0),
+  max_reported_errors: z.number().int().positive().default(1000),
+  sequence_gap: z.enum(['wait', 'warn', 'ignore']).default('wait'),
+  gap_wait: duration.default('15m'),
+  window: z.strictObject({
+    cron: z.string().refine(validCron, 'expected a cron expression such as "0 2 * * *"'),
+    duration: duration,
+    timezone: z.string().refine(validZone, 'expected an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
+    at_risk: duration.optional(),
+  }).optional(),
+});
+
+const remoteSchema = z.strictObject({
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(22),
+  user: z.string().min(1),
+  private_key: z.string(),
+  passphrase_file: z.string().optional(),
+  host_key: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}=?$/, "expected the server's host key fingerprint as ssh-keygen -l prints it: SHA256:<43 characters>"),
+  legacy_algorithms: z.boolean().default(false),
+  inbox: z.string().default('outbox'),
+  outbox: z.string().default('inbox'),
+  archive: z.string().default('archive'),
+  after_pull: z.enum(['archive', 'delete']).default('archive'),
+  schedule: z.string().refine(validCron, 'expected a cron expression (5 or 6 fields)').default('*/1 * * * *'),
+  stable_for: duration.default('2s'),
+  retry: z.string().default('5,600000,full'),
+  connect_timeout: duration.default('20s'),
+  op_timeout: duration.default('60s'),
+  idle_timeout: duration.default('60s'),
+  breaker_failures: z.number().int().min(1).default(5),
+  breaker_cooldown: duration.default('5m'),
+  max_connections: z.number().int().min(1).default(2),
+  rate_per_sec: z.number().positive().default(10),
+  burst: z.number().int().min(1).default(20),
+});
+
+/**
+ * Retention (inboxd prune, and the daemon's prune_schedule), in whole days; a partner's values override
+ * the global ones key by key. Defaults: archive_days 90 (archive/ files, by modification time),
+ * error_days 30 (error/ files), records_days 365 (dedupe, delivery, audit and window rows; the last
+ * sequence of each flow is always kept, so an old file sent again is still recognised).
+ */
+const days = z.number().int().min(1);
+const retentionSchema = z.strictObject({ archive_days: days.optional(), error_days: days.optional(), records_days: days.optional() });
+const RETENTION_DEFAULTS = { archiveDays: 90, errorDays: 30, recordsDays: 365 } as const;
+
+const partnerSchema = z.strictObject({
+  retention: retentionSchema.optional(),
+  remote: remoteSchema.optional(),
+  pgp: z.strictObject({
+    verification_keys: z.array(z.string()).default([]),
+    require_signature: z.boolean().optional(),
+    require_encryption: z.boolean().default(false),
+  }).optional(),
+  flows: z.record(z.string().regex(ID, 'flow ids are lower-case letters, digits, _ and -'), flowSchema),
+});
+
+const configSchema = z.strictObject({
+  root: z.string(),
+  database: z.string(),
+  work_dir: z.string().optional(),
+  settle_time: duration.default('500ms'),
+  incomplete_after: duration.default('15m'),
+  temp_patterns: z.array(z.string()).default(['*.tmp', '*.part', '*.filepart', '.*']),
+  log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+  max_parallel: z.number().int().min(1).max(64).default(2),
+  watch: z.boolean().default(true),
+  sweep: z.string().refine(validCron, 'expected a cron expression (5 or 6 fields)').default('*/30 * * * * *'),
+  shutdown_timeout: duration.default('30s'),
+  /** a delivery failing for a reason of ours: tried this many times, waiting retry_backoff, doubling, in between */
+  max_attempts: z.number().int().min(1).max(100).default(5),
+  retry_backoff: duration.default('1m'),
+  pgp: z.strictObject({
+    keys: z.array(z.string()).min(1),
+    passphrase_file: z.string().optional(),
+    passphrase_env: z.string().optional(),
+    expiry_warning_days: z.number().int().min(0).default(30),
+    max_decompressed_size: size.default('4GiB'),
+    max_compression_ratio: z.number().positive().default(100),
+  }).refine((p) => !(p.passphrase_file && p.passphrase_env), 'give passphrase_file or passphrase_env, not both').optional(),
+  retention: retentionSchema.optional(),
+  /** when the daemon prunes (cron, local time); false: only `inboxd prune` does. Default '30 3 * * *' */
+  prune_schedule: z.union([z.string().refine(validCron, 'expected a cron expression (5 or 6 fields), or false'), z.literal(false)]).default('30 3 * * *'),
+  /**
+   * The daemon's HTTP listener (/metrics, /healthz, /readyz). Off unless given. listen: "host:port"
+   * (port 0: any free port, logged); a non-loopback host needs allow_remote: true (default false).
+   */
+  http: z.strictObject({ listen: z.string(), allow_remote: z.boolean().default(false) }).optional(),
+  alert: z.strictObject({
+    command: z.array(z.string()).min(1).optional(),
+    http: z.strictObject({ url: z.url(), timeout: duration.default('10s') }).optional(),
+    retry: z.string().default('5,600000,full'),
+  }).refine((a) => !!a.command !== !!a.http, 'give exactly one of command or http').optional(),
+  partners: z.record(z.string().regex(ID, 'partner ids are lower-case letters, digits, _ and -'), partnerSchema),
+});
+
+export interface CsvDialect {
+  delimiter: string;
+  quote: string;
+  header: boolean;
+  encoding: string;
+  maxRecordBytes: number;
+}
+
+export interface FlowConfig {
+  partner: string;
+  id: string;
+  pattern: RegExp;
+  csv: CsvDialect;
+  mappingPath: string;
+  fields: readonly FieldSpec[];
+  table: string;
+  key: readonly string[];
+  totals: readonly string[];
+  sidecarRequired: boolean;
+  manifestRequired: boolean;
+  manifestName: string;
+  /** bad rows tolerated: an absolute count or a fraction of rows read */
+  maxBadRows: { count: number } | { fraction: number };
+  maxReportedErrors: number;
+  /** a sequence number skipped: wait for it (up to gapWaitMs, then alert and go on), warn and go on, or ignore */
+  sequenceGap: 'wait' | 'warn' | 'ignore';
+  gapWaitMs: number;
+  window?: WindowSpec;
+}
+
+export interface WindowSpec {
+  cron: string;
+  durationMs: number;
+  timezone: string;
+  atRiskMs?: number;
+}
+
+export interface AlertAction {
+  command?: readonly string[];
+  http?: { url: string; timeoutMs: number };
+  retry: RetryPolicy;
+}
+
+/** Our OpenPGP keys: private key files (several during a rotation) and where the passphrase is. */
+export interface PgpConfig {
+  keyFiles: readonly string[];
+  passphraseFile?: string;
+  passphraseEnv?: string;
+  expiryWarningDays: number;
+  maxDecompressedBytes: number;
+  maxCompressionRatio: number;
+}
+
+export interface PartnerPgp {
+  verificationKeyFiles: readonly string[];
+  /** defaults to true when the partner has verification keys */
+  requireSignature: boolean;
+  requireEncryption: boolean;
+}
+
+/** A partner whose files we pull from its own SFTP server, and whose answers we push back there. */
+export interface RemoteConfig {
+  host: string;
+  port: number;
+  user: string;
+  privateKeyFile: string;
+  passphraseFile?: string;
+  /** pinned: a server presenting another key is refused, never trusted on first use */
+  hostKey: string;
+  legacyAlgorithms: boolean;
+  /** directories on the partner's server: where its files wait, where our answers go, where pulled originals go */
+  dirs: { inbox: string; outbox: string; archive: string };
+  afterPull: 'archive' | 'delete';
+  schedule: string;
+  stableForMs: number;
+  retry: RetryPolicy;
+  timeouts: { connectMs: number; opMs: number; transferIdleMs: number };
+  breaker: { failures: number; cooldownMs: number };
+  limits: { maxConnections: number; ratePerSec: number; burst: number };
+}
+
+export interface PartnerDirs {
+  root: string;
+  inbox: string;
+  outbox: string;
+  archive: string;
+  error: string;
+  /** private: outside the partner's tree, on the same filesystem so claiming is a rename */
+  work: string;
+}
+
+export interface Retention {
+  archiveDays: number;
+  errorDays: number;
+  recordsDays: number;
+}
+
+export interface HttpConfig {
+  host: string;
+  port: number;
+}
+
+export interface PartnerConfig {
+  id: string;
+  dirs: PartnerDirs;
+  retention: Retention;
+  pgp: PartnerPgp;
+  remote?: RemoteConfig;
+  flows: readonly FlowConfig[];
+}
+
+export interface Config {
+  file: string;
+  root: string;
+  database: string;
+  /** the partners' working directories are below it (`<work_dir>/<partner>`) */
+  workDir: string;
+  settleMs: number;
+  incompleteAfterMs: number;
+  tempPatterns: readonly RegExp[];
+  logLevel: string;
+  maxParallel: number;
+  watch: boolean;
+  sweep: string;
+  shutdownTimeoutMs: number;
+  /** deliveries that fail for a reason of ours (retry.ts, deliveryRetry) */
+  maxAttempts: number;
+  retryBackoffMs: number;
+  alert?: AlertAction;
+  pgp?: PgpConfig;
+  /** the global retention; each partner's own is in PartnerConfig */
+  retention: Retention;
+  /** undefined: the daemon never prunes on its own */
+  pruneSchedule?: string;
+  http?: HttpConfig;
+  partners: readonly PartnerConfig[];
+}
+
+export function configError(file: string, path: string, message: string): InboxdError {
+  return new InboxdError('CONFIG_INVALID', `${file}: ${path ? `${path}: ` : ''}${message}`, { file, path });
+}
+
+export function loadConfig(file: string): Config {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, 'utf8');
+  } catch (err) {
+    throw configError(abs, '', `cannot read: ${(err as Error).message}`);
+  }
+  const doc = parseDocument(text, { uniqueKeys: true });
+  if (doc.errors.length > 0) throw configError(abs, '', `not valid YAML: ${doc.errors[0]!.message}`);
+  const parsed = configSchema.safeParse(toJS(abs, doc));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw configError(abs, formatPath(issue.path), issue.message);
+  }
+  return deepFreeze(resolveConfig(abs, parsed.data));
+}
+
+/** Aliases are expanded with a bound: a few lines of nested aliases (a "billion laughs") would expand into gigabytes. */
+const MAX_ALIASES = 100;
+
+function toJS(file: string, doc: ReturnType<typeof parseDocument>): unknown {
+  try {
+    return doc.toJS({ maxAliasCount: MAX_ALIASES });
+  } catch (err) {
+    throw configError(file, '', `not accepted: ${(err as Error).message} (aliases expand to at most ${MAX_ALIASES} nodes)`);
+  }
+}
+
+function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config {
+  const base = dirname(file);
+  const root = resolve(base, raw.root);
+  const workRoot = resolve(base, raw.work_dir ?? join(raw.root, '.work'));
+  const partners = Object.entries(raw.partners).map(([id, p]): PartnerConfig => ({
+    id,
+    dirs: {
+      root: join(root, id),
+      inbox: join(root, id, 'inbox'),
+      outbox: join(root, id, 'outbox'),
+      archive: join(root, id, 'archive'),
+      error: join(root, id, 'error'),
+      work: join(workRoot, id),
+    },
+    pgp: {
+      verificationKeyFiles: (p.pgp?.verification_keys ?? []).map((k) => resolve(base, k)),
+      requireSignature: p.pgp?.require_signature ?? (p.pgp?.verification_keys ?? []).length > 0,
+      requireEncryption: p.pgp?.require_encryption ?? false,
+    },
+    retention: resolveRetention(raw.retention, p.retention),
+    remote: p.remote && resolveRemote(file, base, id, p.remote),
+    flows: Object.entries(p.flows).map(([flowId, f]) => resolveFlow(file, base, id, flowId, f)),
+  }));
+  partners.forEach((p) => {
+    if (p.pgp.requireSignature && p.pgp.verificationKeyFiles.length === 0) throw configError(file, `partners.${p.id}.pgp.verification_keys`, 'require_signature needs at least one key');
+    if ((p.pgp.requireEncryption || p.pgp.requireSignature) && !raw.pgp) throw configError(file, 'pgp.keys', `partner ${p.id} sends encrypted files: our private key is needed`);
+  });
+  if (partners.length === 0) throw configError(file, 'partners', 'no partners configured');
+  checkSharedTables(file, partners);
+  return {
+    file,
+    root,
+    database: resolve(base, raw.database),
+    workDir: workRoot,
+    settleMs: parseDuration(raw.settle_time)!,
+    incompleteAfterMs: parseDuration(raw.incomplete_after)!,
+    tempPatterns: raw.temp_patterns.map(globToRegExp),
+    logLevel: raw.log_level,
+    maxParallel: raw.max_parallel,
+    watch: raw.watch,
+    sweep: raw.sweep,
+    shutdownTimeoutMs: parseDuration(raw.shutdown_timeout)!,
+    maxAttempts: raw.max_attempts,
+    retryBackoffMs: parseDuration(raw.retry_backoff)!,
+    alert: raw.alert && {
+      command: raw.alert.command,
+      http: raw.alert.http && { url: raw.alert.http.url, timeoutMs: parseDuration(raw.alert.http.timeout)! },
+      retry: retryPolicy(file, 'alert.retry', raw.alert.retry),
+    },
+    pgp: raw.pgp && {
+      keyFiles: raw.pgp.keys.map((k) => resolve(base, k)),
+      passphraseFile: raw.pgp.passphrase_file && resolve(base, raw.pgp.passphrase_file),
+      passphraseEnv: raw.pgp.passphrase_env,
+      expiryWarningDays: raw.pgp.expiry_warning_days,
+      maxDecompressedBytes: parseSize(raw.pgp.max_decompressed_size)!,
+      maxCompressionRatio: raw.pgp.max_compression_ratio,
+    },
+    retention: resolveRetention(raw.retention, undefined),
+    pruneSchedule: raw.prune_schedule === false ? undefined : raw.prune_schedule,
+    http: raw.http && resolveListen(file, raw.http.listen, raw.http.allow_remote),
+    partners,
+  };
+}
+
+/** Flows may write one table, but with the same key: a table has one primary key, which every upsert targets. */
+function checkSharedTables(file: string, partners: readonly PartnerConfig[]): void {
+  const first = new Map<string, FlowConfig>();
+  for (const f of partners.flatMap((p) => p.flows)) {
+    const other = first.get(f.table);
+    if (!other) first.set(f.table, f);
+    else if (!sameColumns(other.key, f.key)) {
+      throw configError(file, `partners.${f.partner}.flows.${f.id}.key`, `table "${f.table}" is also written by partners.${other.partner}.flows.${other.id} with the key (${other.key.join(', ')}), this flow says (${f.key.join(', ')}); flows sharing a table need the same key`);
+    }
+  }
+}
+
+type RawRetention = z.infer<typeof retentionSchema> | undefined;
+
+function resolveRetention(global: RawRetention, own: RawRetention): Retention {
+  return {
+    archiveDays: own?.archive_days ?? global?.archive_days ?? RETENTION_DEFAULTS.archiveDays,
+    errorDays: own?.error_days ?? global?.error_days ?? RETENTION_DEFAULTS.errorDays,
+    recordsDays: own?.records_days ?? global?.records_days ?? RETENTION_DEFAULTS.recordsDays,
+  };
+}
+
+/** "127.0.0.1:9464", "[::1]:9464", "localhost:9464". Metrics name partners and flows: loopback unless allowed. */
+function resolveListen(file: string, listen: string, allowRemote: boolean): HttpConfig {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw configError(file, 'http.listen', `expected "host:port" such as "127.0.0.1:9464", got "${listen}"`);
+  const host = m[1] ?? m[2]!;
+  const loopback = host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  if (!loopback && !allowRemote) throw configError(file, 'http.listen', `${host} is not a loopback address; metrics name partners and flows: set http.allow_remote: true to listen there anyway`);
+  return { host, port };
+}
+
+function resolveRemote(file: string, base: string, partner: string, r: z.infer<typeof remoteSchema>): RemoteConfig {
+  return {
+    host: r.host,
+    port: r.port,
+    user: r.user,
+    privateKeyFile: resolve(base, r.private_key),
+    passphraseFile: r.passphrase_file && resolve(base, r.passphrase_file),
+    hostKey: r.host_key.replace(/=$/, ''),
+    legacyAlgorithms: r.legacy_algorithms,
+    dirs: { inbox: r.inbox, outbox: r.outbox, archive: r.archive },
+    afterPull: r.after_pull,
+    schedule: r.schedule,
+    stableForMs: parseDuration(r.stable_for)!,
+    retry: retryPolicy(file, `partners.${partner}.remote.retry`, r.retry),
+    timeouts: { connectMs: parseDuration(r.connect_timeout)!, opMs: parseDuration(r.op_timeout)!, transferIdleMs: parseDuration(r.idle_timeout)! },
+    breaker: { failures: r.breaker_failures, cooldownMs: parseDuration(r.breaker_cooldown)! },
+    limits: { maxConnections: r.max_connections, ratePerSec: r.rate_per_sec, burst: r.burst },
+  };
+}
+
+function resolveFlow(file: string, base: string, partner: string, id: string, f: z.infer<typeof flowSchema>): FlowConfig {
+  const at = `partners.${partner}.flows.${id}`;
+  const mappingPath = resolve(base, f.mapping);
+  let fields: FieldSpec[];
+  try {
+    fields = loadMapping(mappingPath);
+  } catch (err) {
+    throw configError(file, `${at}.mapping`, `${mappingPath}: ${(err as Error).message}`);
+  }
+  const ours = new Set(fields.map((x) => x.ours));
+  f.key.forEach((k, i) => {
+    if (!ours.has(k)) throw configError(file, `${at}.key[${i}]`, `"${k}" is not a column of the mapping`);
+  });
+  f.totals.forEach((t, i) => {
+    const field = fields.find((x) => x.ours === t);
+    if (!field) throw configError(file, `${at}.totals[${i}]`, `"${t}" is not a column of the mapping`);
+    if (field.type !== 'integer' && field.type !== 'amount') throw configError(file, `${at}.totals[${i}]`, `"${t}" is ${field.type}; only integer and amount columns can be summed`);
+  });
+  if (!f.csv.header) {
+    fields.forEach((x) => {
+      if (!/^[1-9]\d*$/.test(x.partner)) throw configError(file, `${at}.mapping`, `with csv.header false, partner column "${x.partner}" must be a column number`);
+    });
+  }
+  // Key columns identify rows: a row without one can never be upserted.
+  fields = fields.map((x) => (f.key.includes(x.ours) ? { ...x, required: true } : x));
+  return {
+    partner,
+    id,
+    pattern: compilePattern(file, `${at}.pattern`, f.pattern ?? defaultPattern(partner, id)),
+    csv: { delimiter: f.csv.delimiter, quote: f.csv.quote, header: f.csv.header, encoding: checkEncoding(file, `${at}.csv.encoding`, f.csv.encoding), maxRecordBytes: f.csv.max_record_bytes },
+    mappingPath,
+    fields,
+    table: f.table,
+    key: f.key,
+    totals: f.totals,
+    sidecarRequired: f.sidecar === 'required',
+    manifestRequired: f.manifest === 'required',
+    manifestName: f.manifest_name,
+    maxBadRows: typeof f.max_bad_rows === 'number' ? { count: f.max_bad_rows } : { fraction: Number(f.max_bad_rows.slice(0, -1)) / 100 },
+    maxReportedErrors: f.max_reported_errors,
+    sequenceGap: f.sequence_gap,
+    gapWaitMs: parseDuration(f.gap_wait)!,
+    window: f.window && {
+      cron: f.window.cron,
+      durationMs: parseDuration(f.window.duration)!,
+      timezone: f.window.timezone,
+      atRiskMs: f.window.at_risk === undefined ? undefined : parseDuration(f.window.at_risk),
+    },
+  };
+}
+
+/**
+ * The playbook's `partner_flow_YYYYMMDDThhmmssZ_seq.ext`; the partner prefix and the seconds are optional
+ * so that its own example `inventory_20250916T0200Z_001.csv` parses too.
+ */
+export function defaultPattern(partner: string, flow: string): string {
+  const lit = (s: string) => s.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
+  return `^(?:${lit(partner)}_)?${lit(flow)}_(?<ts>\\d{8}T\\d{4}(?:\\d{2})?Z)_(?<seq>\\d{1,18})\\.(?:csv|txt)(?:\\.(?:pgp|gpg|asc))?$`;
+}
+
+function compilePattern(file: string, path: string, source: string): RegExp {
+  let re: RegExp;
+  try {
+    re = new RegExp(source);
+  } catch (err) {
+    throw configError(file, path, `not a valid regular expression: ${(err as Error).message}`);
+  }
+  if (!source.includes('(?<seq>')) throw configError(file, path, 'the pattern needs a named group (?<seq>...) for the sequence number');
+  return re;
+}
+
+function validCron(expr: string): boolean {
+  try {
+    CronExpressionParser.parse(expr);
+    return cron.validate(expr);
+  } catch {
+    return false;
+  }
+}
+
+function validZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function retryPolicy(file: string, path: string, spec: string): RetryPolicy {
+  try {
+    return parseRetryPolicy(spec);
+  } catch (err) {
+    throw configError(file, path, (err as Error).message);
+  }
+}
+
+function checkEncoding(file: string, path: string, encoding: string): string {
+  try {
+    new TextDecoder(encoding);
+  } catch {
+    throw configError(file, path, `unknown encoding "${encoding}"`);
+  }
+  return encoding;
+}
+
+/** `*` and `?` wildcards; everything else literal. */
+export function globToRegExp(glob: string): RegExp {
+  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${body}$`, 's');
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i ? '.' : ''}${String(p)}`)).join('');
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !(value instanceof RegExp) && !Object.isFrozen(value)) {
+    Object.values(value).forEach(deepFreeze);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,298 @@
+/**
+ * The daemon loop: finish interrupted work, then take deliveries as the watcher reports them and as
+ * the scheduled sweep finds them. Partners are swept in parallel up to `max_parallel`; one partner's
+ * sweep is never run twice at once, so a flow's deliveries are applied one after another in order.
+ *
+ * Stopping is idempotent and ordered: intake stops first (watcher, schedule, deadlines), deliveries in
+ * flight get `shutdown_timeout` to finish, then are aborted (rolled back: their files go back to the
+ * inbox), and the database is closed last.
+ */
+import cron from 'node-cron';
+import { type Alert, sendLogged } from '../notify/alert.js';
+import type { Config, PartnerConfig } from '../config/config.js';
+import { classify } from '../errors.js';
+import { type OpsRuntime, startOps } from '../observe/runtime.js';
+import { countRemoteError, setCircuitState } from '../observe/metrics.js';
+import { DeadlineKeeper } from './deadlines.js';
+import type { Logger } from '../log.js';
+import { RemoteLink } from '../remote/pull.js';
+import { replayWith } from '../ops/replay.js';
+import { ReplayQueue } from '../store/sqlite/replay-queue.js';
+import { HostLimiter } from '../retry.js';
+import type { Keyring } from '../pgp/keyring.js';
+import { Releasers } from '../releasers.js';
+import { soonest, sweepPartner, type Tally } from '../ingest/pass.js';
+import { openAll, openKeyring, recover } from '../ingest/startup.js';
+import type { Store } from '../store/sqlite/store.js';
+import { watchInboxes } from './watch.js';
+
+interface PartnerState {
+  partner: PartnerConfig;
+  running?: Promise<void>;
+  /** asked for again while running: sweep once more when done */
+  again: boolean;
+  timer?: NodeJS.Timeout;
+  /** when the pending sweep is due, and past when it is not pushed back (Date.now() ms) */
+  at?: number;
+  latest?: number;
+  /** the directory for which the partner was refused at its last sweep (alerted once, until it is fixed) */
+  refused?: string;
+}
+
+/** A sweep that leaves something waiting is followed by the next no sooner than this. */
+const MIN_GAP_MS = 250;
+const MAX_TIMER = 2 ** 31 - 1;
+
+export class Daemon {
+  private store!: Store;
+  private deadlines?: DeadlineKeeper;
+  private keyring?: Keyring;
+  private replays?: ReplayQueue;
+  /** what the start took, given back in reverse on a failed start or a stop */
+  private readonly held = new Releasers();
+  /** set once releasing began: nothing new is started */
+  private closed = false;
+  /** when a stop began: deliveries in flight get until then plus shutdown_timeout */
+  private stopAt?: number;
+  private readonly links = new Map<string, RemoteLink>();
+  private readonly states = new Map<string, PartnerState>();
+  private readonly abort = new AbortController();
+  /** alerts still being sent (retried); waited for at shutdown within its timeout, then abandoned */
+  private readonly alerts = new Set<Promise<void>>();
+  private readonly alertAbort = new AbortController();
+  private starting?: Promise<void>;
+  /** HTTP listener, metrics observer, prune schedule (daemon-ops.ts) */
+  private ops?: OpsRuntime;
+  private recovered = false;
+  private slots: number;
+  private readonly queue: Array<() => void> = [];
+  private stopping?: Promise<void>;
+  /** totals since start */
+  readonly tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
+
+  constructor(private readonly config: Config, private readonly log: Logger) {
+    this.slots = config.maxParallel;
+    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false });
+  }
+
+  start(): Promise<void> {
+    this.starting ??= this.begin().catch(async (err) => {
+      await this.releaseAll();
+      throw err;
+    });
+    return this.starting;
+  }
+
+  /**
+   * Each acquisition pushes its releaser at once (releasers.ts): a start that fails gives back what it
+   * took, in reverse order, and rejects, so that the process exits with the error's code; a stop gives
+   * back everything the same way. A stop requested meanwhile (a signal during startup recovery) ends the
+   * start before intake begins.
+   */
+  private async begin(): Promise<void> {
+    const held = this.held;
+    // Our keys, the tree, the instance lock (database, work directory, root), the database: as `run --once`.
+    const { keyring, store } = await openAll(this.config, this.log, held);
+    this.keyring = keyring;
+    this.store = store;
+    this.ops = await startOps(this.config, this.store, this.log, () => this.recovered && !this.stopping);
+    held.add('operations', () => this.ops?.stop());
+    held.add('deliveries in flight', () => this.drain());
+    held.add('timers', () => this.states.forEach((st) => clearTimeout(st.timer)));
+    // Interrupted work first: nothing new is taken before it is finished or put back.
+    for (const partner of this.config.partners) {
+      if (this.stopping) return;
+      await recover(this.store, partner, this.log);
+    }
+    if (this.stopping) return;
+    this.recovered = true;
+    const deadlines = new DeadlineKeeper(this.store, this.config.partners, this.log, (a) => this.alert(a), this.config.tempPatterns);
+    this.deadlines = deadlines;
+    deadlines.start();
+    held.add('deadlines', () => deadlines.stop());
+    if (this.config.watch) {
+      const inboxes = new Map(this.config.partners.map((p) => [p.dirs.inbox, p.id]));
+      const watcher = watchInboxes(inboxes, (id) => this.kick(id, this.config.settleMs), (err) => this.log.error({ err }, 'watcher error; the scheduled sweep still runs'));
+      held.add('watcher', () => watcher.close());
+    }
+    const schedule = cron.schedule(this.config.sweep, () => this.kickAll(), { name: 'inboxd-sweep', noOverlap: true });
+    held.add('schedule', () => schedule.stop());
+    this.startRemoteLinks();
+    this.replays = new ReplayQueue(this.store.db);
+    const replayPoll = setInterval(() => this.replays!.queued().forEach((r) => this.kick(r.partner, 0)), 1000);
+    held.add('replay poll', () => clearInterval(replayPoll));
+    const keyCheck = cron.schedule('17 3 * * *', () => void openKeyring(this.config, this.log).catch((err) => this.log.error({ err: String(err) }, 'key check failed')), { name: 'inboxd-keys' });
+    held.add('key check', () => keyCheck.stop());
+    this.log.info({ partners: this.config.partners.length, max_parallel: this.config.maxParallel, watch: this.config.watch, sweep: this.config.sweep }, 'inboxd started');
+    this.kickAll();
+  }
+
+  /** Runs every releaser once, newest first; nothing new is started meanwhile. */
+  private releaseAll(): Promise<void> {
+    this.closed = true;
+    return this.held.releaseAll((resource, err) => this.log.error({ err, resource }, 'release failed'));
+  }
+
+  /** Partners we pull from: each on its own schedule, and right after its deliveries were answered. */
+  private startRemoteLinks(): void {
+    const limiters = new Map<string, HostLimiter>(); // per host, shared by partners on the same server
+    for (const partner of this.config.partners) {
+      if (!partner.remote) continue;
+      const { host, limits } = partner.remote;
+      const limiter = limiters.get(host) ?? new HostLimiter(limits);
+      limiters.set(host, limiter);
+      const link = new RemoteLink(partner, this.store.remote, limiter, this.config.tempPatterns, this.log, {
+        pulled: () => this.kick(partner.id, 0),
+        // observers (metrics.ts): they never throw into the link
+        circuit: (state) => setCircuitState(partner.id, state),
+        transferError: (operation) => countRemoteError(partner.id, operation),
+      });
+      this.links.set(partner.id, link);
+      const task = cron.schedule(partner.remote.schedule, () => void link.kick(this.abort.signal), { name: `inboxd-remote-${partner.id}` });
+      this.held.add(`remote schedule ${partner.id}`, () => task.stop());
+      void link.kick(this.abort.signal);
+    }
+  }
+
+  kickAll(): void {
+    for (const id of this.states.keys()) this.kick(id, 0);
+  }
+
+  /**
+   * Asks for a sweep of one partner after `delayMs`; requests while one is pending or running coalesce.
+   * A sweep finding something still waiting asks for the next at the moment that can have changed, so
+   * waiting files (not settled, incomplete, behind a gap, backing off) are not looked at in between.
+   */
+  kick(id: string, delayMs: number): void {
+    const st = this.states.get(id);
+    if (!st || this.stopping || this.closed) return;
+    if (st.running) {
+      st.again = true;
+      return;
+    }
+    const at = Date.now() + Math.min(delayMs, MAX_TIMER);
+    if (st.timer) {
+      // More activity while a sweep is pending (the companions of a data file, renamed just after it)
+      // pushes the sweep back, so it comes once the newest file has settled instead of finding it
+      // unsettled and looking again a whole settle time later; never past twice the first delay.
+      // A request for sooner (an event while the sweep waits for something due much later) comes sooner.
+      const sooner = at < st.at!;
+      if (!sooner && (delayMs === 0 || at > st.latest!)) return;
+      clearTimeout(st.timer);
+      if (sooner) st.latest = at + delayMs;
+    } else st.latest = at + delayMs;
+    st.at = at;
+    st.timer = setTimeout(() => {
+      st.timer = undefined;
+      st.running = this.sweep(st).then((due) => {
+        st.running = undefined;
+        if (st.again) this.kick(id, 0);
+        else if (due !== undefined) this.kick(id, Math.max(due - Date.now(), MIN_GAP_MS));
+        st.again = false;
+      });
+    }, at - Date.now());
+  }
+
+  /** One sweep of one partner; returns when to sweep it again at the latest (see sweepPartner). Never throws. */
+  private async sweep(st: PartnerState): Promise<number | undefined> {
+    await this.acquire();
+    const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
+    let due: number | undefined;
+    try {
+      if (this.stopping) return undefined;
+      const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal, keyring: this.keyring, observer: this.ops?.observer, alert: (a: Alert) => this.alert(a) };
+      await recover(this.store, st.partner, this.log, tally);
+      // An answer recovery could not write is tried again after the backoff.
+      if (tally.retry > 0) due = Date.now() + this.config.retryBackoffMs;
+      await this.runReplays(st.partner.id);
+      const refusedBefore = st.refused;
+      st.refused = undefined;
+      const next = await sweepPartner(ctx, this.config, tally, {
+        stopped: () => this.stopping !== undefined,
+        refused: ({ dir, reason }) => {
+          st.refused = dir;
+          if (refusedBefore !== dir) this.alert({ event: 'partner.refused', severity: 'critical', partner: st.partner.id, dir, message: `partner ${st.partner.id} is not swept: ${reason}`, at: new Date().toISOString() });
+        },
+        accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
+        gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),
+      });
+      due = soonest(due, next);
+    } catch (err) {
+      this.log.error({ err, partner: st.partner.id }, 'sweep failed; it will be tried again');
+      due = Date.now() + this.config.retryBackoffMs;
+    } finally {
+      this.release();
+    }
+    this.log.debug({ partner: st.partner.id, ...tally, next_sweep_in_ms: due === undefined ? null : Math.max(0, due - Date.now()) }, 'sweep done');
+    for (const k of ['accepted', 'rejected', 'duplicate', 'retry'] as const) this.tally[k] += tally[k];
+    // Answers to push and originals to release on a remote partner's server: do it now.
+    if (tally.accepted + tally.rejected + tally.duplicate > 0) void this.links.get(st.partner.id)?.kick(this.abort.signal);
+    return due;
+  }
+
+  /** Replays an operator asked for while we run (replay-queue.ts), in this partner's turn. */
+  private async runReplays(partner: string): Promise<void> {
+    for (const r of this.replays!.queued(partner)) {
+      try {
+        const outcome = await replayWith(this.store, this.config, this.log, r.deliveryId, this.keyring!);
+        this.replays!.done(r.id, { outcome });
+      } catch (err) {
+        const e = classify(err);
+        this.log.warn({ request: r.id, delivery_id: r.deliveryId, code: e.code, err: e.message }, 'queued replay refused');
+        this.replays!.done(r.id, { error: { code: e.code, message: e.message } });
+      }
+    }
+  }
+
+  private acquire(): Promise<void> {
+    if (this.slots > 0) {
+      this.slots--;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.queue.push(resolve));
+  }
+
+  private release(): void {
+    const next = this.queue.shift();
+    if (next) next();
+    else this.slots++;
+  }
+
+  /** Alerts are observers: they run in the background and their failures are only logged. */
+  private alert(a: Alert): void {
+    const action = this.config.alert;
+    if (!action) return;
+    const sending = sendLogged(action, a, this.log, this.alertAbort.signal).finally(() => this.alerts.delete(sending));
+    this.alerts.add(sending);
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.log.info('stopping: no new deliveries are taken');
+    this.stopAt = Date.now() + this.config.shutdownTimeoutMs;
+    await this.starting?.catch(() => {});
+    await this.releaseAll();
+    this.log.info('stopped');
+  }
+
+  /**
+   * Once intake has stopped: deliveries in flight get what is left of `shutdown_timeout`, then are
+   * rolled back; alerts still being retried get what is left after them, then are abandoned (logged).
+   */
+  private async drain(): Promise<void> {
+    const deadline = this.stopAt ?? Date.now();
+    const inFlight = () => Promise.allSettled([...[...this.states.values()].map((st) => st.running), ...[...this.links.values()].map((l) => l.stop())]);
+    const timeout = () => new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), Math.max(0, deadline - Date.now())).unref());
+    if ((await Promise.race([inFlight(), timeout()])) === 'timeout') {
+      this.log.warn({ timeout_ms: this.config.shutdownTimeoutMs }, 'deliveries still in flight: rolling them back');
+      this.abort.abort();
+      await inFlight();
+    }
+    if (this.alerts.size > 0 && (await Promise.race([Promise.allSettled(this.alerts), timeout()])) === 'timeout') this.alertAbort.abort();
+    await Promise.allSettled(this.alerts);
+  }
+}

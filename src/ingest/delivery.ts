@@ -1,0 +1,457 @@
+/**
+ * The per-delivery orchestrator: the one place that knows the order of the steps.
+ * claim -> verify companions -> stream (hash, parse, map, stage) -> check totals -> commit -> answer.
+ * It owns the transaction and turns every error into an outcome: reject (answered in error/), or
+ * retry (the delivery goes back to the inbox untouched and is taken again later, after a backoff, up
+ * to max_attempts times; then it is given up on: answered INTERNAL_ERROR in error/, and alerted).
+ */
+import { createHash, type Hash, randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Alert } from '../notify/alert.js';
+import { type AnswerFacts, type AnswerPlan, carryOut, planAccepted, planRejected, replayPlan } from '../pipeline/answer.js';
+import { type Attempts, fingerprint } from '../store/sqlite/attempts.js';
+import { claim, INTERNAL_PREFIX, release } from '../pipeline/claim.js';
+import type { FlowConfig, PartnerConfig } from '../config/config.js';
+import { crashPoint } from '../crashpoint.js';
+import type { ReadyDelivery, Stale } from '../pipeline/discover.js';
+import { classify, InboxdError, reject } from '../errors.js';
+import { openRegular, readSmall } from '../pipeline/fsx.js';
+import { stringifyExact } from '../json.js';
+import type { Keyring } from '../pgp/keyring.js';
+import type { Logger } from '../log.js';
+import { type Exact, type MapStats, toMinorUnits } from '../pipeline/map.js';
+import { type DeliveryObserver, safeEmit } from '../observers.js';
+import { decoder } from '../formats/csv/parse.js';
+import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, signerText, type Verdict } from '../pgp/decrypt.js';
+import { backoffDelay, type RetryPolicy } from '../retry.js';
+import { type StagedRows, Stager, stagingSink } from '../pipeline/stage.js';
+import type { Applied, DeliveryRecord, Store } from '../store/sqlite/store.js';
+import { checkTotals, type Manifest, parseManifest, parseSidecar } from '../pipeline/verify.js';
+
+export interface DeliveryContext {
+  store: Store;
+  log: Logger;
+  partner: PartnerConfig;
+  /** aborts a delivery in flight (shutdown): it is rolled back and goes back to the inbox */
+  signal?: AbortSignal;
+  keyring?: Keyring;
+  /** metrics and the like, called through safeEmit */
+  observer?: DeliveryObserver;
+  /** failures of ours: attempts and backoff (retry.ts, deliveryRetry); without it, none is counted */
+  retry?: RetryPolicy;
+  /** the alert action (the daemon's): a delivery given up on is reported through it */
+  alert?: (alert: Alert) => void;
+}
+
+/** A replay (replay.ts): the delivery replayed, and where its files were copied from. */
+export interface ReplayMarker {
+  of: string;
+  from: 'archive' | 'error';
+}
+
+/**
+ * `retry`: taken again no earlier than `retryAt`; with `record`, it was committed and only its answer
+ * is still owed (recovery writes it).
+ */
+export type Result = { status: 'accepted' | 'rejected' | 'duplicate'; record: DeliveryRecord }
+  | { status: 'retry' | 'skipped'; error?: InboxdError; retryAt?: number; record?: DeliveryRecord };
+
+/** Sortable and short enough to type: 20250916T020012Z-3fa9c1 */
+export function newDeliveryId(now = new Date()): string {
+  return `${now.toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
+}
+
+export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): Promise<Result> {
+  const flow = ctx.partner.flows.find((f) => f.id === ready.name.flow)!;
+  const id = newDeliveryId();
+  const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq });
+  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, ready.files, { soleLinks: true });
+  if (!dir) return { status: 'skipped' };
+  log.info({ files: ready.files }, 'delivery claimed');
+  return takeClaimed({ ...ctx, log }, flow, ready, id, dir);
+}
+
+/**
+ * The pipeline for files already in a working directory, with a replay marker (replay.ts): the
+ * dedupe verdict (duplicate, conflict, out of order) is bypassed for this one replay, and the upsert
+ * keeps rows a later sequence wrote. The same steps and the same transaction as any delivery.
+ */
+export async function ingestDir(ctx: DeliveryContext, ready: ReadyDelivery, id: string, dir: string, replay: ReplayMarker): Promise<Result> {
+  const flow = ctx.partner.flows.find((f) => f.id === ready.name.flow)!;
+  const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, replay_of: replay.of });
+  return takeClaimed({ ...ctx, log }, flow, ready, id, dir, replay);
+}
+
+async function takeClaimed(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, id: string, dir: string, replay?: ReplayMarker): Promise<Result> {
+  const started = performance.now();
+  const processedAt = new Date().toISOString();
+  // Received when it arrived in the inbox, not when its turn came: what a delivery window is judged by.
+  const receivedAt = new Date(ready.arrivedMs).toISOString();
+  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, sha256: null, files: ready.files, processedAt, replayOf: replay?.of, replayFrom: replay?.from };
+  let record: DeliveryRecord;
+  try {
+    if (!replay) {
+      // Audit: the upload's own time (on our clock), then the moment it was complete, settled and claimed.
+      ctx.store.event(id, 'received', ready.files.join(', '), receivedAt);
+      ctx.store.event(id, 'ready', 'complete and settled; claimed');
+    }
+    record = await ingest(ctx, flow, ready, dir, facts, receivedAt, replay);
+  } catch (err) {
+    return failed(ctx, facts, receivedAt, dir, err, started, replay);
+  }
+  if (!replay) ctx.store.attempts.clear(ctx.partner.id, ready.file);
+  crashPoint('after-commit');
+  return answer(ctx, record, dir, started);
+}
+
+/** Committed: from here a failure leaves the work directory for recovery to finish, never the inbox. */
+async function answer(ctx: DeliveryContext, record: DeliveryRecord, dir: string, started: number): Promise<Result> {
+  let result: Result;
+  try {
+    result = await finish(ctx, record, dir);
+  } catch (err) {
+    const e = logFailure(ctx.log, err, `delivery ${record.outcome}, but its answer could not be written; recovery writes it`);
+    return { status: 'retry', error: e, record, retryAt: Date.now() + (ctx.retry?.baseMs ?? 0) };
+  }
+  observe(ctx, record, started);
+  return result;
+}
+
+/**
+ * A failure before the commit. A replay's copies are dropped (the evidence is where it was); a
+ * delivery goes back to the inbox to be taken again after a backoff, unless this was its last
+ * attempt: then it is given up on. A file still being written, or a delivery rolled back because we
+ * are stopping, is no failed attempt.
+ */
+async function failed(ctx: DeliveryContext, facts: AnswerFacts, receivedAt: string, dir: string, err: unknown, started: number, replay?: ReplayMarker): Promise<Result> {
+  const e = classify(err);
+  if (e.kind !== 'retry' || !(await fsp.stat(dir).catch(() => undefined))) throw err;
+  const counts = !replay && !ctx.signal?.aborted && e.code !== 'FILE_CHANGING';
+  const attempts = counts ? await countAttempt(ctx, facts, dir, e) : undefined;
+  const last = attempts && ctx.retry && attempts.attempts >= ctx.retry.maxAttempts;
+  if (last) {
+    try {
+      return await giveUp(ctx, facts, receivedAt, dir, e, attempts, started);
+    } catch (failure) {
+      logFailure(ctx.log, failure, 'the delivery could not be given up on; put back to be tried again');
+    }
+  }
+  // A replay's copies never go to the inbox: they are dropped, the evidence is where it was.
+  const stuck = replay ? await fsp.rm(dir, { recursive: true, force: true }).then(() => []) : await release(ctx.partner.dirs.inbox, dir);
+  ctx.store.event(facts.id, 'retry', `${e.code}: ${e.message}`);
+  const retryAt = attempts?.nextAt ?? Date.now();
+  const what = replay ? 'replay rolled back; run it again' : 'delivery put back to be tried again';
+  logFailure(ctx.log, err, what, { stuck, attempt: attempts?.attempts, max_attempts: ctx.retry?.maxAttempts, retry_in_ms: retryAt - Date.now() }, counts ? 'warn' : 'info');
+  return { status: 'retry', error: e, retryAt };
+}
+
+/**
+ * Logs a failure of ours: an error nobody recognised (a bug, most likely) at error level with its
+ * stack, a known one with its code and words. Returns it classified.
+ */
+export function logFailure(log: Logger, err: unknown, what: string, extra: Record<string, unknown> = {}, level: 'info' | 'warn' | 'error' = 'error'): InboxdError {
+  const e = classify(err);
+  if (e.code === 'UNEXPECTED_ERROR') log.error({ ...extra, code: e.code, err: e.cause ?? err }, `${what} (unexpected error: a bug?)`);
+  else log[level]({ ...extra, code: e.code, err: e.message, cause: e.details.cause }, what);
+  return e;
+}
+
+/** Counts the failed attempt (attempts.ts); undefined when it cannot be, which only means it is not counted. */
+async function countAttempt(ctx: DeliveryContext, facts: AnswerFacts, dir: string, e: InboxdError): Promise<Attempts | undefined> {
+  const policy = ctx.retry;
+  if (!policy) return undefined;
+  try {
+    const print = await fingerprint(dir, facts.files);
+    return ctx.store.attempts.failed(ctx.partner.id, facts.file, print, { deliveryId: facts.id, code: e.code, error: e.message }, (n) => backoffDelay(n - 1, policy));
+  } catch (err) {
+    logFailure(ctx.log, err, 'the failed attempt could not be counted');
+    return undefined;
+  }
+}
+
+/**
+ * The last attempt failed: the delivery is answered INTERNAL_ERROR in error/ (the partner is told the
+ * fault is ours and that we know), alerted, and left for `inboxd replay` once the cause is fixed.
+ */
+async function giveUp(ctx: DeliveryContext, facts: AnswerFacts, receivedAt: string, dir: string, e: InboxdError, attempts: Attempts, started: number): Promise<Result> {
+  const reason = `${facts.file} could not be processed: ${attempts.attempts} attempts failed for a reason on our side, not in the file. Our operations team has been alerted and will process it once that is fixed; there is no need to send it again`;
+  const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, reject('INTERNAL_ERROR', reason), undefined));
+  ctx.store.event(facts.id, 'given up', `after ${attempts.attempts} attempts (deliveries ${attempts.deliveryIds.join(', ')}); the last failed with ${e.code}: ${e.message}`);
+  ctx.store.attempts.clear(ctx.partner.id, facts.file);
+  const message = `${ctx.partner.id}/${facts.flow}: ${facts.file} given up after ${attempts.attempts} attempts (${e.code}: ${e.message}); answered INTERNAL_ERROR in error/; inboxd replay ${facts.id} once the cause is fixed`;
+  ctx.log.error({ event: 'delivery.failed', code: e.code, err: e.message, attempts: attempts.attempts }, message);
+  ctx.alert?.({ event: 'delivery.failed', severity: 'critical', partner: ctx.partner.id, flow: facts.flow ?? '', file: facts.file, delivery_id: facts.id, attempts: attempts.attempts, code: e.code, message, at: new Date().toISOString() });
+  return answer(ctx, record, dir, started);
+}
+
+/** A file that can never become a delivery (incomplete too long, unknown, not a regular file). */
+export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<Result> {
+  // What stays in the inbox (a directory) is reported once, not at every sweep or start.
+  if (stale.inPlace && ctx.store.rejectedAs(ctx.partner.id, stale.file, stale.code)) return { status: 'skipped' };
+  const id = newDeliveryId();
+  const [flow, seq] = [stale.name?.flow ?? null, stale.name?.seq ?? null];
+  const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow, file: stale.file, seq });
+  const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, stale.files, { bytes: stale.bytes });
+  if (!dir) return { status: 'skipped' };
+  const facts: AnswerFacts = { id, partner: ctx.partner.id, flow, file: stale.file, seq, sha256: null, files: stale.files, processedAt: new Date().toISOString() };
+  const receivedAt = new Date(stale.arrivedMs).toISOString();
+  ctx.store.event(id, 'received', stale.files.join(', '), receivedAt);
+  const started = performance.now();
+  const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, reject(stale.code, stale.reason), undefined));
+  return answer({ ...ctx, log }, record, dir, started);
+}
+
+function observe(ctx: DeliveryContext, rec: DeliveryRecord, started: number): void {
+  const { observer } = ctx;
+  if (observer) safeEmit(ctx.log, 'delivered', () => observer.delivered(rec, (performance.now() - started) / 1000));
+}
+
+async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, dir: string, facts: AnswerFacts, receivedAt: string, replay?: ReplayMarker): Promise<DeliveryRecord> {
+  const { store, partner } = ctx;
+  const seqKey = { partner: partner.id, flow: flow.id, seq: ready.name.seq };
+  let found: DataFound | undefined;
+  const staging = join(dir, `${INTERNAL_PREFIX}staging`);
+  let manifest: Manifest | undefined;
+  try {
+    const sidecarHex = ready.sidecar ? parseSidecar(await readSmall(join(dir, ready.sidecar), 4096), ready.file) : undefined;
+    manifest = ready.manifest ? parseManifest(await readSmall(join(dir, ready.manifest), 1 << 20), ready.file) : undefined;
+    const decrypt = decryptOptions(ctx, ready.file);
+    // A sequence already applied needs only its hash to tell a resend from a conflict: no parsing.
+    const already = replay ? undefined : store.applied(partner.id, flow.id, ready.name.seq);
+    found = await readData(join(dir, ready.file), already ? undefined : { flow, staging }, sidecarHex, ctx.signal, decrypt);
+    facts.sha256 = found.sha256;
+    if (decrypt && found.stats) store.event(facts.id, 'decrypted', signerText(found));
+    if (found.unknownSigner) ctx.log.warn({ fingerprint: found.unknownSigner }, `the file is signed by an unknown key ${found.unknownSigner}; accepted because this partner does not require signatures`);
+    if (sidecarHex && sidecarHex !== found.sha256) throw await checksumMismatch(join(dir, ready.file), found, sidecarHex);
+    ctx.store.event(facts.id, 'verified', `sha256 ${found.sha256}${sidecarHex ? ' matches the .sha256 file' : ' (no .sha256 file)'}`);
+    if (found.stats) {
+      if (manifest) checkTotals(manifest, { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums }, (c, v) => manifestSum(flow, c, v));
+      checkBadRows(flow, found.stats);
+      ctx.store.event(facts.id, 'parsed', `${found.stats.rows} rows read, ${found.stats.badRows} invalid${manifest ? '; control totals match the manifest' : ''}`);
+    }
+  } catch (err) {
+    const e = classify(err);
+    if (e.kind !== 'reject') throw e;
+    // The partner reads only the message; a cause (e.g. why decryption failed) is for our logs alone.
+    if (e.details.cause) ctx.log.warn({ code: e.code, cause: e.details.cause }, 'rejection cause (not shown to the partner)');
+    const totals = found?.stats ? totalsJson(manifest, found.stats) : null;
+    return store.commit(undefined, undefined, () => ({ ...rejectedRecord(ctx, facts, receivedAt, e, found?.stats), totals }));
+  }
+  const { stats, staged } = found;
+  crashPoint('before-commit');
+  return store.commit(seqKey, staged ? { rows: staged, target: flow, keepNewer: replay ? seqKey : undefined } : undefined, (applied, lastSeq) => {
+    if (applied && !replay) return duplicateRecord(ctx, facts, receivedAt, applied);
+    if (!replay && flow.sequenceGap !== 'ignore' && lastSeq !== undefined && ready.name.seq < lastSeq) {
+      // Applying an older file after a newer one would put stale data back: kept in error/ for a deliberate replay.
+      const e = reject('SEQUENCE_OUT_OF_ORDER', `sequence ${ready.name.seq} arrived after sequence ${lastSeq} was applied; it was not applied, so newer data is not overwritten`);
+      return rejectedRecord(ctx, facts, receivedAt, e, undefined);
+    }
+    if (!stats) throw new InboxdError('IO_ERROR', 'the sequence was applied a moment ago and is no longer; taking the delivery again');
+    const totals = totalsJson(manifest, stats);
+    const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, partner.dirs);
+    return record(facts, receivedAt, 'accepted', plan, { records: stats.rows, badRows: stats.badRows, totals });
+  });
+}
+
+/** Control totals expected (the manifest) and found, for the record (inboxd deliveries show). */
+function totalsJson(manifest: Manifest | undefined, stats: MapStats): string {
+  return stringifyExact({ expected: manifest ? { records: manifest.records, sums: manifest.sums } : null, found: { records: stats.rows, sums: stats.sums } });
+}
+
+/**
+ * One pass over the data file: hashing, decoding, parsing, mapping and staging. The file is opened
+ * without following symlinks, and a file that changed while being read is retried, not rejected.
+ * Exported for inboxd check, which runs the same pass over a sample without committing anything.
+ */
+export async function readData(path: string, parse: { flow: FlowConfig; staging: string } | undefined, sidecarHex: string | undefined, signal?: AbortSignal, decrypt?: DecryptOptions): Promise<DataFound> {
+  const fh = await openRegular(path);
+  const hash = createHash('sha256');
+  let stats: MapStats | undefined;
+  let staged: StagedRows | undefined;
+  let verdict: Verdict = {};
+  let after: { size: number; mtimeMs: number };
+  try {
+    const before = await fh.stat();
+    const source = fh.createReadStream({ autoClose: false, highWaterMark: 256 * 1024 });
+    if (!parse) await pipeline(source, tap(hash), async (chunks: AsyncIterable<Buffer>) => { for await (const _ of chunks); }, { signal });
+    else {
+      const { flow } = parse;
+      const spec = { base: parse.staging, fields: flow.fields, totals: flow.totals, maxReported: flow.maxReportedErrors, csv: flow.csv };
+      const stager = new Stager(spec);
+      // UTF-8 goes to the parsers as it is (checked chunk by chunk); other encodings are decoded to it first.
+      const utf8 = new TextDecoder(flow.csv.encoding).encoding === 'utf-8';
+      const text = () => (utf8 ? [] : [decoder(flow.csv.encoding)]);
+      const sink = stagingSink(stager, { ...spec, header: flow.csv.header, utf8Checked: !utf8 });
+      try {
+        if (!decrypt) await pipeline([source, tap(hash), ...text(), sink], { signal });
+        else {
+          // The sidecar covers the bytes delivered (ciphertext); the manifest's totals the records inside.
+          const hashed = tap(hash);
+          const feeding = pipeline(source, hashed, { signal });
+          feeding.catch(() => {});
+          const { plaintext, done } = await decryptStream(hashed, decrypt);
+          await Promise.all([pipeline([plaintext, ...text(), sink], { signal }), feeding]);
+          // Integrity (MDC/AEAD) and signature are known only now, at the end: nothing was committed before.
+          verdict = await done;
+        }
+        ({ stats, rows: staged } = await stager.finish());
+      } catch (failure) {
+        // Chunks still in flight may hold an error earlier in the file: that one is the file's error.
+        const err = (signal?.aborted ? undefined : await stager.settle()) ?? failure;
+        await stager.abort();
+        if (signal?.aborted) throw failure;
+        // Tampered ciphertext decrypts to garbage that may break the CSV before the integrity check at
+        // the end can speak: an encrypted file is judged on its integrity first.
+        if (decrypt && classify(err).code !== 'DECRYPT_FAILED' && classify(err).code !== 'LIMIT_EXCEEDED') await checkIntegrity(path, decrypt);
+        // A damaged transfer shows up as broken CSV; the checksum names the real cause.
+        const seen = await fsp.lstat(path); // the handle is closed once the stream failed
+        const sha = await hashFile(path);
+        if (sidecarHex && sha !== sidecarHex) throw await checksumMismatch(path, { sha256: sha, size: seen.size, mtimeMs: seen.mtimeMs }, sidecarHex);
+        throw err;
+      }
+    }
+    after = await fh.stat();
+    if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) throw new InboxdError('FILE_CHANGING', 'the file changed while it was read; it will be read again');
+  } finally {
+    await fh.close();
+  }
+  return { sha256: hash.digest('hex'), stats, staged, ...verdict, size: after.size, mtimeMs: after.mtimeMs };
+}
+
+export interface DataFound extends Verdict {
+  sha256: string;
+  stats?: MapStats;
+  /** where the rows are, in file order */
+  staged?: StagedRows;
+  size: number;
+  mtimeMs: number;
+}
+
+/** How long a client that writes in place (WinSCP) may pause between writes and still count as writing. */
+const STILL_WRITING_MS = 1000;
+
+/**
+ * A checksum mismatch may only mean the partner's client is still writing through the handle it
+ * holds (the file settled during a pause): look again a moment later before blaming the file.
+ */
+async function checksumMismatch(path: string, seen: { sha256: string; size: number; mtimeMs: number }, sidecarHex: string): Promise<InboxdError> {
+  await new Promise((r) => setTimeout(r, STILL_WRITING_MS));
+  const now = await fsp.lstat(path);
+  if (now.size !== seen.size || now.mtimeMs !== seen.mtimeMs) return new InboxdError('FILE_CHANGING', 'the checksum does not match yet and the file is still being written; it will be read again');
+  return reject('CHECKSUM_MISMATCH', `the file's SHA-256 is ${seen.sha256}, the .sha256 file says ${sidecarHex}`);
+}
+
+/** What an encrypted delivery needs, or a rejection when the partner's contract asks for what the file lacks. */
+export function decryptOptions(ctx: Pick<DeliveryContext, 'partner' | 'keyring'>, file: string): DecryptOptions | undefined {
+  const { pgp } = ctx.partner;
+  if (!isEncryptedName(file)) {
+    if (pgp.requireEncryption) throw reject('ENCRYPTION_REQUIRED', 'the file is not OpenPGP-encrypted (.pgp, .gpg or .asc), and this partner must encrypt files');
+    if (pgp.requireSignature) throw reject('SIGNATURE_REQUIRED', 'the file is not signed, and this partner must sign files');
+    return undefined;
+  }
+  const ring = ctx.keyring;
+  if (!ring || ring.decryptionKeys.length === 0) throw decryptFailed(new Error('no decryption key configured (pgp.keys)'));
+  return {
+    decryptionKeys: ring.decryptionKeys,
+    verificationKeys: ring.partnerKeys.get(ctx.partner.id) ?? [],
+    requireSignature: pgp.requireSignature,
+    maxDecompressedBytes: ring.maxDecompressedBytes,
+    maxCompressionRatio: ring.maxCompressionRatio,
+  };
+}
+
+function tap(hash: Hash): Transform {
+  let chunks = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      if (++chunks === 2) crashPoint('mid-stream');
+      cb(null, chunk);
+    },
+  });
+}
+
+/** Decrypts to nowhere: throws what decryption throws (DECRYPT_FAILED, signature, limits), or returns. */
+async function checkIntegrity(path: string, decrypt: DecryptOptions): Promise<void> {
+  const fh = await openRegular(path);
+  try {
+    const { plaintext, done } = await decryptStream(fh.createReadStream({ autoClose: false }), decrypt);
+    for await (const _ of plaintext);
+    await done;
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function hashFile(path: string): Promise<string> {
+  const fh = await openRegular(path);
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of fh.createReadStream({ autoClose: false })) hash.update(chunk as Buffer);
+  } finally {
+    await fh.close();
+  }
+  return hash.digest('hex');
+}
+
+export function checkBadRows(flow: FlowConfig, stats: MapStats): void {
+  if (stats.badRows === 0) return;
+  const allowed = 'count' in flow.maxBadRows ? flow.maxBadRows.count : Math.floor(flow.maxBadRows.fraction * stats.rows);
+  if (stats.badRows > allowed) {
+    throw reject('ROW_ERRORS', `${stats.badRows} of ${stats.rows} rows are invalid (${allowed} allowed); nothing was applied`, { badRows: stats.badRows });
+  }
+}
+
+/** A manifest sum in the units we store, exactly and of any size: amounts in minor units, by the column's scale. */
+export function manifestSum(flow: FlowConfig, column: string, v: number | bigint | string): Exact | undefined {
+  const field = flow.fields.find((f) => f.ours === column)!;
+  const out = toMinorUnits(String(v).trim(), field.type === 'amount' ? (field.scale ?? 2) : 0, false);
+  return typeof out === 'number' || typeof out === 'bigint' ? out : undefined;
+}
+
+function record(f: AnswerFacts, receivedAt: string, outcome: DeliveryRecord['outcome'], plan: AnswerPlan, extra: Partial<DeliveryRecord>): DeliveryRecord {
+  return {
+    id: f.id, partner: f.partner, flow: f.flow, file: f.file, seq: f.seq, fileTime: null, sha256: f.sha256, size: null, outcome,
+    code: null, reason: null, records: null, badRows: null, totals: null, receivedAt, decidedAt: f.processedAt, answeredAt: null,
+    plan: JSON.stringify(f.replayOf ? replayPlan(plan, outcome === 'accepted', f.replayFrom ?? 'archive') : plan), replayOf: f.replayOf ?? null, ...extra,
+  };
+}
+
+function rejectedRecord(ctx: DeliveryContext, f: AnswerFacts, receivedAt: string, e: InboxdError, stats: MapStats | undefined): DeliveryRecord {
+  const errors = e.code === 'ROW_ERRORS' && stats ? stats.errors : [];
+  const plan = planRejected(f, { status: 'rejected', code: e.code, reason: e.message, errors, errorCount: errors.length ? stats!.errorCount : 0 }, ctx.partner.dirs);
+  return record(f, receivedAt, 'rejected', plan, { code: e.code, reason: e.message, records: stats?.rows ?? null, badRows: stats?.badRows ?? null });
+}
+
+function duplicateRecord(ctx: DeliveryContext, f: AnswerFacts, receivedAt: string, applied: Applied): DeliveryRecord {
+  const same = applied.sha256 === f.sha256;
+  const code = same ? 'DUPLICATE' : 'SEQUENCE_CONFLICT';
+  const reason = same
+    ? `sequence ${f.seq} was already applied (delivery ${applied.deliveryId}); this copy is identical and changed nothing`
+    : `sequence ${f.seq} was already applied (delivery ${applied.deliveryId}) with different content; this file was not applied. Send new data under a new sequence number`;
+  const plan = planRejected(f, { status: same ? 'duplicate' : 'rejected', code, reason, errors: [], errorCount: 0 }, ctx.partner.dirs);
+  return record(f, receivedAt, same ? 'duplicate' : 'rejected', plan, { code, reason });
+}
+
+/** Answers the partner as the committed plan says, then records that it was done. */
+export async function finish(ctx: DeliveryContext, rec: DeliveryRecord, dir: string): Promise<Result> {
+  const plan = JSON.parse(rec.plan) as AnswerPlan;
+  await carryOut(plan, ctx.partner.dirs, dir);
+  // A remote partner's originals may now leave its server, and the answer is queued for upload there.
+  const remote = ctx.partner.remote ? () => ctx.store.remote.answered(ctx.partner.id, rec.id, plan) : undefined;
+  ctx.store.markAnswered(rec.id, answeredDetail(plan), remote);
+  const level = rec.outcome === 'accepted' ? 'info' : 'warn';
+  ctx.log[level]({ outcome: rec.outcome, code: rec.code, reason: rec.reason, records: rec.records, bad_rows: rec.badRows }, `delivery ${rec.outcome}`);
+  return { status: rec.outcome, record: rec };
+}
+
+/** The answer in words for the audit trail: what the partner was sent. */
+function answeredDetail(plan: AnswerPlan): string {
+  const sent = plan.writes.map((w) => `${w.dir}/${w.name}`);
+  const placed = [...new Set(plan.moves.map((m) => `${m.dir}/`))];
+  if (sent.length === 0 && placed.length === 0) return 'nothing sent to the partner (a replay: see its report)';
+  return [sent.length ? `sent ${sent.join(', ')}` : '', placed.length ? `originals in ${placed.join(', ')}` : ''].filter(Boolean).join('; ');
+}

@@ -1,0 +1,162 @@
+/**
+ * One pass over every partner: finish interrupted work (startup.ts), then take every ready delivery.
+ * `inboxd run --once` is exactly this; the daemon runs the sweep of one partner on events and on a schedule.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Alert, sendLogged } from '../notify/alert.js';
+import { fingerprint } from '../store/sqlite/attempts.js';
+import type { Config, FlowConfig, PartnerConfig } from '../config/config.js';
+import { type DeliveryContext, handleReady, handleStale, logFailure, type Result } from './delivery.js';
+import { type ReadyDelivery, type Scan, scanInbox } from '../pipeline/discover.js';
+import { gapVerdict } from '../pipeline/gap.js';
+import { type DirProblem, partnerDirProblem } from './layout.js';
+import type { Logger } from '../log.js';
+import type { ParsedName } from '../pipeline/naming.js';
+import { Releasers } from '../releasers.js';
+import { deliveryRetry } from '../retry.js';
+import { openAll, recover } from './startup.js';
+
+export interface Tally {
+  accepted: number;
+  rejected: number;
+  duplicate: number;
+  retry: number;
+  waiting: number;
+}
+
+export interface SweepHooks {
+  /** a sequence gap that is no longer waited for */
+  gap?: (flow: FlowConfig, expected: number, got: number) => void;
+  accepted?: (flow: FlowConfig, deliveryId: string) => void;
+  /** true once the daemon is stopping: no further delivery is taken */
+  stopped?: () => boolean;
+  /** a partner directory is no real directory (a symbolic link, or gone): the partner was left out of this sweep */
+  refused?: (problem: DirProblem) => void;
+}
+
+/**
+ * Processes what is ready in one partner's inbox, in sequence order per flow. It never throws: a failure
+ * is this partner's or one delivery's, logged and counted as a retry, and the rest goes on. Returns when
+ * something left waiting can have changed (Date.now() ms: a file settled or overdue, a gap waited out, a
+ * retry's backoff over), or undefined when nothing waits.
+ */
+export async function sweepPartner(base: DeliveryContext, config: Config, tally: Tally, hooks: SweepHooks = {}): Promise<number | undefined> {
+  const ctx: DeliveryContext = { ...base, retry: deliveryRetry(config.maxAttempts, config.retryBackoffMs) };
+  const { partner } = ctx;
+  let scan: Scan;
+  try {
+    // A directory replaced by a link would have us take, answer and archive files wherever it points.
+    const wrong = await partnerDirProblem(partner);
+    if (wrong) {
+      ctx.log.error({ partner: partner.id, dir: wrong.dir, event: 'partner.refused' }, `partner ${partner.id} left out of this sweep: ${wrong.reason}`);
+      hooks.refused?.(wrong);
+      return undefined;
+    }
+    scan = await scanInbox(partner.dirs.inbox, {
+      flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(),
+    });
+  } catch (err) {
+    logFailure(ctx.log.child({ partner: partner.id }), err, 'the inbox could not be listed; tried again later');
+    tally.retry++;
+    return Date.now() + config.retryBackoffMs;
+  }
+  tally.waiting += scan.waiting;
+  let due = scan.dueMs;
+  for (const stale of scan.stale) {
+    if (hooks.stopped?.()) return due;
+    const r = await guarded(ctx, stale, () => handleStale(ctx, stale));
+    count(tally, r);
+    if (r.status === 'retry') due = soonest(due, r.retryAt);
+  }
+  const held = new Set<string>();
+  for (const ready of scan.ready) {
+    if (hooks.stopped?.()) return due;
+    const flow = partner.flows.find((f) => f.id === ready.name.flow)!;
+    const wait = held.has(flow.id) ? { as: 'waiting' as const, until: undefined } : await notYet(ctx, flow, ready, hooks);
+    let r: Result | undefined;
+    if (wait) {
+      tally[wait.as]++;
+      due = soonest(due, wait.until);
+    } else {
+      r = await guarded(ctx, ready, () => handleReady(ctx, ready));
+      count(tally, r);
+      if (r.status === 'accepted') hooks.accepted?.(flow, r.record.id);
+      if (r.status === 'retry') due = soonest(due, r.retryAt);
+    }
+    // Later sequences of a flow wait behind one not applied: taken first, they would put it out of order.
+    // One committed, only its answer owed, is applied.
+    if ((wait || (r?.status === 'retry' && !r.record)) && flow.sequenceGap !== 'ignore') held.add(flow.id);
+  }
+  return due;
+}
+
+/** The earlier of two times, either of which may be unknown. */
+export const soonest = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined ? b : b === undefined ? a : Math.min(a, b));
+
+/** Why a ready delivery is not taken now, and until when: its backoff after a failure of ours, or a sequence gap. */
+async function notYet(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): Promise<{ as: 'retry' | 'waiting'; until: number } | undefined> {
+  const backoff = await backoffUntil(ctx, ready);
+  if (backoff !== undefined) return { as: 'retry', until: backoff };
+  const gap = gapUntil(ctx, flow, ready, hooks);
+  return gap === undefined ? undefined : { as: 'waiting', until: gap };
+}
+
+/** A delivery's failure that escaped it (its claim, say): logged naming it, to be tried again. */
+async function guarded(ctx: DeliveryContext, item: { file: string; name?: ParsedName }, handle: () => Promise<Result>): Promise<Result> {
+  try {
+    return await handle();
+  } catch (err) {
+    const log = ctx.log.child({ partner: ctx.partner.id, flow: item.name?.flow ?? null, file: item.file, seq: item.name?.seq ?? null });
+    return { status: 'retry', error: logFailure(log, err, 'delivery failed; tried again later'), retryAt: Date.now() + (ctx.retry?.baseMs ?? 0) };
+  }
+}
+
+/**
+ * A delivery that failed for a reason of ours waits out its backoff (attempts.ts): returns until when,
+ * or undefined when it may be taken now. Another file under its name (a new upload) is not held back.
+ */
+async function backoffUntil(ctx: DeliveryContext, ready: ReadyDelivery): Promise<number | undefined> {
+  const failed = ctx.store.attempts.get(ctx.partner.id, ready.file);
+  if (!failed || failed.nextAt <= Date.now()) return undefined;
+  const print = await fingerprint(ctx.partner.dirs.inbox, ready.files).catch(() => undefined);
+  return print === failed.fingerprint ? failed.nextAt : undefined;
+}
+
+/**
+ * A sequence gap (002 ready, 001 never came): `wait` holds the flow until the missing file arrives or
+ * gap_wait has passed since the later file arrived, then reports the gap and goes on; `warn` reports
+ * and goes on at once; `ignore` does neither. Returns until when the flow is held, or undefined: go.
+ */
+function gapUntil(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): number | undefined {
+  const verdict = gapVerdict(flow, ctx.store.lastSeq(flow.partner, flow.id), ready.name.seq, ready.arrivedMs, Date.now());
+  if (verdict.kind === 'go') return undefined;
+  if (verdict.kind === 'hold') return verdict.untilMs;
+  const { expected } = verdict;
+  ctx.log.warn({ partner: flow.partner, flow: flow.id, expected, seq: ready.name.seq, file: ready.file, event: 'sequence.gap' }, `sequence gap: expected ${expected}, got ${ready.name.seq}; going on`);
+  hooks.gap?.(flow, expected, ready.name.seq);
+  return undefined;
+}
+
+function count(tally: Tally, r: Result): void {
+  if (r.status !== 'skipped') tally[r.status]++;
+}
+
+export async function runOnce(config: Config, log: Logger): Promise<Tally> {
+  const held = new Releasers();
+  const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
+  // A delivery given up on is alerted (delivery.failed); the run waits for its alerts before it ends.
+  const alerts: Promise<void>[] = [];
+  const alert = config.alert && ((a: Alert) => void alerts.push(sendLogged(config.alert!, a, log)));
+  try {
+    const { keyring, store } = await openAll(config, log, held);
+    let putBack = 0;
+    for (const partner of config.partners) putBack += await recover(store, partner, log, tally);
+    // A delivery put back has just changed in the inbox, as if just uploaded: this run still takes it.
+    if (putBack > 0) await sleep(config.settleMs);
+    for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring, alert }, config, tally);
+  } finally {
+    await Promise.all(alerts);
+    await held.releaseAll((resource, err) => log.error({ err, resource }, 'release failed'));
+  }
+  return tally;
+}

@@ -1,0 +1,23 @@
+/**
+ * `inboxd check-config`: what `inboxd run` would refuse at start, found without starting it. Beyond the
+ * configuration and its mappings (loadConfig): our OpenPGP keys and the partners' load, the directory
+ * layout holds (layout.ts; nothing is created), and each flow's key matches its table in the database,
+ * when the database exists (opened read-only, never created).
+ */
+import { existsSync } from 'node:fs';
+import type { Config } from '../config/config.js';
+import { loadKeyring } from '../pgp/keyring.js';
+import { prepareTree } from './layout.js';
+import { Store } from '../store/sqlite/store.js';
+
+export async function preflight(config: Config): Promise<void> {
+  await loadKeyring(config);
+  await prepareTree(config, { create: false });
+  if (!existsSync(config.database)) return;
+  const store = new Store(config.database, { readonly: true });
+  try {
+    for (const p of config.partners) for (const f of p.flows) store.checkTable(f);
+  } finally {
+    store.close();
+  }
+}

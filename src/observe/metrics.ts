@@ -1,0 +1,154 @@
+/**
+ * Prometheus metrics (prom-client, on a Registry of our own). Counters and the histogram are fed by the
+ * delivery observer (safeEmit: a failing metric never hurts a delivery); gauges that describe the
+ * present (backlog, time since the last good delivery, late windows, open errors, circuits) are read
+ * from the inbox and the database at scrape time, so they are right even after a restart.
+ *
+ * The remote link reports through `countRemoteError` and `setCircuitState`; circuit states kept in the
+ * database (remote_state) are read at scrape time as well.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { circuits, lastAccepted, lateCounts, openProblems } from '../ops/audit.js';
+import { backlog } from '../ops/backlog.js';
+import type { Config } from '../config/config.js';
+import type { DeliveryObserver } from '../observers.js';
+import type { DeliveryRecord, Store } from '../store/sqlite/store.js';
+
+/** The breaker's states, and 'halted': an error no retry can fix (host key mismatch, key refused) stopped the link. */
+export type CircuitState = 'closed' | 'open' | 'half-open' | 'halted';
+const CIRCUIT_STATES: readonly CircuitState[] = ['closed', 'half-open', 'open', 'halted'];
+
+export class Metrics {
+  readonly registry = new Registry();
+  private source?: { store: Store; config: Config };
+  private readonly circuitSet = new Map<string, CircuitState>();
+  private defaults = false;
+
+  private readonly deliveries = new Counter({
+    name: 'inboxd_deliveries_total', help: 'Deliveries decided, by partner, flow and outcome (accepted, rejected, duplicate)',
+    labelNames: ['partner', 'flow', 'outcome'] as const, registers: [this.registry],
+  });
+  private readonly rows = new Counter({
+    name: 'inboxd_rows_upserted_total', help: 'Rows upserted into target tables by accepted deliveries',
+    labelNames: ['partner', 'flow'] as const, registers: [this.registry],
+  });
+  private readonly duration = new Histogram({
+    name: 'inboxd_delivery_processing_seconds', help: 'Time from claiming a delivery to answering it',
+    labelNames: ['partner', 'flow', 'outcome'] as const, buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800], registers: [this.registry],
+  });
+  private readonly remoteErrors = new Counter({
+    name: 'inboxd_remote_transfer_errors_total', help: "Failed operations against remote partners' SFTP servers",
+    labelNames: ['partner', 'operation'] as const, registers: [this.registry],
+  });
+
+  constructor() {
+    const self = this;
+    new Gauge({
+      name: 'inboxd_backlog_files', help: 'Data files of a flow waiting in the inbox', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
+      async collect() {
+        this.reset();
+        const src = self.source;
+        if (!src) return;
+        for (const p of src.config.partners) for (const [flow, n] of await backlog(p, src.config.tempPatterns)) this.set({ partner: p.id, flow }, n);
+      },
+    });
+    new Gauge({
+      name: 'inboxd_seconds_since_last_accepted', help: 'Seconds since the last accepted delivery of a flow (absent: none yet)', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
+      collect() {
+        this.reset();
+        const db = self.open();
+        if (!db) return;
+        for (const [key, at] of lastAccepted(db.store)) {
+          const [partner, flow] = key.split('/') as [string, string];
+          this.set({ partner, flow }, Math.max(0, (Date.now() - Date.parse(at)) / 1000));
+        }
+      },
+    });
+    new Gauge({
+      name: 'inboxd_late_windows', help: 'Delivery windows that closed with no delivery and are not resolved yet', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
+      collect() {
+        this.reset();
+        const db = self.open();
+        if (!db) return;
+        const late = lateCounts(db.store);
+        for (const p of db.config.partners) for (const f of p.flows) this.set({ partner: p.id, flow: f.id }, late.get(`${p.id}/${f.id}`) ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'inboxd_open_errors', help: 'Rejected deliveries not dealt with yet (replayed, resolved or sent again)', labelNames: ['partner'] as const, registers: [this.registry],
+      collect() {
+        this.reset();
+        const db = self.open();
+        if (!db) return;
+        const open = openProblems(db.store);
+        for (const p of db.config.partners) this.set({ partner: p.id }, open.filter((d) => d.partner === p.id).length);
+      },
+    });
+    new Gauge({
+      name: 'inboxd_circuit_state', help: "A remote partner's circuit breaker: 1 for its current state", labelNames: ['partner', 'state'] as const, registers: [this.registry],
+      collect() {
+        this.reset();
+        const states = new Map(self.circuitSet);
+        const db = self.open();
+        if (db) for (const [partner, row] of circuits(db.store)) if ((CIRCUIT_STATES as readonly string[]).includes(row.circuit)) states.set(partner, row.circuit as CircuitState);
+        for (const [partner, current] of states) for (const state of CIRCUIT_STATES) this.set({ partner, state }, state === current ? 1 : 0);
+      },
+    });
+  }
+
+  /** Where scrape-time gauges read from (the daemon's store and config). */
+  attach(store: Store, config: Config): void {
+    this.source = { store, config };
+  }
+
+  /** Process metrics (CPU, memory, event loop lag), once the HTTP listener runs. */
+  enableDefaults(): void {
+    if (this.defaults) return;
+    this.defaults = true;
+    collectDefaultMetrics({ register: this.registry, prefix: 'inboxd_' });
+  }
+
+  delivered(rec: DeliveryRecord, seconds: number): void {
+    const labels = { partner: rec.partner, flow: rec.flow ?? 'unknown' };
+    this.deliveries.inc({ ...labels, outcome: rec.outcome });
+    this.duration.observe({ ...labels, outcome: rec.outcome }, seconds);
+    if (rec.outcome === 'accepted') this.rows.inc(labels, (rec.records ?? 0) - (rec.badRows ?? 0));
+  }
+
+  observer(): DeliveryObserver {
+    return { delivered: (rec, seconds) => this.delivered(rec, seconds) };
+  }
+
+  remoteError(partner: string, operation: string): void {
+    this.remoteErrors.inc({ partner, operation });
+  }
+
+  circuit(partner: string, state: CircuitState): void {
+    this.circuitSet.set(partner, state);
+  }
+
+  private open(): { store: Store; config: Config } | undefined {
+    return this.source?.store.db.open ? this.source : undefined;
+  }
+}
+
+/** The process's metrics: one daemon per process. */
+export const metrics = new Metrics();
+
+/** For the remote link: a failed transfer operation (list, download, upload, rename...). Never throws. */
+export function countRemoteError(partner: string, operation: string): void {
+  try {
+    metrics.remoteError(partner, operation);
+  } catch {
+    // observers never hurt the core
+  }
+}
+
+/** For the remote link: its circuit breaker changed state. Never throws. */
+export function setCircuitState(partner: string, state: CircuitState): void {
+  try {
+    metrics.circuit(partner, state);
+  } catch {
+    // observers never hurt the core
+  }
+}

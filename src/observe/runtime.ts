@@ -1,0 +1,94 @@
+/**
+ * What the daemon runs for operators beside the delivery loop: the HTTP listener (metrics, health,
+ * readiness), the delivery observer feeding the metrics, and the prune schedule. The daemon starts it
+ * once its store is open and stops it before closing the store.
+ */
+import { constants, promises as fsp } from 'node:fs';
+import cron, { type ScheduledTask } from 'node-cron';
+import { dirname } from 'node:path';
+import { type Config, configError, type HttpConfig } from '../config/config.js';
+import { InboxdError } from '../errors.js';
+import { type HttpServer, type Readiness, startHttp } from './http.js';
+import type { Logger } from '../log.js';
+import { metrics } from './metrics.js';
+import type { DeliveryObserver } from '../observers.js';
+import { prune } from '../ops/prune.js';
+import type { Store } from '../store/sqlite/store.js';
+
+export interface OpsRuntime {
+  observer: DeliveryObserver;
+  stop(): Promise<void>;
+}
+
+/** `started`: startup recovery is done and the daemon is not stopping. */
+export async function startOps(config: Config, store: Store, log: Logger, started: () => boolean): Promise<OpsRuntime> {
+  metrics.attach(store, config);
+  let http: HttpServer | undefined;
+  if (config.http) {
+    metrics.enableDefaults();
+    http = await startHttp(config.http, {
+      metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+      ready: () => readiness(config, store, started),
+    }).catch((err: unknown) => {
+      throw listenError(config, config.http!, err);
+    });
+    log.info({ host: http.host, port: http.port }, `http listening on ${http.host}:${http.port}: /metrics /healthz /readyz`);
+  }
+  let pruning: Promise<void> | undefined;
+  const runPrune = async () => {
+    try {
+      const r = await prune(store, config);
+      log.info({ files: r.files.length, rows: r.rows, event: 'prune' }, 'prune done');
+    } catch (err) {
+      log.error({ err: String(err), event: 'prune' }, 'prune failed; it runs again at the next scheduled time');
+    }
+  };
+  const task: ScheduledTask | undefined = config.pruneSchedule
+    ? cron.schedule(config.pruneSchedule, () => {
+      if (pruning || !started()) return;
+      pruning = runPrune().finally(() => (pruning = undefined));
+    }, { name: 'inboxd-prune' })
+    : undefined;
+  return {
+    observer: metrics.observer(),
+    stop: async () => {
+      await task?.stop();
+      await pruning; // the store is closed after this
+      await http?.close();
+    },
+  };
+}
+
+/** A port in use may come free (an earlier inboxd still stopping): try again (75). One we may not have is configuration (78). */
+function listenError(config: Config, http: HttpConfig, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  const at = `${http.host}:${http.port}`;
+  if (code === 'EADDRINUSE') return new InboxdError('IO_ERROR', `http.listen: ${at} is in use by another process; try again once it is free`, { cause: code }, { cause: err });
+  if (code === 'EACCES' || code === 'EADDRNOTAVAIL') return configError(config.file, 'http.listen', `cannot listen on ${at} (${code})`);
+  return err;
+}
+
+/** Less free space than this on the database's file system and a commit may not fit: not ready. */
+const MIN_FREE_BYTES = 8 * 1024 * 1024;
+
+/** Ready only when every part of the work can be done: no guessing from the process being alive. */
+export async function readiness(config: Config, store: Store, started: () => boolean): Promise<Readiness> {
+  const checks: Record<string, string> = {};
+  checks.startup = started() ? 'ok' : 'startup recovery not finished, or stopping';
+  try {
+    store.db.prepare('SELECT 1').get();
+    const dir = dirname(config.database);
+    const { bavail, bsize } = await fsp.statfs(dir);
+    checks.database = bavail * bsize >= MIN_FREE_BYTES ? 'ok' : `disk full: ${bavail * bsize} bytes free on the file system of ${dir}; at least ${MIN_FREE_BYTES} are needed`;
+  } catch (err) {
+    checks.database = `not usable: ${(err as Error).message}`;
+  }
+  for (const p of config.partners) {
+    const bad: string[] = [];
+    for (const dir of [p.dirs.inbox, p.dirs.outbox, p.dirs.archive, p.dirs.error, p.dirs.work]) {
+      await fsp.access(dir, constants.W_OK).catch((err: NodeJS.ErrnoException) => bad.push(`${dir}: ${err.code ?? err.message}`));
+    }
+    checks[`partner ${p.id}`] = bad.length ? `not writable: ${bad.join('; ')}` : 'ok';
+  }
+  return { ready: Object.values(checks).every((v) => v === 'ok'), checks };
+}

@@ -1,0 +1,206 @@
+/**
+ * The main thread's side of staging: hands chunks of records to staging threads (stage-worker.ts), a
+ * few in flight per thread so a slow disk pauses reading instead of filling memory, and keeps where
+ * each chunk's rows went. Chunks finish out of order across threads; what counts is file order: the
+ * rows are applied in it, and the error reported is the one earliest in the file.
+ */
+import { isUtf8 } from 'node:buffer';
+import { availableParallelism } from 'node:os';
+import { Writable } from 'node:stream';
+import { Worker } from 'node:worker_threads';
+import { type Chunk, RecordChunker } from '../formats/csv/chunk.js';
+import type { CsvDialect } from '../config/config.js';
+import { type ErrorCode, InboxdError, reject } from '../errors.js';
+import { type MapStats, mergeStats, RowMapper } from './map.js';
+import type { FieldSpec } from '../config/mapping.js';
+import { RecordReader, utf8ErrorLine } from '../formats/csv/parse.js';
+import type { FromWorker, ToWorker, WorkerSpec } from './stage-worker.js';
+
+const THREADS = Math.max(1, Math.min(4, availableParallelism()));
+const IN_FLIGHT = 2;
+/** Big enough that per-chunk costs vanish, small enough that a few in flight per thread cost little memory. */
+const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 256 * 1024;
+
+export interface StageSpec {
+  /** scratch files are `<base>-<n>.db` */
+  base: string;
+  fields: readonly FieldSpec[];
+  totals: readonly string[];
+  maxReported: number;
+  csv: CsvDialect;
+}
+
+/** Staged rows: in file order, rowid ranges of the scratch files. */
+export interface StagedRows {
+  files: string[];
+  runs: Array<{ file: number; from: number; to: number }>;
+}
+
+interface Thread {
+  /** its scratch file */
+  path: string;
+  worker: Worker;
+  inFlight: number;
+  stats?: MapStats;
+}
+
+/**
+ * The end of a delivery's byte stream (UTF-8 by now): cuts it into chunks of records, reads the header
+ * from the first, checks the bytes are UTF-8 (chunks start on a character), hands the chunks on.
+ * `utf8Checked`: a decoder upstream has already refused bytes that are not text.
+ */
+export function stagingSink(stager: Pick<Stager, 'start' | 'add'>, spec: StageSpec & { header: boolean; utf8Checked: boolean; chunkBytes?: number }): Writable {
+  const chunkBytes = spec.chunkBytes ?? CHUNK_BYTES;
+  const chunker = new RecordChunker(spec.csv.quote.charCodeAt(0), chunkBytes, chunkBytes + 2 * spec.csv.maxRecordBytes);
+  const firstRecord = new RecordReader(spec.csv, { limit: 1 });
+  const readFirst = (chunk: Chunk): string[] | undefined => {
+    let found: string[] | undefined;
+    firstRecord.read(chunk, (record) => (found ??= record));
+    return found;
+  };
+  let first: string[] | undefined;
+  let held: Chunk[] = []; // a first record cut across chunks (a run flagged `more`) waits whole
+  let afterCr = false; // a forced cut can fall inside a CRLF
+  const send = async (chunks: Chunk[]): Promise<void> => {
+    for (const chunk of chunks) {
+      if (!spec.utf8Checked && !isUtf8(chunk.bytes)) {
+        const line = utf8ErrorLine(chunk, afterCr);
+        throw reject('BAD_ENCODING', `line ${line}: bytes that are not valid ${spec.csv.encoding}`, { line });
+      }
+      afterCr = chunk.bytes[chunk.bytes.length - 1] === 0x0d;
+      if (first) {
+        await stager.add(chunk, false);
+        continue;
+      }
+      held.push(chunk);
+      first = readFirst(chunk);
+      if (!first) {
+        if (!chunk.more) held = []; // empty lines only
+        continue;
+      }
+      if (spec.header) new RowMapper(spec.fields, spec.totals, 0).header(first); // a missing column fails here, before any thread starts
+      stager.start(spec.header ? first : null, first.length);
+      for (const [i, c] of held.entries()) await stager.add(c, i === 0 && spec.header);
+      held = [];
+    }
+  };
+  return new Writable({
+    write(buf: Buffer, _enc, cb) {
+      send(chunker.push(buf)).then(() => cb(), cb);
+    },
+    final(cb) {
+      send(chunker.end()).then(() => {
+        // With no header at all (an empty file) nothing checked the columns: not a delivery of this flow.
+        if (!first && spec.header) throw reject('MISSING_COLUMN', 'line 1: the file is empty; the header line is missing', { line: 1 });
+      }).then(() => cb(), cb);
+    },
+  });
+}
+
+export class Stager {
+  private readonly threads: Thread[] = [];
+  private readonly ranges: Array<{ file: number; from: number; to: number } | undefined> = [];
+  private readonly failed = new Map<number, Error>();
+  private broken: Error | undefined;
+  private next = 0;
+  /** the thread a chunk flagged `more` went to: the rest of its record goes there too */
+  private sticky: Thread | undefined;
+  private waiters: Array<() => void> = [];
+  private setup: { header: string[] | null; width: number } | undefined;
+
+  constructor(private readonly spec: StageSpec) {}
+
+  /** The file's first record is known: its header (or null without one) and how many columns rows have. */
+  start(header: string[] | null, width: number): void {
+    this.setup = { header, width };
+  }
+
+  /** Sends a chunk to a thread with room, waiting while all are busy. Throws once any chunk has failed. */
+  async add(chunk: Chunk, skipFirst: boolean): Promise<void> {
+    let thread: Thread | undefined;
+    while (!(thread = this.room())) await this.changed();
+    const index = this.next++;
+    thread.inFlight++;
+    this.sticky = chunk.more ? thread : undefined;
+    thread.worker.postMessage({ chunk, index, skipFirst } satisfies ToWorker);
+  }
+
+  /** Every chunk staged: the rows and what mapping found. Throws the error earliest in the file. */
+  async finish(): Promise<{ stats: MapStats; rows: StagedRows }> {
+    const error = await this.settle();
+    if (error) throw error;
+    for (const t of this.threads) t.worker.postMessage({ end: true } satisfies ToWorker);
+    while (this.threads.some((t) => !t.stats) && !this.broken) await this.changed();
+    if (this.broken) throw this.broken;
+    await this.abort();
+    return { stats: mergeStats(this.threads.map((t) => t.stats!), this.spec.totals, this.spec.maxReported), rows: this.stagedRows() };
+  }
+
+  /** Waits for the chunks in flight; returns the error earliest in the file, if any chunk failed. */
+  async settle(): Promise<Error | undefined> {
+    while (this.threads.some((t) => t.inFlight > 0) && !this.broken) await this.changed();
+    if (this.broken) return this.broken;
+    const first = Math.min(...this.failed.keys());
+    return this.failed.get(first);
+  }
+
+  async abort(): Promise<void> {
+    await Promise.all(this.threads.map((t) => t.worker.terminate()));
+  }
+
+  /** A thread that can take the next chunk now, started if need be; throws once something failed. */
+  private room(): Thread | undefined {
+    if (this.broken) throw this.broken;
+    if (this.failed.size) throw this.failed.values().next().value!;
+    if (this.sticky) return this.sticky.inFlight < IN_FLIGHT ? this.sticky : undefined;
+    // Another thread only once those running are full: a small file needs one.
+    const idle = this.threads.reduce<Thread | undefined>((best, t) => (t.inFlight < IN_FLIGHT && (!best || t.inFlight < best.inFlight) ? t : best), undefined);
+    return idle ?? (this.threads.length < THREADS ? this.spawn() : undefined);
+  }
+
+  private spawn(): Thread {
+    if (!this.setup) throw new Error('Stager.start must come before the first chunk');
+    const n = this.threads.length;
+    const path = `${this.spec.base}-${n}.db`;
+    const data: WorkerSpec = { path, fields: [...this.spec.fields], totals: [...this.spec.totals], maxReported: this.spec.maxReported, csv: this.spec.csv, ...this.setup };
+    const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data }), inFlight: 0 };
+    thread.worker.on('message', (m: FromWorker) => {
+      if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };
+      else if ('error' in m) this.failed.set(m.index, new InboxdError(m.error.code as ErrorCode, m.error.message, m.error.details));
+      else thread.stats = m.done;
+      if (!('done' in m)) thread.inFlight--;
+      this.wake();
+    });
+    thread.worker.on('error', (err) => this.break(err));
+    thread.worker.on('exit', (code) => this.break(new Error(`staging thread exited with code ${code}`)));
+    this.threads.push(thread);
+    return thread;
+  }
+
+  /** The ranges in file order, neighbours in the same file joined. */
+  private stagedRows(): StagedRows {
+    const runs: StagedRows['runs'] = [];
+    for (const r of this.ranges) {
+      if (!r || r.to < r.from) continue;
+      const last = runs[runs.length - 1];
+      if (last && last.file === r.file && last.to + 1 === r.from) last.to = r.to;
+      else runs.push({ ...r });
+    }
+    return { files: this.threads.map((t) => t.path), runs };
+  }
+
+  private break(err: Error): void {
+    this.broken ??= err;
+    this.wake();
+  }
+
+  private changed(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    w.forEach((f) => f());
+  }
+}

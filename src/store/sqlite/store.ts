@@ -1,0 +1,344 @@
+/**
+ * The database: target tables, the dedupe table, delivery outcomes and their audit trail.
+ *
+ * Exactly-once design. better-sqlite3 is synchronous: its transactions cannot span an `await`, and one
+ * connection shared by deliveries in flight would mix their statements into one transaction. So rows
+ * are never written to this database while a file streams. Each delivery streams into scratch SQLite
+ * files of its own (staging threads, see stage.ts); once every check has passed, `commit` ATTACHes
+ * them and, in ONE short synchronous IMMEDIATE transaction, re-checks the dedupe table, upserts
+ * the staged rows, and records the dedupe row and the outcome. Nothing can interleave with a
+ * synchronous call, so deliveries in flight never share a transaction, and a rejected file never
+ * touches a target table. `synchronous = FULL` makes each commit durable before the partner is told.
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { AttemptLedger } from './attempts.js';
+import { InboxdError } from '../../errors.js';
+import { guard, naming } from './db-errors.js';
+import { type FieldSpec, sameColumns } from '../../config/mapping.js';
+import type { StagedRows } from '../../pipeline/stage.js';
+import { RemoteLedger } from './remote-ledger.js';
+
+export type Outcome = 'accepted' | 'rejected' | 'duplicate';
+
+export interface DeliveryRecord {
+  id: string;
+  partner: string;
+  flow: string | null;
+  file: string;
+  seq: number | null;
+  fileTime: string | null;
+  sha256: string | null;
+  size: number | null;
+  outcome: Outcome;
+  code: string | null;
+  reason: string | null;
+  records: number | null;
+  badRows: number | null;
+  /** JSON: control totals expected and found */
+  totals: string | null;
+  receivedAt: string;
+  decidedAt: string;
+  answeredAt: string | null;
+  /** JSON: what answering the partner consists of (answer.ts); replayed after a crash */
+  plan: string;
+  replayOf: string | null;
+}
+
+export interface Applied {
+  sha256: string;
+  deliveryId: string;
+}
+
+export interface SeqKey {
+  partner: string;
+  flow: string;
+  seq: number;
+}
+
+export interface Staged {
+  rows: StagedRows;
+  target: TargetTable;
+  /**
+   * A replay (replay.ts): a row last written by a later sequence of this flow keeps its newer values,
+   * so replaying an old delivery never puts stale data back.
+   */
+  keepNewer?: SeqKey;
+}
+
+export interface TargetTable {
+  table: string;
+  fields: readonly FieldSpec[];
+  key: readonly string[];
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS deliveries (
+  id TEXT PRIMARY KEY, partner TEXT NOT NULL, flow TEXT, file TEXT NOT NULL, seq INTEGER, file_time TEXT,
+  sha256 TEXT, size INTEGER, outcome TEXT NOT NULL, code TEXT, reason TEXT, records INTEGER, bad_rows INTEGER,
+  totals TEXT, received_at TEXT NOT NULL, decided_at TEXT NOT NULL, answered_at TEXT, plan TEXT NOT NULL, replay_of TEXT,
+  late INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_flow ON deliveries (partner, flow, decided_at);
+CREATE INDEX IF NOT EXISTS deliveries_unanswered ON deliveries (answered_at) WHERE answered_at IS NULL;
+CREATE TABLE IF NOT EXISTS dedupe (
+  partner TEXT NOT NULL, flow TEXT NOT NULL, seq INTEGER NOT NULL, sha256 TEXT NOT NULL,
+  delivery_id TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (partner, flow, seq)
+);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY, delivery_id TEXT NOT NULL, at TEXT NOT NULL, step TEXT NOT NULL, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_delivery ON events (delivery_id, id);
+CREATE TABLE IF NOT EXISTS windows (
+  partner TEXT NOT NULL, flow TEXT NOT NULL, opens_at TEXT NOT NULL, closes_at TEXT NOT NULL,
+  status TEXT NOT NULL, at_risk_at TEXT, late_at TEXT, resolved_at TEXT, resolved_by TEXT,
+  PRIMARY KEY (partner, flow, opens_at)
+);
+-- A rejected delivery dealt with: replayed successfully (by_delivery), or closed by an operator (note).
+CREATE TABLE IF NOT EXISTS resolutions (
+  delivery_id TEXT PRIMARY KEY, resolved_at TEXT NOT NULL, by_delivery TEXT, note TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+`;
+
+export type WindowStatus = 'open' | 'ok' | 'late' | 'resolved';
+
+export interface WindowRecord {
+  partner: string;
+  flow: string;
+  opensAt: string;
+  closesAt: string;
+  status: WindowStatus;
+  atRiskAt: string | null;
+  lateAt: string | null;
+  resolvedAt: string | null;
+  resolvedBy: string | null;
+}
+
+const SQL_TYPES: Record<FieldSpec['type'], string> = {
+  string: 'TEXT', integer: 'INTEGER', amount: 'INTEGER', datetime: 'TEXT', date: 'TEXT', boolean: 'INTEGER', currency: 'TEXT', enum: 'TEXT',
+};
+
+const q = (ident: string) => `"${ident.replaceAll('"', '""')}"`;
+const COLUMNS = ['id', 'partner', 'flow', 'file', 'seq', 'file_time', 'sha256', 'size', 'outcome', 'code', 'reason', 'records', 'bad_rows', 'totals', 'received_at', 'decided_at', 'answered_at', 'plan', 'replay_of'];
+const camel = (c: string) => c.replace(/_(\w)/g, (_, x: string) => x.toUpperCase());
+const WINDOW_COLUMNS = ['partner', 'flow', 'opens_at', 'closes_at', 'status', 'at_risk_at', 'late_at', 'resolved_at', 'resolved_by'].map((c) => `${c} AS ${camel(c)}`).join(', ');
+
+export class Store {
+  readonly db: Database.Database;
+  /** bookkeeping for partners we pull from and push to */
+  readonly remote: RemoteLedger;
+  /** deliveries that failed for a reason of ours: attempts and backoff */
+  readonly attempts: AttemptLedger;
+
+  /**
+   * `readonly`: for commands that promise to change nothing (inboxd check); the database must exist.
+   * SQLite's query_only forbids every write, and unlike a read-only open it leaves no -wal or -shm
+   * file behind when it is the only connection.
+   */
+  constructor(readonly path: string, opts: { readonly?: boolean } = {}) {
+    if (opts.readonly) {
+      this.db = naming(guard(path, () => new Database(path, { fileMustExist: true })), path);
+      this.db.pragma('query_only = ON');
+      this.db.pragma('busy_timeout = 10000');
+      this.remote = new RemoteLedger(this.db, false);
+      this.attempts = new AttemptLedger(this.db, false);
+      return;
+    }
+    mkdirSync(dirname(path), { recursive: true });
+    this.db = naming(guard(path, () => new Database(path)), path);
+    // Set before the first table exists (a new database only): big pages make the B-trees of wide keyed
+    // rows shallower, and a large delivery's upsert measurably faster (npm run bench).
+    this.db.pragma('page_size = 16384');
+    this.db.pragma('journal_mode = WAL');
+    // WAL with synchronous=NORMAL can lose the last commits on power loss; an ACK must never name those.
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('busy_timeout = 10000');
+    this.db.exec(SCHEMA);
+    this.remote = new RemoteLedger(this.db);
+    this.attempts = new AttemptLedger(this.db);
+  }
+
+  /**
+   * Creates the flow's target table from its mapping, or adds columns a newer mapping brought.
+   * WITHOUT ROWID: rows live in the key's B-tree, so an upsert writes one B-tree, not two.
+   */
+  ensureTable(t: TargetTable): void {
+    const cols = t.fields.map((f) => `${q(f.ours)} ${SQL_TYPES[f.type]}${t.key.includes(f.ours) ? ' NOT NULL' : ''}`);
+    this.db.exec(`CREATE TABLE IF NOT EXISTS ${q(t.table)} (${cols.join(', ')}, _delivery_id TEXT NOT NULL, _updated_at TEXT NOT NULL, PRIMARY KEY (${t.key.map(q).join(', ')})) WITHOUT ROWID`);
+    const info = this.checkTable(t);
+    const have = new Set(info.map((c) => c.name));
+    for (const f of t.fields) {
+      if (!have.has(f.ours)) this.db.exec(`ALTER TABLE ${q(t.table)} ADD COLUMN ${q(f.ours)} ${SQL_TYPES[f.type]}`);
+    }
+  }
+
+  /**
+   * Upserts target the table's primary key: a key changed in the configuration would fail every delivery.
+   * Throws CONFIG_INVALID when an existing table has another key; changes nothing. Returns the table's columns.
+   */
+  checkTable(t: TargetTable): { name: string; pk: number }[] {
+    const info = this.db.prepare(`PRAGMA table_info(${q(t.table)})`).all() as { name: string; pk: number }[];
+    const pk = info.filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk).map((c) => c.name);
+    if (info.length > 0 && !sameColumns(pk, t.key)) {
+      throw new InboxdError('CONFIG_INVALID', `table "${t.table}" exists with the key (${pk.join(', ')}), but the configuration says (${t.key.join(', ')}); change the key back, or migrate the table (database ${this.path})`);
+    }
+    return info;
+  }
+
+  applied(partner: string, flow: string, seq: number): Applied | undefined {
+    return this.db.prepare('SELECT sha256, delivery_id AS deliveryId FROM dedupe WHERE partner = ? AND flow = ? AND seq = ?').get(partner, flow, seq) as Applied | undefined;
+  }
+
+  /**
+   * The one transaction of a delivery. `decide` runs inside it, sees the dedupe row and the flow's
+   * last applied sequence as they are now, and
+   * returns the outcome; when that is `accepted` the staged rows are upserted and the dedupe row written.
+   */
+  commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: (applied: Applied | undefined, lastSeq: number | undefined) => DeliveryRecord): DeliveryRecord {
+    const files = staged?.rows.files ?? [];
+    let attached = 0;
+    try {
+      for (const f of files) {
+        const name = `stg${attached}`;
+        this.db.prepare(`ATTACH DATABASE ? AS ${name}`).run(f);
+        attached++;
+        // BEGIN IMMEDIATE takes a write transaction on every attached file; with a rollback journal on two
+        // or more of them, SQLite writes a super-journal beside the database at each commit (and a failed
+        // commit leaves it there). They are only read: an in-memory journal needs no super-journal.
+        this.db.pragma(`${name}.journal_mode = MEMORY`);
+      }
+      return this.db.transaction(() => {
+        const rec = seqKey ? decide(this.applied(seqKey.partner, seqKey.flow, seqKey.seq), this.lastSeq(seqKey.partner, seqKey.flow)) : decide(undefined, undefined);
+        let written = '';
+        if (rec.outcome === 'accepted') {
+          if (!staged) throw new Error('an accepted delivery needs its staged rows');
+          written = this.upsertStaged(staged, rec.id, rec.decidedAt);
+          this.db.prepare('INSERT INTO dedupe (partner, flow, seq, sha256, delivery_id, applied_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET sha256 = excluded.sha256, delivery_id = excluded.delivery_id, applied_at = excluded.applied_at')
+            .run(rec.partner, rec.flow, rec.seq, rec.sha256, rec.id, rec.decidedAt);
+        }
+        this.db.prepare(`INSERT INTO deliveries (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map((c) => `@${camel(c)}`).join(', ')})`).run(rec);
+        this.event(rec.id, rec.outcome === 'accepted' ? 'committed' : rec.outcome, rec.outcome === 'accepted' ? written : `${rec.code}: ${rec.reason}`);
+        return rec;
+      }).immediate();
+    } finally {
+      for (let n = 0; n < attached; n++) this.db.exec(`DETACH DATABASE stg${n}`);
+    }
+  }
+
+  /** Returns what was written, in words for the audit trail. */
+  private upsertStaged(staged: Staged, deliveryId: string, at: string): string {
+    const t = staged.target;
+    const cols = t.fields.map((f) => q(f.ours));
+    const values = t.fields.map((_, i) => `c${i}`);
+    const updates = [...t.fields.filter((f) => !t.key.includes(f.ours)).map((f) => q(f.ours)), '_delivery_id', '_updated_at'].map((c) => `${c} = excluded.${c}`);
+    const k = staged.keepNewer;
+    const keep = k ? ` WHERE NOT EXISTS (SELECT 1 FROM deliveries w WHERE w.id = ${q(t.table)}._delivery_id AND w.partner = @partner AND w.flow = @flow AND w.seq > @seq)` : '';
+    // Run by run, in file order, each in rowid order: the last row of a key wins, as in the file.
+    const upsert = staged.rows.files.map((_, n) => this.db.prepare(`INSERT INTO ${q(t.table)} (${cols.join(', ')}, _delivery_id, _updated_at) SELECT ${values.join(', ')}, @id, @at FROM stg${n}.rows WHERE rowid BETWEEN @from AND @to ORDER BY rowid ON CONFLICT (${t.key.map(q).join(', ')}) DO UPDATE SET ${updates.join(', ')}${keep}`));
+    let changes = 0;
+    let rows = 0;
+    for (const run of staged.rows.runs) {
+      changes += upsert[run.file]!.run({ id: deliveryId, at, from: run.from, to: run.to, ...(k ? { partner: k.partner, flow: k.flow, seq: k.seq } : {}) }).changes;
+      rows += run.to - run.from + 1;
+    }
+    const kept = rows - changes;
+    return `${changes} rows written to ${t.table}${k && kept > 0 ? `; ${kept} kept as they were: a later sequence wrote them` : ''}`;
+  }
+
+  /** When this database was created: windows before it are nobody's business. */
+  createdAt(): string {
+    return (this.db.prepare("SELECT value FROM meta WHERE key = 'created_at'").get() as { value: string }).value;
+  }
+
+  /** The highest sequence applied for a flow: what a gap or an out-of-order file is measured against. */
+  lastSeq(partner: string, flow: string): number | undefined {
+    const row = this.db.prepare('SELECT max(seq) AS seq FROM dedupe WHERE partner = ? AND flow = ?').get(partner, flow) as { seq: number | null };
+    return row.seq ?? undefined;
+  }
+
+  /** Whether a delivery of the flow was accepted with its receipt inside [from, to]. */
+  acceptedBetween(partner: string, flow: string, from: string, to: string): boolean {
+    return !!this.db.prepare("SELECT 1 FROM deliveries WHERE partner = ? AND flow = ? AND outcome = 'accepted' AND received_at BETWEEN ? AND ? LIMIT 1").get(partner, flow, from, to);
+  }
+
+  /** When a claimed delivery arrived in the inbox: its `received` event, written at the claim. */
+  receivedAt(deliveryId: string): string | undefined {
+    return (this.db.prepare("SELECT at FROM events WHERE delivery_id = ? AND step = 'received' ORDER BY at LIMIT 1").get(deliveryId) as { at: string } | undefined)?.at;
+  }
+
+  window(partner: string, flow: string, opensAt: string): WindowRecord | undefined {
+    return this.db.prepare(`SELECT ${WINDOW_COLUMNS} FROM windows WHERE partner = ? AND flow = ? AND opens_at = ?`).get(partner, flow, opensAt) as WindowRecord | undefined;
+  }
+
+  lateWindows(partner?: string, flow?: string): WindowRecord[] {
+    return this.db.prepare(`SELECT ${WINDOW_COLUMNS} FROM windows WHERE status = 'late' AND (@partner IS NULL OR partner = @partner) AND (@flow IS NULL OR flow = @flow) ORDER BY opens_at`)
+      .all({ partner: partner ?? null, flow: flow ?? null }) as WindowRecord[];
+  }
+
+  /** The verdict on a closed window; the first verdict stands, so a restart never alerts twice. */
+  judgeWindow(partner: string, flow: string, opensAt: string, closesAt: string, status: 'ok' | 'late'): boolean {
+    const r = this.db.prepare("INSERT INTO windows (partner, flow, opens_at, closes_at, status, late_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET status = excluded.status, late_at = excluded.late_at WHERE status = 'open'")
+      .run(partner, flow, opensAt, closesAt, status, status === 'late' ? new Date().toISOString() : null);
+    return r.changes === 1;
+  }
+
+  /** Records an at-risk warning once per window; false when it was recorded already. */
+  markAtRisk(partner: string, flow: string, opensAt: string, closesAt: string): boolean {
+    const now = new Date().toISOString();
+    const r = this.db.prepare("INSERT INTO windows (partner, flow, opens_at, closes_at, status, at_risk_at) VALUES (?, ?, ?, ?, 'open', ?) ON CONFLICT DO UPDATE SET at_risk_at = excluded.at_risk_at WHERE at_risk_at IS NULL")
+      .run(partner, flow, opensAt, closesAt, now);
+    return r.changes === 1;
+  }
+
+  /** A late delivery arrived: every late window of its flow is resolved by it, and it is marked late. */
+  resolveLate(partner: string, flow: string, deliveryId: string): WindowRecord[] {
+    return this.db.transaction(() => {
+      const late = this.lateWindows(partner, flow);
+      if (late.length === 0) return late;
+      this.db.prepare("UPDATE windows SET status = 'resolved', resolved_at = ?, resolved_by = ? WHERE partner = ? AND flow = ? AND status = 'late'").run(new Date().toISOString(), deliveryId, partner, flow);
+      this.db.prepare('UPDATE deliveries SET late = 1 WHERE id = ?').run(deliveryId);
+      this.event(deliveryId, 'late', `resolves the window${late.length > 1 ? 's' : ''} opened ${late.map((w) => w.opensAt).join(', ')}`);
+      return late;
+    })();
+  }
+
+  /** One step of a delivery's audit trail. Details never hold PII values (map.ts redacts them in row errors). */
+  event(deliveryId: string, step: string, detail?: string, at = new Date().toISOString()): void {
+    this.db.prepare('INSERT INTO events (delivery_id, at, step, detail) VALUES (?, ?, ?, ?)').run(deliveryId, at, step, detail ?? null);
+  }
+
+  /** Marks a rejected delivery dealt with; the first resolution stands. */
+  resolve(deliveryId: string, byDelivery: string | null, note: string): boolean {
+    return this.db.transaction(() => {
+      const r = this.db.prepare('INSERT OR IGNORE INTO resolutions (delivery_id, resolved_at, by_delivery, note) VALUES (?, ?, ?, ?)').run(deliveryId, new Date().toISOString(), byDelivery, note);
+      if (r.changes === 1) this.event(deliveryId, 'resolved', note);
+      return r.changes === 1;
+    })();
+  }
+
+  /** Whether a file of this name was rejected with this code before (what stays in the inbox is reported once). */
+  rejectedAs(partner: string, file: string, code: string): boolean {
+    return !!this.db.prepare("SELECT 1 FROM deliveries WHERE partner = ? AND file = ? AND code = ? AND outcome = 'rejected' LIMIT 1").get(partner, file, code);
+  }
+
+  delivery(id: string): DeliveryRecord | undefined {
+    const row = this.db.prepare(`SELECT ${COLUMNS.map((c) => `${c} AS ${camel(c)}`).join(', ')} FROM deliveries WHERE id = ?`).get(id);
+    return row as DeliveryRecord | undefined;
+  }
+
+  /** `within` runs in the same transaction: e.g. queueing the answer's upload to a remote partner. */
+  markAnswered(id: string, detail?: string, within?: () => void): void {
+    this.db.transaction(() => {
+      this.db.prepare('UPDATE deliveries SET answered_at = ? WHERE id = ? AND answered_at IS NULL').run(new Date().toISOString(), id);
+      this.event(id, 'answered', detail);
+      within?.();
+    })();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
