@@ -35,7 +35,7 @@ export function loadMapping(path: string): FieldSpec[] {
   try {
     rows = parse(readFileSync(path), { bom: true, columns: (h: string[]) => h.map((c) => c.trim().toLowerCase()), skip_empty_lines: true, trim: true });
   } catch (err) {
-    throw new Error(`cannot read mapping: ${(err as Error).message}`);
+    throw new Error(`cannot read mapping: ${(err as Error).message}`, { cause: err });
   }
   if (rows.length === 0) throw new Error('mapping has no fields');
   const seen = new Set<string>();

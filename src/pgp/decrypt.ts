@@ -98,7 +98,7 @@ export async function decryptStream(ciphertext: Readable, opts: DecryptOptions):
     if (weak) throw new Error(`refusing weak cipher ${weak.algorithm}`);
     result = await openpgp.decrypt({
       message, sessionKeys: sessionKeys as openpgp.SessionKey[], verificationKeys: opts.verificationKeys, format: 'binary', config,
-    }) as typeof result;
+    });
   } catch (err) {
     await source.return?.().catch(() => {}); // closes the file; `input` itself is locked by openpgp's reader by now
     if (meter.sourceError) throw classify(meter.sourceError);
@@ -166,7 +166,7 @@ function boundedCompressedPacket() {
     override async decompress(config?: openpgp.Config): Promise<void> {
       // openpgp refuses nested compression (a bomb multiplier); replacing the class would allow it, so refuse it here.
       if (++seen > 1) throw new Error('nested compressed data packet');
-      const algorithm = this.algorithm;
+      const algorithm: openpgp.enums.compression = this.algorithm;
       if (algorithm !== openpgp.enums.compression.zip && algorithm !== openpgp.enums.compression.zlib) return super.decompress(config);
       this.compressed = inflate(this.compressed, algorithm === openpgp.enums.compression.zip);
       this.algorithm = openpgp.enums.compression.uncompressed;
