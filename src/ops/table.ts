@@ -8,7 +8,7 @@ export function table(header: readonly string[], rows: readonly (readonly unknow
 }
 
 function cell(value: unknown, max: number): string {
-  const text = value === null || value === undefined || value === '' ? '-' : (typeof value === 'object' ? JSON.stringify(value) : String(value)).replace(/\s+/g, ' ');
+  const text = value === null || value === undefined || value === '' ? '-' : (typeof value === 'object' ? JSON.stringify(value) : `${value as string}`).replace(/\s+/g, ' ');
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
 
