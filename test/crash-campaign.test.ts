@@ -16,9 +16,10 @@ describe('SIGKILL campaign', () => {
     const kills = Number(process.env.INBOXD_CAMPAIGN_KILLS ?? 30);
     const seed = process.env.INBOXD_CAMPAIGN_SEED === undefined ? undefined : Number(process.env.INBOXD_CAMPAIGN_SEED);
     const dir = await fsp.mkdtemp(join(tmpdir(), 'inboxd-campaign-'));
-    let result: Awaited<ReturnType<typeof runCampaign>> | undefined;
-    t.onTestFailed(() => console.error(`campaign trees kept for inspection: ${dir} (replay with INBOXD_CAMPAIGN_SEED=${result?.seed})`));
-    result = await runCampaign({ dir, kills, seed, largeRows: [20_000, 50_000], log: (s: string) => console.log(s) });
+    const seen: { seed?: number } = {};
+    t.onTestFailed(() => console.error(`campaign trees kept for inspection: ${dir} (replay with INBOXD_CAMPAIGN_SEED=${seen.seed})`));
+    const result = await runCampaign({ dir, kills, seed, largeRows: [20_000, 50_000], log: (s: string) => console.log(s) });
+    seen.seed = result.seed;
     const { problems, errors, ...summary } = result;
     console.log(`campaign: ${JSON.stringify(summary)}`);
     if (errors.length) console.log(`error-level log lines:\n${errors.map((e) => JSON.stringify(e)).join('\n')}`);

@@ -7,7 +7,7 @@
 import { chmodSync, existsSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, type TestContext } from 'vitest';
-import { AlertSink, type DaemonProcess, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
+import { AlertSink, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
 import { type Fixture, fixture, type FixtureOptions, nameFor, rowsOf } from './helpers/fixture.js';
 import type { Alert } from '../src/notify/alert.js';
 import { loadConfig } from '../src/config/config.js';
@@ -313,7 +313,7 @@ describe('delivery windows', () => {
     const w = windowSoon(3000, 1);
     const fx = await daemonFixture(t, { flow: { window: { cron: w.cron, duration: '1s' } }, config: { alert: { http: { url: sink.url }, retry: '4,200,full' } } });
     const first = spawnDaemon(fx.configPath, { cwd: fx.dir, env: { INBOXD_TEST_CRASH_AT: 'after-commit' } });
-    t.onTestFinished(() => first.kill());
+    t.onTestFinished(() => void first.kill());
     await first.waitFor(msg('inboxd started'), 'inboxd started', 30_000);
     await sink.waitFor('window.late', 10_000);
     await fx.makeDelivery({ seq: 1 });

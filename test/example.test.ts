@@ -30,7 +30,7 @@ it('npm run example ingests both sample deliveries, answers them and shows the r
     expect(run.stdout).toContain(`== ${partner}/outbox/${file}.ack.json`);
   }
   const db = new Database(join(dir, 'var/inboxd.db'), { readonly: true });
-  t.onTestFinished(() => db.close());
+  t.onTestFinished(() => void db.close());
   expect(db.prepare('SELECT count(*) AS n FROM inventory').get()).toEqual({ n: 3 });
   expect(db.prepare('SELECT count(*) AS n FROM orders').get()).toEqual({ n: 2 });
   expect(run.stdout).toContain('== table orders');

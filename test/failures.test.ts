@@ -44,7 +44,7 @@ function mountTmpfs(t: TestContext, dir: string, size: string): boolean {
     return false;
   }
   // onTestFinished hooks run last registered first: unmounted before the fixture is removed.
-  t.onTestFinished(() => execFileSync('umount', ['-l', dir]));
+  t.onTestFinished(() => void execFileSync('umount', ['-l', dir]));
   return true;
 }
 

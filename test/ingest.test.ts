@@ -257,12 +257,12 @@ describe.concurrent('a delivery whose companion has not arrived', SLOW, () => {
   it('a manifest arriving within the grace period completes the delivery', async (t) => {
     const fx = await fixture(t, { incomplete_after: '1h' });
     const full = await fx.makeDelivery({ seq: 1 });
-    const manifest = await fsp.readFile(fx.path('inbox', full.manifest!));
-    await fsp.rm(fx.path('inbox', full.manifest!));
+    const manifest = await fsp.readFile(fx.path('inbox', full.manifest));
+    await fsp.rm(fx.path('inbox', full.manifest));
     await fx.runOnce();
     expect(fx.listDir('inbox')).toHaveLength(2);
-    await fsp.writeFile(fx.path('inbox', full.manifest!), manifest);
-    await fsp.utimes(fx.path('inbox', full.manifest!), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    await fsp.writeFile(fx.path('inbox', full.manifest), manifest);
+    await fsp.utimes(fx.path('inbox', full.manifest), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
     expect((await fx.runOnce()).code).toBe(0);
     expect(fx.rows()).toHaveLength(3);
   });
@@ -309,8 +309,8 @@ describe.concurrent('only regular files are read', SLOW, () => {
     const fx = await fixture(t);
     const d = await fx.makeDelivery({ seq: 1 });
     const elsewhere = `${fx.dir}/manifest.json`;
-    await fsp.rename(fx.path('inbox', d.manifest!), elsewhere);
-    await fsp.symlink(elsewhere, fx.path('inbox', d.manifest!));
+    await fsp.rename(fx.path('inbox', d.manifest), elsewhere);
+    await fsp.symlink(elsewhere, fx.path('inbox', d.manifest));
     expect((await fx.runOnce()).code).toBe(1);
     expect(await fx.errorReport()).toMatchObject({ code: 'NOT_A_REGULAR_FILE' });
     expect(fx.rows()).toEqual([]);
@@ -359,7 +359,7 @@ describe.concurrent('only regular files are read', SLOW, () => {
     const fx = await fixture(t);
     const d = await fx.makeDelivery({ seq: 1 });
     const outside = `${fx.dir}/outside.csv`;
-    await fsp.link(fx.path('inbox', d.manifest!), outside);
+    await fsp.link(fx.path('inbox', d.manifest), outside);
     const work = join(fx.dir, 'work');
     expect(await claim(fx.path('inbox'), work, 'x', d.files, { soleLinks: true })).toBeUndefined();
     expect(fx.listDir('inbox')).toEqual([...d.files].sort());

@@ -116,8 +116,8 @@ describe.concurrent('what a partner cannot see (issue 11.8)', SLOW, () => {
     const manifest = { file: name, records: 3, sums: { qty: 36 } };
     const d = await fx.makeDelivery({ seq: 1, bom: true, sidecar: { text: '\uFEFFplaceholder' }, manifestText: `\uFEFF${JSON.stringify(manifest)}\n` });
     // The sidecar with a mark of its own too, over the real checksum.
-    await fsp.writeFile(fx.path('inbox', d.sidecar!), `\uFEFF${d.sha256}  ${name}\r\n`);
-    await fsp.utimes(fx.path('inbox', d.sidecar!), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    await fsp.writeFile(fx.path('inbox', d.sidecar), `\uFEFF${d.sha256}  ${name}\r\n`);
+    await fsp.utimes(fx.path('inbox', d.sidecar), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
     const run = await fx.runOnce();
     expect(run.code, run.stdout).toBe(0);
     expect(await fx.readJson('outbox', `${name}.ack.json`)).toMatchObject({ status: 'accepted', records: 3, sums: { qty: 36 } });

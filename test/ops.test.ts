@@ -137,7 +137,8 @@ describe.concurrent('status and deliveries on a database made by real runs', { t
     await fx.makeDelivery({ seq: 3, manifest: false, ageMs: 0 });
     await fsp.writeFile(fx.path('inbox', `${nameFor(4)}.part`), 'uploading');
 
-    const [accepted, rejected, duplicate] = ['accepted', 'rejected', 'duplicate'].map((o) => fx.query('SELECT id FROM deliveries WHERE outcome = ?', o)[0]!.id as string);
+    const idOf = (outcome: string) => fx.query('SELECT id FROM deliveries WHERE outcome = ?', outcome)[0]!.id as string;
+    const [accepted, rejected, duplicate] = [idOf('accepted'), idOf('rejected'), idOf('duplicate')] as const;
 
     // status --json
     const st = await ops(fx, 'status', '--json');
@@ -407,7 +408,8 @@ describe.concurrent('replay', { timeout: 300_000 }, () => {
     expect((await fx.runOnce()).code).toBe(0);
     await fx.makeDelivery({ seq: 1, rows: rowsOf(2) });
     expect((await fx.runOnce()).code).toBe(0);
-    const [id1, dup] = ['accepted', 'duplicate'].map((o) => fx.query('SELECT id FROM deliveries WHERE outcome = ?', o)[0]!.id as string);
+    const idOf = (outcome: string) => fx.query('SELECT id FROM deliveries WHERE outcome = ?', outcome)[0]!.id as string;
+    const [id1, dup] = [idOf('accepted'), idOf('duplicate')] as const;
 
     expect((await ops(fx, 'replay', dup)).code).toBe(64);
     expect((await ops(fx, 'replay', '20990101T000000Z-000000')).code).toBe(64);
@@ -625,7 +627,7 @@ describe.concurrent('check: an onboarding dry run', SLOW, () => {
     await fsp.writeFile(join(fx.dir, 'ours.asc'), await gpg.exportSecret('inboxd@us'));
     await fsp.writeFile(join(fx.dir, 'acme.asc'), await gpg.exportPublic('partner@acme'));
     const config = (await fsp.readFile(fx.configPath, 'utf8'))
-      .replace(/^partners:\n  acme:\n/m, 'pgp:\n  keys: [ours.asc]\npartners:\n  acme:\n    pgp:\n      verification_keys: [acme.asc]\n');
+      .replace(/^partners:\n {2}acme:\n/m, 'pgp:\n  keys: [ours.asc]\npartners:\n  acme:\n    pgp:\n      verification_keys: [acme.asc]\n');
     await fsp.writeFile(fx.configPath, config);
     const plain = join(fx.dir, 'plain.csv');
     const rows = rowsOf(2);

@@ -44,7 +44,7 @@ async function pgpFixture(t: Parameters<typeof fixture>[0], pgp: Record<string, 
   await fsp.writeFile(join(f.dir, 'ours-2020.asc'), keys.ours2020!);
   await fsp.writeFile(join(f.dir, 'acme.asc'), keys.partner!);
   const config = (await fsp.readFile(f.configPath, 'utf8'))
-    .replace(/^partners:\n  acme:\n/m, `pgp:\n  keys: [ours.asc, ours-rsa.asc, ours-2020.asc]\n  max_decompressed_size: 40MB\n  max_compression_ratio: 100\npartners:\n  acme:\n    pgp:\n      verification_keys: [acme.asc]\n      require_signature: ${pgp.require_signature ?? true}\n`);
+    .replace(/^partners:\n {2}acme:\n/m, `pgp:\n  keys: [ours.asc, ours-rsa.asc, ours-2020.asc]\n  max_decompressed_size: 40MB\n  max_compression_ratio: 100\npartners:\n  acme:\n    pgp:\n      verification_keys: [acme.asc]\n      require_signature: ${pgp.require_signature === false ? 'false' : 'true'}\n`);
   await fsp.writeFile(f.configPath, config);
   return f;
 }
@@ -68,7 +68,7 @@ async function upload(f: Fixture, seq: number, rows: Row[], o: Encrypted = {}): 
   const out = join(f.dir, `cipher-${seq}`);
   await fsp.writeFile(src, plain);
   await gpg.encrypt(src, out, { recipients: o.recipients ?? ['inboxd@us'], signer: o.signer === null ? undefined : (o.signer ?? 'partner@acme'), armor: o.armor, compress: o.compress, fakedTime: o.fakedTime });
-  let cipher = await fsp.readFile(out);
+  let cipher: Buffer = await fsp.readFile(out);
   if (o.alter) cipher = o.alter(cipher);
   const qty = rows.reduce((s, r) => s + Number(r.Quantity ?? 0), 0);
   const files: Array<[string, Buffer | string]> = [

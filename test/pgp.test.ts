@@ -308,7 +308,7 @@ describe('rejected', () => {
       return packet as unknown as openpgp.AnyPacket;
     };
     const list = new openpgp.PacketList<openpgp.AnyPacket>();
-    list.push(compress([compress([literal as unknown as openpgp.AnyPacket])]));
+    list.push(compress([compress([literal])]));
     const message = new openpgp.Message(list);
     const bytes = await openpgp.encrypt({ message, encryptionKeys: pub.usEd!, format: 'binary', config: { preferredCompressionAlgorithm: 0 } });
     await writeFile(file('nested.gpg'), bytes);

@@ -15,7 +15,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it, type TestContext } from 'vitest';
 import type { AnswerPlan } from '../src/pipeline/answer.js';
 import { RemoteLedger } from '../src/store/sqlite/remote-ledger.js';
-import { type DaemonProcess, type LogLine, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
+import { type LogLine, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
 import { csvLine, type Fixture, fixture, HEADER, nameFor, row, type Row, rowsOf, sha256 } from './helpers/fixture.js';
 import { startSshd, type Sshd } from './helpers/sshd.js';
 

@@ -98,7 +98,7 @@ describe('manifest', () => {
 
 describe('control totals', () => {
   const found = { sha256: HEX, records: 3, sums: { qty: 36 } };
-  const toMinor = (_c: string, v: number | string) => (typeof v === 'number' ? v : Number.isNaN(Number(v)) ? undefined : Number(v));
+  const toMinor = (_c: string, v: number | string | bigint) => (typeof v !== 'string' ? v : Number.isNaN(Number(v)) ? undefined : Number(v));
   const manifest = (over: object = {}) => ({ file: FILE, records: 3, sums: { qty: 36 }, ...over });
 
   it('match', () => {

@@ -96,7 +96,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
     const proc = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
     child = proc;
     live.add(proc.pid!);
-    proc.stderr!.setEncoding('utf8').on('data', (s: string) => { stderr = (stderr + s).slice(-16_384); });
+    proc.stderr.setEncoding('utf8').on('data', (s: string) => { stderr = (stderr + s).slice(-16_384); });
     exited = new Promise((resolve) => proc.once('exit', () => { live.delete(proc.pid!); resolve(); }));
     await waitForBanner(port, proc, () => stderr);
   };
