@@ -3,17 +3,20 @@
  * The command line. It maps outcomes and errors to exit codes and holds no business logic.
  *   0 all good · 1 some deliveries rejected · 64 usage · 70 internal error · 75 temporary failure, try again · 78 configuration error
  */
-import { Command, CommanderError } from 'commander';
-import { type Config, loadConfig } from './config/config.js';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { type Config, configJsonSchema, loadConfig } from './config/config.js';
 import { registerKeysCommands } from './cli/keys.js';
 import { registerOpsCommands } from './cli/ops.js';
 import { classify, EXIT, InboxdError } from './errors.js';
 import { keySources } from './pgp/keyring.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, LOG_LEVELS, logOptions, type Logger } from './log.js';
 import { runOnce } from './ingest/pass.js';
 
 const program = new Command();
-program.name('inboxd').description('File-ingestion daemon: partner batch files from inbox to database, exactly once').exitOverride();
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+program.name('inboxd').description('File-ingestion daemon: partner batch files from inbox to database, exactly once').version(version, '-V, --version').exitOverride();
 
 program
   .command('run')
@@ -45,6 +48,8 @@ async function runDaemon(config: Config, log: Logger): Promise<void> {
       daemon.stop().then(resolve, resolve);
     };
     process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
+    // The configuration is read once, at start; a hangup (the default action kills) changes nothing.
+    process.on('SIGHUP', () => log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the configuration is read at start only; restart to apply a change (systemctl restart inboxd)'));
   });
   await daemon.start();
   await stopped;
@@ -63,8 +68,48 @@ program
     process.stdout.write(`${config.file}: ok (${config.partners.length} partners, ${flows} flows)\n`);
   });
 
+program
+  .command('config')
+  .description('the configuration file')
+  .command('schema')
+  .description('print the JSON Schema of the configuration file (for editors: yaml-language-server)')
+  .action(() => {
+    process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
+  });
+
 registerKeysCommands(program, async (file) => keySources(loadConfig(file)));
 registerOpsCommands(program);
+
+const DEFAULT_CONFIG = '/etc/inboxd/inboxd.yaml';
+/** Where the configuration came from when --config was left out: said with a configuration error. */
+let configFrom: { file: string; source: string } | undefined;
+
+/**
+ * On every command: --log-level and --pretty; where a configuration is needed, --config may be left
+ * out (INBOXD_CONFIG, then /etc/inboxd/inboxd.yaml).
+ */
+function commonOptions(cmd: Command): void {
+  cmd.commands.forEach(commonOptions);
+  if (cmd.commands.length > 0) return;
+  cmd.addOption(new Option('--log-level <level>', 'log lines from this level up (overrides log_level)').choices(LOG_LEVELS));
+  cmd.addOption(new Option('--pretty', 'readable log lines (default when the output is a terminal)'));
+  cmd.addOption(new Option('--no-pretty', 'JSON log lines, even at a terminal'));
+  const config = cmd.options.find((o) => o.long === '--config');
+  if (!config?.mandatory) return;
+  config.makeOptionMandatory(false).description += ` (default: $INBOXD_CONFIG, then ${DEFAULT_CONFIG})`;
+  const env = process.env.INBOXD_CONFIG;
+  cmd.setOptionValueWithSource('config', env || DEFAULT_CONFIG, env ? 'env' : 'default');
+}
+
+program.hook('preAction', (_program, cmd) => {
+  const o = cmd.opts<{ logLevel?: string; pretty?: boolean; config?: string }>();
+  Object.assign(logOptions, { level: o.logLevel, pretty: o.pretty });
+  const source = cmd.getOptionValueSource('config');
+  if (o.config && (source === 'env' || source === 'default')) {
+    configFrom = { file: resolve(o.config), source: source === 'env' ? 'from INBOXD_CONFIG' : 'the default: no --config given, INBOXD_CONFIG not set' };
+  }
+});
+commonOptions(program);
 
 export async function main(argv: string[]): Promise<number> {
   try {
@@ -73,7 +118,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
     const e = classify(err);
-    process.stderr.write(`inboxd: ${e.code}: ${e.message}\n`);
+    const from = e.code === 'CONFIG_INVALID' && configFrom && e.details.file === configFrom.file ? ` (${configFrom.source})` : '';
+    process.stderr.write(`inboxd: ${e.code}: ${e.message}${from}\n`);
     if (e.kind === 'fatal') return EXIT.CONFIG;
     if (!(err instanceof InboxdError) && !(err as NodeJS.ErrnoException)?.code) {
       process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);

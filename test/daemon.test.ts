@@ -118,7 +118,7 @@ describe('sequence order and the gap policy', () => {
     expect(waited).toBeGreaterThanOrEqual(1900); // gap_wait 2 s, less the coarse clock of file times
     const alert = await sink.waitFor('sequence.gap');
     expect(alert).toMatchObject({ event: 'sequence.gap', partner: 'acme', flow: 'inventory', expected: 2, got: 3 });
-    expect(d.logs.find((l) => l.event === 'sequence.gap')).toMatchObject({ level: 40, partner: 'acme', flow: 'inventory', expected: 2, seq: 3 });
+    expect(d.logs.find((l) => l.event === 'sequence.gap')).toMatchObject({ level: 'warn', partner: 'acme', flow: 'inventory', expected: 2, seq: 3 });
     expect(fx.query('SELECT seq FROM dedupe ORDER BY seq').map((r) => r.seq)).toEqual([1, 3]);
     expect(sink.delivered('sequence.gap')).toHaveLength(1);
   });
@@ -161,7 +161,7 @@ describe('sequence order and the gap policy', () => {
     await fx.makeDelivery({ seq: 3, ageMs: 0 });
     await until(() => hasAck(fx, nameFor(3)), 'the ACK of 003', 5_000);
     const warning = await d.waitFor((l) => l.event === 'sequence.gap', 'the gap warning');
-    expect(warning).toMatchObject({ level: 40, partner: 'acme', flow: 'inventory', expected: 2, seq: 3, file: nameFor(3) });
+    expect(warning).toMatchObject({ level: 'warn', partner: 'acme', flow: 'inventory', expected: 2, seq: 3, file: nameFor(3) });
     expect(fx.query('SELECT seq FROM dedupe ORDER BY seq').map((r) => r.seq)).toEqual([1, 3]);
   });
 
@@ -221,13 +221,13 @@ describe('delivery windows', () => {
     // At risk two seconds into the window (2 s before the close), for acme only.
     const atRisk = await sink.waitFor('window.at_risk', 5_000);
     expect(atRisk).toMatchObject({ severity: 'warning', partner: 'acme', flow: 'inventory', opens_at: w.opens.toISOString(), closes_at: w.closes.toISOString() });
-    expect(d.logs.find((l) => l.event === 'window.at_risk')).toMatchObject({ level: 40, partner: 'acme', flow: 'inventory' });
+    expect(d.logs.find((l) => l.event === 'window.at_risk')).toMatchObject({ level: 'warn', partner: 'acme', flow: 'inventory' });
 
     const late = await sink.waitFor('window.late', 10_000);
     expect(Date.now()).toBeGreaterThanOrEqual(w.closes.getTime());
     expect(late).toMatchObject({ severity: 'critical', partner: 'acme', flow: 'inventory', opens_at: w.opens.toISOString(), closes_at: w.closes.toISOString() });
     expect(late.message).toMatch(/acme\/inventory/);
-    expect(d.logs.find((l) => l.event === 'window.late')).toMatchObject({ level: 50, partner: 'acme', flow: 'inventory', opens_at: w.opens.toISOString() });
+    expect(d.logs.find((l) => l.event === 'window.late')).toMatchObject({ level: 'error', partner: 'acme', flow: 'inventory', opens_at: w.opens.toISOString() });
     await until(() => fx.query('SELECT 1 FROM windows').length === 2, 'both windows judged');
     expect(fx.query('SELECT partner, status, at_risk_at IS NOT NULL AS warned FROM windows ORDER BY partner')).toEqual([
       { partner: 'acme', status: 'late', warned: 1 },

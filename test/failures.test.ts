@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { AlertSink, FLOW, msg, sleep, testDaemon, until } from './helpers/daemon.js';
-import { type Fixture, fixture, rowsOf, runCli, SLOW } from './helpers/fixture.js';
+import { atLeast, type Fixture, fixture, rowsOf, runCli, SLOW } from './helpers/fixture.js';
 import { storedName } from '../src/pipeline/answer.js';
 import { loadConfig } from '../src/config/config.js';
 import { classify } from '../src/errors.js';
@@ -100,7 +100,7 @@ describe.concurrent('a bug is retried a bounded number of times (run --once)', S
 
     const first = await fx.runOnce({ env: BUG });
     expect(first.code).toBe(75);
-    const bug = first.logs.find((l) => l.level === 50 && l.code === 'UNEXPECTED_ERROR');
+    const bug = first.logs.find((l) => l.level === 'error' && l.code === 'UNEXPECTED_ERROR');
     expect(bug).toMatchObject({ partner: 'acme', flow: 'inventory', file: d.name, seq: 1, attempt: 1, max_attempts: 2, err: { type: 'TypeError', stack: expect.stringMatching(/TypeError: Cannot read properties.*\n\s+at /) } });
     expect(fx.listDir('inbox')).toEqual([...d.files].sort());
     expect(fx.rows()).toEqual([]);
@@ -125,7 +125,7 @@ describe.concurrent('a bug is retried a bounded number of times (run --once)', S
     expect(report.reason).toMatch(/on our side, not in the file.*operations team has been alerted/);
     expect(report.reason).not.toMatch(/TypeError|undefined/); // what broke is ours to read, in the log
     expect(fx.listDir('error')).toEqual([...d.files, `${d.name}.error.json`].sort());
-    expect(last.logs.find((l) => l.event === 'delivery.failed')).toMatchObject({ level: 50, partner: 'acme', flow: 'inventory', file: d.name, attempts: 2, code: 'UNEXPECTED_ERROR' });
+    expect(last.logs.find((l) => l.event === 'delivery.failed')).toMatchObject({ level: 'error', partner: 'acme', flow: 'inventory', file: d.name, attempts: 2, code: 'UNEXPECTED_ERROR' });
     expect(attempts(fx)).toEqual([]);
     const id = fx.query("SELECT id FROM deliveries WHERE code = 'INTERNAL_ERROR'")[0]!.id as string;
     expect(sink.delivered()).toEqual([expect.objectContaining({ event: 'delivery.failed', severity: 'critical', partner: 'acme', flow: 'inventory', file: d.name, delivery_id: id, attempts: 2 })]);
@@ -164,7 +164,7 @@ describe.concurrent('a full disk (a tmpfs) is a retryable cause', SLOW, () => {
     const full = await fx.runOnce();
     expect(full.code).toBe(75);
     const put = full.logs.find(msg('delivery put back to be tried again'));
-    expect(put).toMatchObject({ level: 40, partner: 'acme', flow: 'inventory', file: d.name, code: 'IO_ERROR', cause: expect.stringMatching(/^(SQLITE_FULL|SQLITE_IOERR|ENOSPC)/), attempt: 1 });
+    expect(put).toMatchObject({ level: 'warn', partner: 'acme', flow: 'inventory', file: d.name, code: 'IO_ERROR', cause: expect.stringMatching(/^(SQLITE_FULL|SQLITE_IOERR|ENOSPC)/), attempt: 1 });
     expect(put!.err).toMatch(/full/); // words, no stack: this is no bug
     expect(full.logs.filter((l) => l.code === 'UNEXPECTED_ERROR')).toEqual([]);
     expect(fx.listDir('inbox')).toEqual([...d.files].sort());
@@ -275,7 +275,7 @@ describe.concurrent('names of any length fit the file system (NAME_MAX, 255 byte
     const two = await fx.makeDelivery({ seq: 2, rows: rowsOf(2, 10) });
     const second = await fx.runOnce({ env: crash }); // recovery fails on 1, goes on; 2 committed, not answered
     expect(second.signal).toBe('SIGKILL');
-    expect(second.logs.find((l) => l.level >= 40 && l.seq === 1)).toMatchObject({ partner: 'acme', flow: 'inventory', file: one.name, code: 'IO_ERROR' });
+    expect(second.logs.find((l) => atLeast(l, 'warn') && l.seq === 1)).toMatchObject({ partner: 'acme', flow: 'inventory', file: one.name, code: 'IO_ERROR' });
     expect(fx.query('SELECT seq FROM deliveries WHERE answered_at IS NULL ORDER BY seq').map((r) => r.seq)).toEqual([1, 2]);
 
     const third = await fx.runOnce();
@@ -306,7 +306,7 @@ describe.concurrent('one partner\'s failure does not stop the others', SLOW, () 
 
     const run = await fx.runOnce();
     expect(run.code).toBe(75);
-    expect(run.logs.find((l) => l.level >= 40 && l.partner === 'acme' && l.code === 'IO_ERROR')).toMatchObject({ flow: 'inventory', file: a.name, seq: 1, delivery_id: expect.any(String) });
+    expect(run.logs.find((l) => atLeast(l, 'warn') && l.partner === 'acme' && l.code === 'IO_ERROR')).toMatchObject({ flow: 'inventory', file: a.name, seq: 1, delivery_id: expect.any(String) });
     expect(await fx.readJson('outbox', `${b.name}.ack.json`, 'beta')).toMatchObject({ status: 'accepted', partner: 'beta' });
     expect(fx.query('SELECT partner FROM deliveries WHERE answered_at IS NULL')).toEqual([{ partner: 'acme' }]);
 
@@ -329,7 +329,7 @@ describe.concurrent('one partner\'s failure does not stop the others (the daemon
     const a = await fx.makeDelivery({ seq: 1 });
     const b = await fx.makeDelivery({ seq: 1, partner: 'beta' });
     await until(() => existsSync(fx.path('outbox', `${b.name}.ack.json`, 'beta')), 'beta\'s ACK', 15_000);
-    await d.waitFor((l) => l.level >= 40 && l.partner === 'acme' && l.file === a.name && l.code === 'IO_ERROR', 'acme\'s failure');
+    await d.waitFor((l) => atLeast(l, 'warn') && l.partner === 'acme' && l.file === a.name && l.code === 'IO_ERROR', 'acme\'s failure');
     await fsp.rm(filler);
     await until(() => existsSync(fx.path('outbox', `${a.name}.ack.json`)), 'acme\'s ACK, written by recovery', 15_000);
     // The ACK is written first, then the delivery recorded as answered.

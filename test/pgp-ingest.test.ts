@@ -147,7 +147,7 @@ describe('a signature by a key we do not know, signatures not required', () => {
     const [event] = f.query("SELECT detail FROM events WHERE step = 'decrypted'");
     expect(event?.detail).toBe(`signed by an unknown key ${stranger}`);
     const warned = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((l) => l.fingerprint === stranger);
-    expect(warned).toMatchObject({ level: 40, partner: 'acme', file: name });
+    expect(warned).toMatchObject({ level: 'warn', partner: 'acme', file: name });
     expect(warned.msg).toMatch(/unknown key/);
   });
 });

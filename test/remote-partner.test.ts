@@ -16,7 +16,7 @@ import { describe, expect, it, type TestContext } from 'vitest';
 import type { AnswerPlan } from '../src/pipeline/answer.js';
 import { RemoteLedger } from '../src/store/sqlite/remote-ledger.js';
 import { type LogLine, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
-import { csvLine, type Fixture, fixture, HEADER, nameFor, row, type Row, rowsOf, sha256 } from './helpers/fixture.js';
+import { atLeast, csvLine, type Fixture, fixture, HEADER, nameFor, row, type Row, rowsOf, sha256 } from './helpers/fixture.js';
 import { startSshd, type Sshd } from './helpers/sshd.js';
 
 const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
@@ -152,7 +152,7 @@ describe('pull, ingest, move the original, push the ACK', () => {
     // The log
     expect(d.count(msg('pulled from the partner server'))).toBe(3);
     expect(d.logs.find(msg('pulled from the partner server', { file: del.name }))).toMatchObject({ partner: 'acme', bytes: del.data.length });
-    expect(d.logs.filter((l) => l.level >= 50)).toEqual([]);
+    expect(d.logs.filter((l) => atLeast(l, 'error'))).toEqual([]);
     expect(d.other).toEqual([]);
   });
 
@@ -211,7 +211,7 @@ describe('trust', () => {
     const d = await daemon(t, fx);
 
     const refused = await d.waitFor((l) => l.code === 'HOST_KEY_MISMATCH', 'HOST_KEY_MISMATCH', 10_000);
-    expect(refused).toMatchObject({ level: 50, partner: 'acme', host: '127.0.0.1' });
+    expect(refused).toMatchObject({ level: 'error', partner: 'acme', host: '127.0.0.1' });
     expect(refused.err).toContain(p.sshd.hostKeyFingerprint); // names what the server presented...
     expect(refused.err).toContain(wrong); // ...and what was expected
     await sleep(4000); // four scheduled rounds
@@ -239,7 +239,7 @@ describe('trust: our key', () => {
     const before = connections().length; // the harness's own readiness probe
     const d = await daemon(t, fx);
     const refused = await d.waitFor((l) => l.code === 'REMOTE_AUTH_FAILED', 'REMOTE_AUTH_FAILED', 10_000);
-    expect(refused).toMatchObject({ level: 50, partner: 'acme' });
+    expect(refused).toMatchObject({ level: 'error', partner: 'acme' });
     await sleep(3000);
     expect(d.count((l) => l.code === 'REMOTE_AUTH_FAILED')).toBe(1);
     expect(connections()).toHaveLength(before + 1);
@@ -257,7 +257,7 @@ describe('failures', () => {
     const d = await daemon(t, fx);
 
     const opened = await d.waitFor(msg(/^circuit open/), 'the circuit opening', 20_000);
-    expect(opened).toMatchObject({ level: 50, partner: 'acme', from: 'closed', to: 'open' });
+    expect(opened).toMatchObject({ level: 'error', partner: 'acme', from: 'closed', to: 'open' });
     const retries = d.logs.filter(msg('remote round failed; retrying'));
     expect(retries.map((l) => l.attempt)).toEqual([1, 2, 3]);
     // Full jitter: each delay is random in [0, min(cap, 1 s * 2^n)]
@@ -268,7 +268,7 @@ describe('failures', () => {
     expect(remoteState(fx)).toMatchObject({ failures: 4, last_error: expect.stringMatching(/^REMOTE_UNAVAILABLE: connect to 127\.0\.0\.1/) });
     // While open, rounds are refused without touching the network, and say so at most once per round.
     await sleep(1500);
-    expect(d.count((l) => l.code === 'CIRCUIT_OPEN' && l.level >= 50)).toBe(0);
+    expect(d.count((l) => l.code === 'CIRCUIT_OPEN' && atLeast(l, 'error'))).toBe(0);
 
     await p.sshd.start();
     const halfOpen = await d.waitFor(msg(/^circuit half-open/), 'the probe', 10_000);
@@ -367,7 +367,7 @@ describe('failures', () => {
     await until(() => remoteUploads(fx)[0]?.attempts >= 2, 'two failed upload attempts', 20_000);
     const [pending] = remoteUploads(fx);
     expect(pending).toMatchObject({ dir: 'outbox', name: ackName(one), state: 'pending', last_error: expect.stringMatching(/no such file/i) });
-    expect(d.logs.find(msg('answer upload failed; kept pending'))).toMatchObject({ level: 40, file: ackName(one), partner: 'acme' });
+    expect(d.logs.find(msg('answer upload failed; kept pending'))).toMatchObject({ level: 'warn', file: ackName(one), partner: 'acme' });
     expect(remoteState(fx)).toMatchObject({ circuit: 'closed' }); // the server is fine; one directory is not
 
     // Pulling goes on meanwhile.
@@ -424,7 +424,7 @@ describe('failures', () => {
     expect(stopped.code).toBe(0);
     expect(stopped.ms).toBeLessThan(3000); // not the 4 s wait, let alone the 30 s shutdown timeout
     expect(d.logs.find(msg('remote round abandoned: inboxd is stopping'))).toBeDefined();
-    expect(d.logs.filter((l) => l.level >= 50)).toEqual([]);
+    expect(d.logs.filter((l) => atLeast(l, 'error'))).toEqual([]);
   });
 });
 

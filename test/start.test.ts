@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { AlertSink, FLOW, msg, spawnDaemon, testDaemon, until } from './helpers/daemon.js';
-import { type Fixture, fixture, runCli, SLOW } from './helpers/fixture.js';
+import { atLeast, type Fixture, fixture, runCli, SLOW } from './helpers/fixture.js';
 import { canMount, mountTmpfs } from './helpers/mount.js';
 import { loadConfig } from '../src/config/config.js';
 import { lockInstance } from '../src/store/sqlite/instance.js';
@@ -163,7 +163,7 @@ describe.concurrent('partner directories are real directories inside root', SLOW
     await fsp.writeFile(join(elsewhere, 'notes.txt'), 'not a delivery');
     await fsp.rename(fx.path('inbox'), join(fx.root, 'acme', 'inbox.real'));
     await fsp.symlink(elsewhere, fx.path('inbox'));
-    const refused = msg(`partner acme left out of this sweep: ${fx.path('inbox')} is a symbolic link; partner directories must be real directories inside root`, { partner: 'acme', dir: fx.path('inbox'), level: 50 });
+    const refused = msg(`partner acme left out of this sweep: ${fx.path('inbox')} is a symbolic link; partner directories must be real directories inside root`, { partner: 'acme', dir: fx.path('inbox'), level: 'error' });
     await d.waitFor(refused, 'acme refused');
     const beta = await fx.makeDelivery({ seq: 1, partner: 'beta' });
     await until(() => fx.listDir('outbox', 'beta').includes(`${beta.name}.ack.json`), "beta's ACK");
@@ -285,7 +285,7 @@ describe.concurrent('the database', SLOW, () => {
     expect(await readyz()).toEqual({ status: 503, database: expect.stringMatching(new RegExp(`^disk full: \\d+ bytes free on the file system of ${escape(join(fx.dir, 'var'))}`)) });
     const big = await fx.makeDelivery({ seq: 1, rows: Array.from({ length: 2000 }, (_, i) => ({ SKU: `S-${i}`, Warehouse: 'BER1', Quantity: '1', LastModified: '2025-09-16T03:55:00Z' })) });
     const named = new RegExp(`database ${escape(fx.database)}: (database or disk is full|disk I/O error)`);
-    await d.waitFor((l) => l.level >= 40 && named.test(JSON.stringify(l)), 'a log line naming the database');
+    await d.waitFor((l) => atLeast(l, 'warn') && named.test(JSON.stringify(l)), 'a log line naming the database');
     await fsp.rm(filler);
     expect(await readyz()).toEqual({ status: 200, database: 'ok' });
     await until(() => fx.listDir('outbox').includes(`${big.name}.ack.json`), 'the ACK once space is back', 30_000);

@@ -277,8 +277,33 @@ export interface Config {
 }
 
 export function configError(file: string, path: string, message: string): InboxdError {
-  return new InboxdError('CONFIG_INVALID', `${file}: ${path ? `${path}: ` : ''}${message}`, { file, path });
+  return new InboxdError('CONFIG_INVALID', `${file}: ${path ? `${path}: ` : ''}${message}`, { file, path, problem: message });
 }
+
+/** Every problem found, in one error: a person fixes them in one go, not one per start. */
+function configErrors(file: string, errors: readonly InboxdError[]): InboxdError {
+  if (errors.length === 1) return errors[0]!;
+  const lines = errors.map((e) => `  ${e.details.path ? `${String(e.details.path)}: ` : ''}${String(e.details.problem)}`);
+  return new InboxdError('CONFIG_INVALID', `${file}: ${errors.length} problems:\n${lines.join('\n')}`, { file, path: errors[0]!.details.path, problems: errors.length });
+}
+
+/** Runs one part of resolving, keeping a configuration error to report with the others. */
+function gather<T>(errors: InboxdError[], fn: () => T): T | undefined {
+  try {
+    return fn();
+  } catch (err) {
+    if (!(err instanceof InboxdError) || err.code !== 'CONFIG_INVALID') throw err;
+    errors.push(err);
+    return undefined;
+  }
+}
+
+/** zod's words where they do not say what a person needs: a key left out is "missing"; a bad id, the rule. */
+function issueMessage(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'invalid_key') return `"${String(issue.path.at(-1))}" is not a valid id: ${issue.issues[0]?.message ?? issue.message}`;
+  return issue.message;
+}
+const missing = (issue: { code: string; input?: unknown }) => (issue.code === 'invalid_type' && issue.input === undefined ? 'missing' : undefined);
 
 export function loadConfig(file: string): Config {
   const abs = resolve(file);
@@ -290,11 +315,8 @@ export function loadConfig(file: string): Config {
   }
   const doc = parseDocument(text, { uniqueKeys: true });
   if (doc.errors.length > 0) throw configError(abs, '', `not valid YAML: ${doc.errors[0]!.message}`);
-  const parsed = configSchema.safeParse(toJS(abs, doc));
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw configError(abs, formatPath(issue.path), issue.message);
-  }
+  const parsed = configSchema.safeParse(toJS(abs, doc), { error: missing });
+  if (!parsed.success) throw configErrors(abs, parsed.error.issues.map((i) => configError(abs, formatPath(i.path), issueMessage(i))));
   return deepFreeze(resolveConfig(abs, parsed.data));
 }
 
@@ -313,6 +335,7 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
   const base = dirname(file);
   const root = resolve(base, raw.root);
   const workRoot = resolve(base, raw.work_dir ?? join(raw.root, '.work'));
+  const errors: InboxdError[] = [];
   const partners = Object.entries(raw.partners).map(([id, p]): PartnerConfig => ({
     id,
     dirs: {
@@ -329,15 +352,18 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
       requireEncryption: p.pgp?.require_encryption ?? false,
     },
     retention: resolveRetention(raw.retention, p.retention),
-    remote: p.remote && resolveRemote(file, base, id, p.remote),
-    flows: Object.entries(p.flows).map(([flowId, f]) => resolveFlow(file, base, id, flowId, f)),
+    remote: p.remote && gather(errors, () => resolveRemote(file, base, id, p.remote!)),
+    flows: Object.entries(p.flows).flatMap(([flowId, f]) => gather(errors, () => resolveFlow(file, base, id, flowId, f)) ?? []),
   }));
-  partners.forEach((p) => {
+  partners.forEach((p) => gather(errors, () => {
     if (p.pgp.requireSignature && p.pgp.verificationKeyFiles.length === 0) throw configError(file, `partners.${p.id}.pgp.verification_keys`, 'require_signature needs at least one key');
     if ((p.pgp.requireEncryption || p.pgp.requireSignature) && !raw.pgp) throw configError(file, 'pgp.keys', `partner ${p.id} sends encrypted files: our private key is needed`);
-  });
-  if (partners.length === 0) throw configError(file, 'partners', 'no partners configured');
-  checkSharedTables(file, partners);
+  }));
+  if (partners.length === 0) errors.push(configError(file, 'partners', 'no partners configured'));
+  if (errors.length === 0) checkSharedTables(file, partners);
+  const alertRetry = raw.alert && gather(errors, () => retryPolicy(file, 'alert.retry', raw.alert!.retry));
+  const http = raw.http && gather(errors, () => resolveListen(file, raw.http!.listen, raw.http!.allow_remote));
+  if (errors.length > 0) throw configErrors(file, errors);
   return {
     file,
     root,
@@ -356,7 +382,7 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
     alert: raw.alert && {
       command: raw.alert.command,
       http: raw.alert.http && { url: raw.alert.http.url, timeoutMs: parseDuration(raw.alert.http.timeout)! },
-      retry: retryPolicy(file, 'alert.retry', raw.alert.retry),
+      retry: alertRetry!,
     },
     pgp: raw.pgp && {
       keyFiles: raw.pgp.keys.map((k) => resolve(base, k)),
@@ -368,7 +394,7 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
     },
     retention: resolveRetention(raw.retention, undefined),
     pruneSchedule: raw.prune_schedule === false ? undefined : raw.prune_schedule,
-    http: raw.http && resolveListen(file, raw.http.listen, raw.http.allow_remote),
+    http,
     partners,
   };
 }
@@ -548,4 +574,10 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+/** The YAML file's JSON Schema, for editors (yaml-language-server): keys, types, defaults, enums. */
+export function configJsonSchema(): Record<string, unknown> {
+  const schema = z.toJSONSchema(configSchema, { io: 'input', target: 'draft-7', unrepresentable: 'any' });
+  return { ...schema, title: 'inboxd configuration', description: 'inboxd.yaml: see README.md, Configuration' };
 }

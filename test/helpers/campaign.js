@@ -269,7 +269,7 @@ class Daemon {
       this.errors.push({ msg: `not JSON: ${line.slice(0, 200)}` });
       return;
     }
-    if (l.level >= 50) this.errors.push(l);
+    if (l.level === 'error' || l.level === 'fatal') this.errors.push(l);
     this.wake(l);
   }
 

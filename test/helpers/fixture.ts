@@ -21,6 +21,10 @@ export const CLI = join(REPO, 'dist', 'cli.js');
  */
 export const SLOW = { timeout: 180_000 };
 
+/** Log lines name their level (`"level":"warn"`); this orders them. */
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+export const atLeast = (line: { level?: unknown }, level: string): boolean => LEVELS.indexOf(String(line.level)) >= LEVELS.indexOf(level);
+
 /** The acme inventory mapping: every type, a PII column, a key of two columns. */
 export const MAPPING = `ours,partner,type,required,pii,notes
 sku,SKU,string:64,yes,,stable external id
