@@ -10,6 +10,7 @@ describe.concurrent('configuration errors stop inboxd before it touches anything
     ['a control total that is not a number column', { flow: { totals: ['currency'] } }, /partners\.acme\.flows\.inventory\.totals\[0\]: .*only integer and amount/],
     ['an unknown top-level key', { config: { setle_time: '2s' } }, /setle_time/],
     ['an unknown flow key', { flow: { tabel: 'x' } }, /partners\.acme\.flows\.inventory.*tabel/],
+    ['a misspelt required key: both problems, the one left out "missing"', { flow: { tabel: 'inventory', table: undefined } }, /2 problems:\n {2}partners\.acme\.flows\.inventory\.table: missing\n {2}partners\.acme\.flows\.inventory: Unrecognized key: "tabel"/],
     ['an unknown csv key', { flow: { csv: { delimeter: ';' } } }, /partners\.acme\.flows\.inventory\.csv.*delimeter/],
     ['a bad duration', { settle_time: 'soon' }, /settle_time: expected a duration/],
     ['a bad table name', { flow: { table: 'inventory; DROP TABLE x' } }, /partners\.acme\.flows\.inventory\.table/],
@@ -17,7 +18,7 @@ describe.concurrent('configuration errors stop inboxd before it touches anything
     ['an invalid regular expression', { flow: { pattern: '^inv_(?<seq>\\d+' } }, /partners\.acme\.flows\.inventory\.pattern: not a valid regular expression/],
     ['an unknown encoding', { flow: { csv: { encoding: 'klingon' } } }, /partners\.acme\.flows\.inventory\.csv\.encoding: unknown encoding/],
     ['a bad max_bad_rows', { flow: { max_bad_rows: 'ten' } }, /partners\.acme\.flows\.inventory\.max_bad_rows/],
-    ['a bad partner id', { config: { partners: { 'Acme Corp': { flows: {} } } } }, /partners.*Acme Corp|partner ids/],
+    ['a bad partner id, stating the rule', { config: { partners: { 'Acme Corp': { flows: {} } } } }, /partners\.Acme Corp: "Acme Corp" is not a valid id: partner ids are lower-case letters, digits, _ and -/],
     ['an unknown mapping type (naming the mapping file and line)', { mapping: MAPPING.replace('qty,Quantity,integer', 'qty,Quantity,number') }, /partners\.acme\.flows\.inventory\.mapping: .*acme-inventory\.csv: line 4: unknown type "number"/],
     ['a column mapped twice', { mapping: `${MAPPING}qty,Qty2,integer,,,\n` }, /acme-inventory\.csv: line 11: column "qty" is mapped twice/],
     ['a missing mapping file', { flow: { mapping: 'nowhere.csv' } }, /partners\.acme\.flows\.inventory\.mapping: .*nowhere\.csv/],
@@ -29,7 +30,7 @@ describe.concurrent('configuration errors stop inboxd before it touches anything
     expect(run.stderr).toContain(fx.configPath);
     expect(run.stderr).toMatch(/CONFIG_INVALID/);
     expect(run.stderr).toMatch(message);
-    expect(run.stderr.trim().split('\n')).toHaveLength(1); // one line, no stack trace
+    expect(run.stderr).not.toMatch(/^\s+at /m); // no stack trace
     // Nothing was created or read.
     expect(fx.listDir('outbox')).toEqual([]);
     expect(fx.listDir('inbox')).toHaveLength(3);
@@ -99,7 +100,7 @@ describe.concurrent('configuration errors stop inboxd before it touches anything
   });
 
   it('a usage error exits 64', async () => {
-    expect((await runCli(['run', '--once'])).code).toBe(64);
+    expect((await runCli(['run', '--once', '--no-such-option'])).code).toBe(64);
     expect((await runCli(['frobnicate'])).code).toBe(64);
   });
 });

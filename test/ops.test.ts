@@ -319,17 +319,23 @@ describe.concurrent('replay at a terminal', SLOW, () => {
     expect((await fx.runOnce()).code).toBe(1);
     const id = fx.query('SELECT id FROM deliveries WHERE seq = 1')[0]!.id as string;
     // script(1) gives the command a terminal for standard output and standard error alike.
-    const tty = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const cmd = [process.execPath, CLI, 'replay', id, '--config', fx.configPath].map((a) => `'${a}'`).join(' ');
+    const atTerminal = (...extra: string[]) => new Promise<{ code: number | null; out: string }>((resolve) => {
+      const cmd = [process.execPath, CLI, 'replay', id, '--config', fx.configPath, ...extra].map((a) => `'${a}'`).join(' ');
       const p = spawn('script', ['-qec', cmd, '/dev/null'], { cwd: fx.dir });
       let out = '';
       p.stdout.on('data', (b) => { out += String(b); });
       p.on('close', (code) => resolve({ code, out }));
     });
+    const tty = await atTerminal();
     expect(tty.code).toBe(1); // rejected again
     expect(tty.out).toContain(`replay of ${id}`);
     expect(tty.out).toContain('ROW_ERRORS');
     expect(tty.out).not.toMatch(/"level"/);
+    expect(tty.out).not.toContain('delivery rejected');
+    // --log-level wins over "errors only at a terminal"; the lines are readable, not JSON.
+    const told = await atTerminal('--log-level', 'info');
+    expect(told.out).toMatch(/WARN.*delivery rejected/);
+    expect(told.out).not.toMatch(/"level"/);
     const piped = await ops(fx, 'replay', id);
     expect(piped.stdout).toContain(`replay of ${id}`);
     expect(piped.stdout).not.toMatch(/"level"/);

@@ -1,0 +1,110 @@
+/** The command line as a new user meets it: on the PATH, --version, where the configuration comes from, readable logs, signals. */
+import { execFile } from 'node:child_process';
+import { promises as fsp, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { testDaemon } from './helpers/daemon.js';
+import { CLI, fixture, runCli, SLOW } from './helpers/fixture.js';
+
+const run = promisify(execFile);
+const REPO = join(CLI, '..', '..');
+const { version } = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string };
+
+describe.concurrent('on the PATH, and installable', SLOW, () => {
+  it('the built bin is executable and prints its version (--version, -V)', async () => {
+    expect(statSync(CLI).mode & 0o111).toBe(0o111);
+    for (const flag of ['--version', '-V']) {
+      const { stdout } = await run(CLI, [flag]); // run as a program, not through node: the shebang and the mode
+      expect(stdout.trim()).toBe(version);
+    }
+  });
+
+  it('npm pack makes a tarball holding what runs, and it runs unpacked elsewhere', async (t) => {
+    const dir = await fsp.mkdtemp(join(tmpdir(), 'inboxd-pack-'));
+    t.onTestFinished(() => fsp.rm(dir, { recursive: true, force: true }));
+    // dist/ is built already (npm test builds first); --ignore-scripts spares a second build.
+    const { stdout } = await run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dir], { cwd: REPO });
+    const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string; mode: number }[] }[];
+    const files = packed!.files.map((f) => f.path);
+    expect(files).toEqual(expect.arrayContaining(['dist/cli.js', 'package.json', 'README.md', 'config/inboxd.schema.json', 'config/inboxd.example.yaml', 'config/inboxd.production.yaml', 'systemd/inboxd.service', 'scripts/install.sh']));
+    expect(files.filter((f) => /^(src|test)\/|\.map$|tsbuildinfo/.test(f))).toEqual([]);
+    expect(packed!.files.find((f) => f.path === 'dist/cli.js')!.mode & 0o111).toBe(0o111);
+    await run('tar', ['-xzf', join(dir, packed!.filename), '-C', dir]);
+    await fsp.symlink(join(REPO, 'node_modules'), join(dir, 'package', 'node_modules'));
+    expect((await run(join(dir, 'package', 'dist', 'cli.js'), ['--version'])).stdout.trim()).toBe(version);
+    const schema = JSON.parse((await run(join(dir, 'package', 'dist', 'cli.js'), ['config', 'schema'])).stdout) as { properties: object };
+    expect(Object.keys(schema.properties)).toContain('partners');
+  });
+});
+
+describe.concurrent('where the configuration comes from', SLOW, () => {
+  it('--config may be left out: INBOXD_CONFIG, then /etc/inboxd/inboxd.yaml; an error says which was used', async (t) => {
+    const fx = await fixture(t);
+    const fromEnv = await runCli(['check-config'], { env: { INBOXD_CONFIG: fx.configPath } });
+    expect(fromEnv.code).toBe(0);
+    expect(fromEnv.stdout).toContain(`${fx.configPath}: ok`);
+    const missing = join(fx.dir, 'nowhere.yaml');
+    const badEnv = await runCli(['status'], { env: { INBOXD_CONFIG: missing } });
+    expect(badEnv.code).toBe(78);
+    expect(badEnv.stderr).toMatch(new RegExp(`CONFIG_INVALID: ${missing}: cannot read: .*\\(from INBOXD_CONFIG\\)`));
+    const env = { ...process.env };
+    delete env.INBOXD_CONFIG;
+    const byDefault = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile(process.execPath, [CLI, 'run', '--once'], { env }, (err, _out, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? null : 0, stderr }));
+    });
+    expect(byDefault.code).toBe(78);
+    expect(byDefault.stderr).toContain('/etc/inboxd/inboxd.yaml');
+    expect(byDefault.stderr).toContain('(the default: no --config given, INBOXD_CONFIG not set)');
+  });
+});
+
+describe.concurrent('configuration help', SLOW, () => {
+  it('config schema prints the JSON Schema shipped in config/, which the example configuration names', async () => {
+    const r = await runCli(['config', 'schema']);
+    expect(r.code).toBe(0);
+    // The committed file is the one the zod schema generates (regenerate: inboxd config schema > config/inboxd.schema.json).
+    expect(r.stdout).toBe(readFileSync(join(REPO, 'config', 'inboxd.schema.json'), 'utf8'));
+    const schema = JSON.parse(r.stdout) as { properties: Record<string, { default?: unknown; enum?: unknown }>; required: string[] };
+    expect(schema.required).toEqual(expect.arrayContaining(['root', 'database', 'partners']));
+    expect(schema.properties.settle_time!.default).toBe('500ms');
+    expect(schema.properties.log_level!.enum).toContain('warn');
+    expect(readFileSync(join(REPO, 'config', 'inboxd.example.yaml'), 'utf8').split('\n')[0]).toBe('# yaml-language-server: $schema=./inboxd.schema.json');
+  });
+});
+
+describe.concurrent('logs a person can read', SLOW, () => {
+  it('JSON lines name their level; --log-level chooses which; --pretty makes them readable', async (t) => {
+    const fx = await fixture(t);
+    await fx.makeDelivery({ seq: 1 });
+    const json = await fx.runOnce();
+    expect(json.code).toBe(0);
+    expect(json.logs.find((l) => l.msg === 'run complete')).toMatchObject({ level: 'info' });
+    expect(json.stdout).not.toMatch(/"level":\d/);
+    await fx.makeDelivery({ seq: 2 });
+    const quiet = await fx.runOnce({ args: ['run', '--once', '--config', fx.configPath, '--log-level', 'warn'] });
+    expect(quiet.code).toBe(0);
+    expect(quiet.logs.filter((l) => l.level === 'info')).toEqual([]);
+    expect(fx.listDir('outbox')).toHaveLength(2);
+    await fx.makeDelivery({ seq: 3 });
+    const pretty = await fx.runOnce({ args: ['run', '--once', '--config', fx.configPath, '--pretty'] });
+    expect(pretty.code).toBe(0);
+    expect(pretty.stdout).not.toMatch(/^\{/m); // no JSON line
+    expect(pretty.stdout).toMatch(/INFO.*: run complete/);
+    const bad = await fx.runOnce({ args: ['run', '--once', '--config', fx.configPath, '--log-level', 'loud'] });
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toMatch(/--log-level.*loud.*trace, debug, info, warn, error, fatal|Allowed choices are trace, debug, info, warn, error, fatal/);
+  });
+
+  it('SIGHUP is logged and ignored: the daemon goes on, and stops on SIGTERM with 0', async (t) => {
+    const fx = await fixture(t);
+    const d = await testDaemon(t, fx);
+    d.signal('SIGHUP');
+    await d.waitFor((l) => l.signal === 'SIGHUP' && l.level === 'warn', 'the SIGHUP line');
+    expect(d.logs.find((l) => l.signal === 'SIGHUP').msg).toMatch(/restart to apply a change \(systemctl restart inboxd\)/);
+    await fx.makeDelivery({ seq: 1 });
+    await d.waitFor((l) => l.msg === 'delivery accepted', 'the delivery after SIGHUP');
+    expect((await d.stop()).code).toBe(0);
+  });
+});
