@@ -102,7 +102,7 @@ describe.concurrent('logs a person can read', SLOW, () => {
     const d = await testDaemon(t, fx);
     d.signal('SIGHUP');
     await d.waitFor((l) => l.signal === 'SIGHUP' && l.level === 'warn', 'the SIGHUP line');
-    expect(d.logs.find((l) => l.signal === 'SIGHUP').msg).toMatch(/restart to apply a change \(systemctl restart inboxd\)/);
+    expect(d.logs.find((l) => l.signal === 'SIGHUP')?.msg).toMatch(/restart to apply a change \(systemctl restart inboxd\)/);
     await fx.makeDelivery({ seq: 1 });
     await d.waitFor((l) => l.msg === 'delivery accepted', 'the delivery after SIGHUP');
     expect((await d.stop()).code).toBe(0);
