@@ -8,7 +8,9 @@ import { resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { type Config, configJsonSchema, loadConfig } from './config/config.js';
 import { registerKeysCommands } from './cli/keys.js';
+import { registerMappingCommands } from './cli/mapping.js';
 import { registerOpsCommands } from './cli/ops.js';
+import { registerPackCommand } from './cli/pack.js';
 import { classify, EXIT, InboxdError } from './errors.js';
 import { keySources } from './pgp/keyring.js';
 import { createLogger, LOG_LEVELS, logOptions, type Logger } from './log.js';
@@ -79,6 +81,8 @@ program
 
 registerKeysCommands(program, async (file) => keySources(loadConfig(file)));
 registerOpsCommands(program);
+registerMappingCommands(program);
+registerPackCommand(program);
 
 const DEFAULT_CONFIG = '/etc/inboxd/inboxd.yaml';
 /** Where the configuration came from when --config was left out: said with a configuration error. */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { testDaemon } from './helpers/daemon.js';
-import { CLI, fixture, runCli, SLOW } from './helpers/fixture.js';
+import { CLI, fixture, row, runCli, SLOW } from './helpers/fixture.js';
 
 const run = promisify(execFile);
 const REPO = join(CLI, '..', '..');
@@ -106,5 +106,60 @@ describe.concurrent('logs a person can read', SLOW, () => {
     await fx.makeDelivery({ seq: 1 });
     await d.waitFor((l) => l.msg === 'delivery accepted', 'the delivery after SIGHUP');
     expect((await d.stop()).code).toBe(0);
+  });
+});
+
+describe.concurrent('helpers for partners and engineers', SLOW, () => {
+  it('pack writes the sidecar and a manifest with the control totals that run --once accepts (amounts as decimals)', async (t) => {
+    const fx = await fixture(t, { flow: { totals: ['qty', 'unit_cost'] } });
+    const d = await fx.makeDelivery({ seq: 1, rows: [row(1, { UnitCost: '1.05' }), row(2, { UnitCost: '20.10' })] });
+    const data = fx.path('inbox', d.name);
+    await Promise.all([d.sidecar!, d.manifest!].map((f) => fsp.rm(fx.path('inbox', f))));
+    // Packed elsewhere, as a partner does before uploading, then moved in.
+    const out = join(fx.dir, 'packed');
+    await fsp.mkdir(out);
+    const packed = await runCli(['pack', data, '--config', fx.configPath, '--partner', 'acme', '--flow', 'inventory', '--out-dir', out]);
+    expect(packed.code).toBe(0);
+    const manifest = JSON.parse(readFileSync(join(out, `${d.name}.manifest.json`), 'utf8'));
+    expect(manifest).toMatchObject({ file: d.name, records: 2, sums: { qty: 23, unit_cost: '21.15' }, sha256: d.sha256, schema_version: 1 });
+    expect(readFileSync(join(out, `${d.name}.sha256`), 'utf8')).toBe(`${d.sha256}  ${d.name}\n`);
+    for (const f of [`${d.name}.sha256`, `${d.name}.manifest.json`]) await fsp.rename(join(out, f), fx.path('inbox', f));
+    const r = await fx.runOnce();
+    expect(r.code).toBe(0);
+    expect(JSON.parse(readFileSync(fx.path('outbox', `${d.name}.ack.json`), 'utf8'))).toMatchObject({ status: 'accepted', records: 2, sums: { qty: 23, unit_cost: 2115 } });
+    expect(fx.rows().map((x) => x.unit_cost)).toEqual([105, 2010]);
+  });
+
+  it('pack without a configuration (--mapping, --totals) gives the same totals; a file with bad rows is refused', async (t) => {
+    const fx = await fixture(t);
+    const d = await fx.makeDelivery({ seq: 1, manifest: false, sidecar: false });
+    const r = await runCli(['pack', fx.path('inbox', d.name), '--mapping', join(fx.dir, 'acme-inventory.csv'), '--totals', 'qty']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(readFileSync(fx.path('inbox', `${d.name}.manifest.json`), 'utf8'))).toMatchObject({ records: 3, sums: { qty: 36 } });
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.listDir('outbox')).toEqual([`${d.name}.ack.json`]);
+    const bad = await fx.makeDelivery({ seq: 2, manifest: false, sidecar: false, rows: [row(1, { Quantity: 'x1' })] });
+    const refused = await runCli(['pack', fx.path('inbox', bad.name), '--mapping', join(fx.dir, 'acme-inventory.csv'), '--totals', 'qty']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/ROW_ERRORS: .*1 of 1 rows are invalid \(line 2, Quantity: "x1" is not an integer\)/);
+  });
+
+  it('mapping init writes a skeleton from a sample, types guessed and noted, that the configuration accepts', async (t) => {
+    const fx = await fixture(t);
+    const sample = join(fx.dir, 'sample.csv');
+    await fsp.writeFile(sample, 'Order No,CustomerEmail,Total,Currency,Placed,Status,Gift,Code\n1,a@x.de,12.50,EUR,2025-09-16T02:00:00Z,NEW,yes,007\n2,b@x.de,3,USD,2025-09-16T03:00:00+02:00,NEW,no,010\n3,,4.125,EUR,2025-09-17T00:00:00Z,SHIPPED,no,020\n4,c@x.de,1,EUR,2025-09-17T00:00:00Z,NEW,yes,030\n');
+    const out = join(fx.dir, 'guessed.csv');
+    const r = await runCli(['mapping', 'init', sample, '--out', out]);
+    expect(r.code).toBe(0);
+    const lines = readFileSync(out, 'utf8').trim().split('\n');
+    expect(lines[0]).toBe('ours,partner,type,required,pii,notes');
+    expect(lines.slice(1).map((l) => l.split(',').slice(0, 5).join(','))).toEqual([
+      'order_no,Order No,integer,yes,', 'customer_email,CustomerEmail,string,,yes', 'total,Total,amount:3,yes,', 'currency,Currency,currency,yes,',
+      'placed,Placed,datetime,yes,', 'status,Status,enum:NEW|SHIPPED,yes,', 'gift,Gift,boolean,yes,', 'code,Code,string,yes,',
+    ]);
+    expect(lines[8]).toMatch(/leading zeros/);
+    expect((await runCli(['mapping', 'init', sample, '--out', out])).code).toBe(64); // never overwritten
+    await fx.writeConfig({ flow: { mapping: 'guessed.csv', table: 'orders', key: ['order_no'], totals: ['total'] } });
+    expect((await runCli(['check-config', '--config', fx.configPath])).code).toBe(0);
   });
 });
