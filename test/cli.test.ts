@@ -163,3 +163,20 @@ describe.concurrent('helpers for partners and engineers', SLOW, () => {
     expect((await runCli(['check-config', '--config', fx.configPath])).code).toBe(0);
   });
 });
+
+describe.concurrent('ops install', SLOW, () => {
+  it('the production configuration example passes check-config', async () => {
+    const r = await runCli(['check-config', '--config', join(REPO, 'config', 'inboxd.production.yaml')]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+  });
+
+  it('scripts/install.sh parses, and a dry run shows every step: user, directories, package, config, unit', async () => {
+    const script = join(REPO, 'scripts', 'install.sh');
+    await run('bash', ['-n', script]);
+    const { stdout } = await run(script, ['inboxd-0.1.0.tgz'], { env: { ...process.env, DRY_RUN: '1', USER_NAME: 'inboxd-no-such-user', CONFIG_DIR: '/nonexistent/etc' } });
+    for (const step of [/useradd --system .* inboxd-no-such-user/, /tar -xzf inboxd-0\.1\.0\.tgz -C \/opt\/inboxd/, /npm install --prefix \/opt\/inboxd --omit=dev/, /ln -sfn \/opt\/inboxd\/dist\/cli\.js \/usr\/local\/bin\/inboxd/, /inboxd\.production\.yaml \/nonexistent\/etc\/inboxd\.yaml/, /systemctl enable inboxd/]) {
+      expect(stdout).toMatch(step);
+    }
+  });
+});
