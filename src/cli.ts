@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { type Config, loadConfig } from './config/config.js';
 import { registerKeysCommands } from './cli/keys.js';
 import { registerOpsCommands } from './cli/ops.js';
+import { registerWebCommands } from './cli/web.js';
 import { classify, EXIT, InboxdError } from './errors.js';
 import { keySources } from './pgp/keyring.js';
 import { createLogger, type Logger } from './log.js';
@@ -65,6 +66,7 @@ program
 
 registerKeysCommands(program, async (file) => keySources(loadConfig(file)));
 registerOpsCommands(program);
+registerWebCommands(program);
 
 export async function main(argv: string[]): Promise<number> {
   try {
