@@ -33,10 +33,10 @@ function addUser(fx: Fixture, name: string, password: string): Promise<Pick<RunR
   });
 }
 
-async function browser(t: TestContext): Promise<BrowserContext> {
+async function browser(t: TestContext, selfSigned = false): Promise<BrowserContext> {
   const profile = await fsp.mkdtemp(join(tmpdir(), 'inboxd-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium', headless: true, viewport: { width: 1280, height: 800 },
+    executablePath: '/usr/bin/chromium', headless: true, viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: selfSigned,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   t.onTestFinished(async () => {
@@ -116,6 +116,15 @@ describe.concurrent('the operations page', { timeout: 180_000 }, () => {
     expect(fx.query("SELECT detail FROM events WHERE delivery_id = ? AND step = 'replay asked'", id)).toEqual([{ detail: expect.stringMatching(/^by alice \(web\) \(request \d+\)$/) }]);
     await page.goto(again.base);
     expect(await page.locator('#overview').innerText()).toContain('Rejected deliveries not yet dealt with (0)');
+    // The list, newest first, filtered by outcome and partner.
+    const listed = async (query: string) => {
+      await page.goto(`${again.base}/deliveries?${query}`);
+      return page.locator('tbody tr td:first-child').allInnerTexts();
+    };
+    expect(await listed('')).toEqual([replayId, id]);
+    expect(await listed('outcome=accepted&partner=acme&since=24h')).toEqual([replayId]);
+    expect(await listed('outcome=open')).toEqual([]);
+    expect(await page.locator('main').innerText()).toContain('No deliveries match.');
   });
 
   it('mark resolved with a note, recorded with who did it; refused: wrong password, too many, no CSRF token, GET, no session', async (t) => {
@@ -179,5 +188,20 @@ describe.concurrent('the operations page', { timeout: 180_000 }, () => {
     expect(res.status).toBe(303);
     expect(res.headers.get('set-cookie')).toMatch(/^inboxd_session=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
     expect(existsSync(SCREENSHOTS)).toBe(true);
+  });
+
+  it('over TLS (http.tls): the page and the metrics by HTTPS, the session cookie Secure', async (t) => {
+    const fx = await fixture(t, { config: { http: { ...HTTP, tls: { cert: 'cert.pem', key: 'key.pem' } } } });
+    await new Promise((resolve, reject) => spawn('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-keyout', 'key.pem', '-out', 'cert.pem'], { cwd: fx.dir, stdio: 'ignore' }).on('close', resolve).on('error', reject));
+    expect(await addUser(fx, 'alice', PASSWORD)).toMatchObject({ code: 0 });
+    const { base } = await start(t, fx);
+    const page = await (await browser(t, true)).newPage();
+    const https = base.replace('http:', 'https:');
+    await page.goto(`${https}/`);
+    await login(page, https);
+    expect(new URL(page.url()).pathname).toBe('/');
+    const [cookie] = await page.context().cookies();
+    expect(cookie).toMatchObject({ name: 'inboxd_session', httpOnly: true, secure: true, sameSite: 'Strict' });
+    expect((await page.request.get(`${https}/metrics`)).status()).toBe(200);
   });
 });
