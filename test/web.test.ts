@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { type DaemonProcess, testDaemon, until } from './helpers/daemon.js';
-import { CLI, type Fixture, fixture, MAPPING, row, type RunResult } from './helpers/fixture.js';
+import { CLI, type Fixture, fixture, MAPPING, row, runCli, type RunResult } from './helpers/fixture.js';
 
 const SCREENSHOTS = fileURLToPath(new URL('../docs/screenshots/', import.meta.url));
 const PASSWORD = 'correct horse battery staple';
@@ -171,8 +171,7 @@ describe.concurrent('the operations page', { timeout: 180_000 }, () => {
 
   it('off unless http.ui: true; ui needs a users file; the cookie is HttpOnly and SameSite=Strict', async (t) => {
     const fx = await fixture(t, { config: { http: { listen: '127.0.0.1:0', ui: true } } });
-    const check = await new Promise<number | null>((r) => spawn(process.execPath, [CLI, 'check-config', '--config', fx.configPath], { stdio: 'ignore' }).on('close', r));
-    expect(check).toBe(78);
+    expect(await runCli(['check-config', '--config', fx.configPath])).toMatchObject({ code: 78, stderr: expect.stringContaining('http.users: ui: true needs users') });
     await fx.writeConfig({ config: { http: { listen: '127.0.0.1:0' } } });
     const { base } = await start(t, fx);
     expect((await fetch(`${base}/`)).status).toBe(404);

@@ -7,8 +7,10 @@ import { decimal, type Detail } from '../ops/deliveries.js';
 import type { ReplayOutcome } from '../ops/replay.js';
 import type { Status } from '../ops/status.js';
 
-export const esc = (v: unknown): string => (v === null || v === undefined ? '' : String(v)).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-const dash = (v: unknown) => (v === null || v === undefined || v === '' ? '–' : esc(v));
+type Shown = string | number | bigint | boolean | null | undefined;
+
+export const esc = (v: Shown): string => (v === null || v === undefined ? '' : String(v)).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const dash = (v: Shown) => (v === null || v === undefined || v === '' ? '–' : esc(v));
 const at = (iso: string | null | undefined) => (iso ? `<time datetime="${esc(iso)}">${esc(iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z'))}</time>` : '–');
 const outcome = (o: string, code?: string | null) => `<span class="o-${esc(o)}">${esc(o)}</span>${code ? ` <code>${esc(code)}</code>` : ''}`;
 const link = (id: string) => `<a href="/deliveries/${encodeURIComponent(id)}">${esc(id)}</a>`;
