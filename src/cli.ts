@@ -11,6 +11,7 @@ import { registerKeysCommands } from './cli/keys.js';
 import { registerMappingCommands } from './cli/mapping.js';
 import { registerOpsCommands } from './cli/ops.js';
 import { registerPackCommand } from './cli/pack.js';
+import { registerWebCommands } from './cli/web.js';
 import { classify, EXIT, InboxdError } from './errors.js';
 import { keySources } from './pgp/keyring.js';
 import { createLogger, LOG_LEVELS, logOptions, type Logger } from './log.js';
@@ -83,6 +84,7 @@ registerKeysCommands(program, async (file) => keySources(loadConfig(file)));
 registerOpsCommands(program);
 registerMappingCommands(program);
 registerPackCommand(program);
+registerWebCommands(program);
 
 const DEFAULT_CONFIG = '/etc/inboxd/inboxd.yaml';
 /** Where the configuration came from when --config was left out: said with a configuration error. */

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 
 const SRC = join(import.meta.dirname, '..', 'src');
 /** Lowest first. `shared` is the files at the top of src/ (errors, log, ...), except the entry point cli.ts. */
-const FLOW = ['shared', 'config', 'notify', 'formats', 'pgp', 'pipeline', 'store', 'ingest', 'remote', 'ops', 'observe', 'daemon', 'cli'];
+const FLOW = ['shared', 'config', 'notify', 'formats', 'pgp', 'pipeline', 'store', 'ingest', 'remote', 'ops', 'web', 'observe', 'daemon', 'cli'];
 const DRIVERS = ['better-sqlite3', 'pg', 'pg-copy-streams'];
 
 const modules = (readdirSync(SRC, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).map((f) => f.replace(/\.ts$/, ''));

@@ -126,11 +126,9 @@ export function registerOpsCommands(program: Command): void {
     .requiredOption('--note <text>', 'why, for the audit trail')
     .action(action(async (id: string, opts: { config: string; note: string }) => {
       const { config } = setup(opts.config);
+      const { resolveDelivery } = await import('../ops/deliveries.js');
       return withStore(config, async (store) => {
-        const rec = store.delivery(id);
-        if (!rec) throw new InboxdError('UNKNOWN_DELIVERY', `no delivery ${id} (see inboxd deliveries list)`);
-        if (rec.outcome !== 'rejected') throw new InboxdError('USAGE', `${id} was ${rec.outcome}; only a rejected delivery needs resolving`);
-        print(store.resolve(id, null, `resolved by an operator: ${opts.note}`) ? `${id}: resolved\n` : `${id}: was already resolved\n`);
+        print(resolveDelivery(store, id, opts.note) ? `${id}: resolved\n` : `${id}: was already resolved\n`);
         return EXIT.OK;
       });
     }));

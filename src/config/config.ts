@@ -129,7 +129,13 @@ const configSchema = z.strictObject({
    * The daemon's HTTP listener (/metrics, /healthz, /readyz). Off unless given. listen: "host:port"
    * (port 0: any free port, logged); a non-loopback host needs allow_remote: true (default false).
    */
-  http: z.strictObject({ listen: z.string(), allow_remote: z.boolean().default(false) }).optional(),
+  http: z.strictObject({
+    listen: z.string(), allow_remote: z.boolean().default(false),
+    /** the operations page under / (web/); users: the file of users and password hashes it needs */
+    ui: z.boolean().default(false), users: z.string().optional(),
+    /** serve HTTPS (metrics and page alike): PEM certificate chain and key files */
+    tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
+  }).refine((h) => !h.ui || h.users !== undefined, { message: 'ui: true needs users: the file of users and password hashes (inboxd web adduser)', path: ['users'] }).optional(),
   alert: z.strictObject({
     command: z.array(z.string()).min(1).optional(),
     http: z.strictObject({ url: z.url(), timeout: duration.default('10s') }).optional(),
@@ -238,6 +244,9 @@ export interface Retention {
 export interface HttpConfig {
   host: string;
   port: number;
+  /** the operations page: on with its users file */
+  ui?: { usersFile: string };
+  tls?: { certFile: string; keyFile: string };
 }
 
 export interface PartnerConfig {
@@ -394,7 +403,11 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
     },
     retention: resolveRetention(raw.retention, undefined),
     pruneSchedule: raw.prune_schedule === false ? undefined : raw.prune_schedule,
-    http,
+    http: http && {
+      ...http,
+      ui: raw.http!.ui ? { usersFile: resolve(base, raw.http!.users!) } : undefined,
+      tls: raw.http!.tls && { certFile: resolve(base, raw.http!.tls.cert), keyFile: resolve(base, raw.http!.tls.key) },
+    },
     partners,
   };
 }

@@ -6,9 +6,12 @@
  *   /readyz   the daemon can do its work: startup recovery done, database open with room on its
  *             disk, every partner directory writable (503 naming what is not; restarting does not
  *             help, fixing does)
- * GET and HEAD only. Handlers' failures answer 500 and never reach the daemon.
+ *   /...      the operations page (web/), when `http.ui` is on: it answers every other path
+ * GET and HEAD only, but for the page. Over TLS when certificate and key are given. Handlers' failures
+ * answer 500 and never reach the daemon.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { HttpConfig } from '../config/config.js';
@@ -22,6 +25,8 @@ export interface Readiness {
 export interface HttpHandlers {
   metrics(): Promise<{ contentType: string; body: string }>;
   ready(): Promise<Readiness>;
+  /** every other path (the operations page), any method */
+  ui?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 }
 
 export interface HttpServer {
@@ -32,7 +37,7 @@ export interface HttpServer {
 
 const MAX_LOOP_DELAY_MS = 1000;
 
-export async function startHttp(cfg: HttpConfig, handlers: HttpHandlers): Promise<HttpServer> {
+export async function startHttp(cfg: HttpConfig, handlers: HttpHandlers, tls?: { cert: Buffer; key: Buffer }): Promise<HttpServer> {
   const started = Date.now();
   const loop = monitorEventLoopDelay({ resolution: 20 });
   loop.enable();
@@ -58,12 +63,14 @@ export async function startHttp(cfg: HttpConfig, handlers: HttpHandlers): Promis
     },
   };
 
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
     const route = routes[new URL(req.url ?? '/', 'http://x').pathname];
+    if (!route && handlers.ui) return void handlers.ui(req, res).catch((err: unknown) => send(res, 500, 'text/plain', `error: ${String(err)}\n`));
     if (!route) return send(res, 404, 'text/plain', 'not found: /metrics, /healthz, /readyz\n');
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'GET or HEAD\n', { allow: 'GET, HEAD' });
     route(res).catch((err: unknown) => send(res, 500, 'text/plain', `error: ${String(err)}\n`));
-  });
+  };
+  const server = tls ? createTlsServer({ cert: tls.cert, key: tls.key }, handle) : createServer(handle);
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {

@@ -13,6 +13,8 @@ import type { Logger } from '../log.js';
 import { metrics } from './metrics.js';
 import type { DeliveryObserver } from '../observers.js';
 import { prune } from '../ops/prune.js';
+import { webData } from '../web/data.js';
+import { webHandler } from '../web/routes.js';
 import type { Store } from '../store/sqlite/store.js';
 
 export interface OpsRuntime {
@@ -26,13 +28,16 @@ export async function startOps(config: Config, store: Store, log: Logger, starte
   let http: HttpServer | undefined;
   if (config.http) {
     metrics.enableDefaults();
+    const { ui, tls } = config.http;
+    const keys = tls && { cert: await readTls(config, 'cert', tls.certFile), key: await readTls(config, 'key', tls.keyFile) };
     http = await startHttp(config.http, {
       metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
       ready: () => readiness(config, store, started),
-    }).catch((err: unknown) => {
+      ui: ui && webHandler(webData(store, config), log, { usersFile: ui.usersFile, tls: !!tls }),
+    }, keys).catch((err: unknown) => {
       throw listenError(config, config.http!, err);
     });
-    log.info({ host: http.host, port: http.port }, `http listening on ${http.host}:${http.port}: /metrics /healthz /readyz`);
+    log.info({ host: http.host, port: http.port, tls: !!tls }, `http${tls ? 's' : ''} listening on ${http.host}:${http.port}: /metrics /healthz /readyz${ui ? ', the operations page at /' : ''}`);
   }
   let pruning: Promise<void> | undefined;
   const runPrune = async () => {
@@ -66,6 +71,12 @@ function listenError(config: Config, http: HttpConfig, err: unknown): unknown {
   if (code === 'EADDRINUSE') return new InboxdError('IO_ERROR', `http.listen: ${at} is in use by another process; try again once it is free`, { cause: code }, { cause: err });
   if (code === 'EACCES' || code === 'EADDRNOTAVAIL') return configError(config.file, 'http.listen', `cannot listen on ${at} (${code})`);
   return err;
+}
+
+function readTls(config: Config, key: 'cert' | 'key', file: string): Promise<Buffer> {
+  return fsp.readFile(file).catch((err: NodeJS.ErrnoException) => {
+    throw configError(config.file, `http.tls.${key}`, `${file}: ${err.code ?? err.message}`);
+  });
 }
 
 /** Less free space than this on the database's file system and a commit may not fit: not ready. */

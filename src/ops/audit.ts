@@ -130,3 +130,8 @@ export function reportOf(rec: DeliveryRecord): Record<string, unknown> | undefin
   const text = plan.writes.find((w) => w.name.endsWith('.error.json'))?.content ?? plan.report ?? plan.writes.find((w) => w.name.endsWith('.ack.json'))?.content;
   return text === undefined ? undefined : (JSON.parse(text) as Record<string, unknown>);
 }
+
+/** The line errors' CSV the partner got (`<file>.errors.csv` in error/ or outbox/), when there was one. */
+export function errorsCsvOf(rec: DeliveryRecord): { name: string; content: string } | undefined {
+  return (JSON.parse(rec.plan) as AnswerPlan).writes.find((w) => w.name.endsWith('.errors.csv'));
+}

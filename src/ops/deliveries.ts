@@ -66,7 +66,7 @@ export async function detail(store: Store, config: Config, id: string): Promise<
 }
 
 /** Minor units as the decimal amount, exactly: 1250 at scale 2 is 12.50. */
-function decimal(minor: bigint, scale: number): string {
+export function decimal(minor: bigint, scale: number): string {
   const digits = `${minor < 0n ? -minor : minor}`.padStart(scale + 1, '0');
   return `${minor < 0n ? '-' : ''}${scale ? `${digits.slice(0, -scale)}.${digits.slice(-scale)}` : digits}`;
 }
@@ -119,4 +119,12 @@ export function formatDetail(x: Detail): string {
     }
   }
   return `${out.join('\n')}\n`;
+}
+
+/** `deliveries resolve`: a rejected delivery marked dealt with; false when it already was. `actor`: who, for the audit trail. */
+export function resolveDelivery(store: Store, id: string, note: string, actor = 'an operator'): boolean {
+  const rec = getDelivery(store, id);
+  if (!rec) throw new InboxdError('UNKNOWN_DELIVERY', `no delivery ${id} (see inboxd deliveries list)`);
+  if (rec.outcome !== 'rejected') throw new InboxdError('USAGE', `${id} was ${rec.outcome}; only a rejected delivery needs resolving`);
+  return store.resolve(id, null, `resolved by ${actor}: ${note}`);
 }

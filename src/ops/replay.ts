@@ -135,20 +135,32 @@ const WAIT_MS = 600_000;
 async function replayByDaemon(config: Config, log: Logger, id: string): Promise<ReplayOutcome> {
   const store = new Store(config.database);
   try {
-    const original = store.delivery(id);
-    if (!original) throw new InboxdError('UNKNOWN_DELIVERY', `no delivery ${id} (see inboxd deliveries list)`);
-    const queue = new ReplayQueue(store.db);
-    const request = queue.enqueue(id, original.partner);
+    const { request, original } = queueReplay(store, id);
     log.info({ request, delivery_id: id }, 'the daemon is running: replay queued for it');
     for (const until = Date.now() + WAIT_MS; Date.now() < until; await new Promise((r) => setTimeout(r, 250))) {
-      const r = queue.get(request);
-      if (r?.state !== 'done' || !r.result) continue;
-      const result = JSON.parse(r.result) as { outcome?: ReplayOutcome; error?: { code: ErrorCode; message: string } };
-      if (result.error) throw new InboxdError(result.error.code, result.error.message);
-      return result.outcome!;
+      const outcome = queuedOutcome(store, request);
+      if (outcome) return outcome;
     }
     throw new InboxdError('DB_BUSY', `replay request ${request} is still queued: the daemon carries it out at its next sweep of ${original.partner}; see inboxd deliveries show ${id}`);
   } finally {
     store.close();
   }
+}
+
+/** Asks the running daemon for a replay (the command, and the operations page inside the daemon). `actor`: who asked, for the audit trail. */
+export function queueReplay(store: Store, id: string, actor?: string): { request: number; original: DeliveryRecord } {
+  const original = store.delivery(id);
+  if (!original) throw new InboxdError('UNKNOWN_DELIVERY', `no delivery ${id} (see inboxd deliveries list)`);
+  const request = new ReplayQueue(store.db).enqueue(id, original.partner);
+  if (actor) store.event(id, 'replay asked', `by ${actor} (request ${request})`);
+  return { request, original };
+}
+
+/** A queued replay's outcome once the daemon carried it out (its refusal thrown); undefined while queued. */
+export function queuedOutcome(store: Store, request: number): ReplayOutcome | undefined {
+  const r = new ReplayQueue(store.db).get(request);
+  if (r?.state !== 'done' || !r.result) return undefined;
+  const result = JSON.parse(r.result) as { outcome?: ReplayOutcome; error?: { code: ErrorCode; message: string } };
+  if (result.error) throw new InboxdError(result.error.code, result.error.message);
+  return result.outcome!;
 }
