@@ -92,11 +92,12 @@ export function schemaVersion(db: Database.Database, path: string): number {
 /**
  * Applies the migrations the database lacks, all in one IMMEDIATE transaction with the new version: a
  * failure or a crash leaves it as it was. Returns the versions applied (none when it is up to date).
+ * The version is written even then: that write is what finds, at start, a database that cannot be
+ * written (DB_READONLY, exit 78), before any delivery is taken.
  */
 export function migrate(db: Database.Database, path: string): number[] {
-  if (schemaVersion(db, path) === SCHEMA_VERSION) return [];
   return db.transaction(() => {
-    // Read again under the write lock: another process may have migrated it in between.
+    // Read under the write lock: another process may have migrated it a moment ago.
     const applied: number[] = [];
     for (let v = schemaVersion(db, path) + 1; v <= SCHEMA_VERSION; v++) {
       const m = MIGRATIONS[v - 1]!;
