@@ -57,6 +57,7 @@ export const CODES = {
   // configuration
   CONFIG_INVALID: 'fatal',
   DB_READONLY: 'fatal', // the database (or its directory) cannot be written: permissions, an immutable file
+  DB_TOO_NEW: 'fatal', // the database's schema version is newer than this inboxd knows: a downgrade
   HOST_KEY_MISMATCH: 'fatal',
   REMOTE_AUTH_FAILED: 'fatal', // the partner's server refused our key: retrying only risks a lockout
   KEY_INVALID: 'fatal',

@@ -15,6 +15,7 @@ import Database from 'better-sqlite3';
 import { describe, expect, it, type TestContext } from 'vitest';
 import type { AnswerPlan } from '../src/pipeline/answer.js';
 import { RemoteLedger } from '../src/store/sqlite/remote-ledger.js';
+import { migrate } from '../src/store/sqlite/migrations.js';
 import { type LogLine, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
 import { atLeast, csvLine, type Fixture, fixture, HEADER, nameFor, row, type Row, rowsOf, sha256 } from './helpers/fixture.js';
 import { startSshd, type Sshd } from './helpers/sshd.js';
@@ -431,6 +432,7 @@ describe('failures', () => {
 describe('the ledger', () => {
   const ledger = () => {
     const db = new Database(':memory:');
+    migrate(db, ':memory:');
     return { db, l: new RemoteLedger(db) };
   };
   const plan = (files: string[]): AnswerPlan => ({ writes: [{ dir: 'outbox', name: `${files[0]}.ack.json`, content: '{}' }], moves: files.map((f) => ({ from: f, dir: 'archive', to: f, readOnly: true })) });

@@ -14,13 +14,6 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS attempts (
-  partner TEXT NOT NULL, file TEXT NOT NULL, fingerprint TEXT NOT NULL, attempts INTEGER NOT NULL,
-  first_at TEXT NOT NULL, last_at TEXT NOT NULL, next_at TEXT NOT NULL, code TEXT NOT NULL, error TEXT,
-  delivery_ids TEXT NOT NULL, PRIMARY KEY (partner, file)
-);`;
-
 export interface Attempts {
   fingerprint: string;
   attempts: number;
@@ -49,9 +42,7 @@ interface Row {
 }
 
 export class AttemptLedger {
-  constructor(private readonly db: Database.Database, create = true) {
-    if (create) db.exec(SCHEMA);
-  }
+  constructor(private readonly db: Database.Database) {}
 
   get(partner: string, file: string): Attempts | undefined {
     const row = this.db.prepare('SELECT fingerprint, attempts, next_at AS nextAt, code, error, delivery_ids AS deliveryIds FROM attempts WHERE partner = ? AND file = ?')

@@ -8,20 +8,6 @@
 import type Database from 'better-sqlite3';
 import type { AnswerPlan } from '../../pipeline/answer.js';
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS remote_files (
-  partner TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL, mtime_ms INTEGER NOT NULL, state TEXT NOT NULL,
-  delivery_id TEXT, pulled_at TEXT NOT NULL, done_at TEXT, PRIMARY KEY (partner, name)
-);
-CREATE TABLE IF NOT EXISTS remote_uploads (
-  partner TEXT NOT NULL, dir TEXT NOT NULL, name TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-  last_error TEXT, queued_at TEXT NOT NULL, done_at TEXT, PRIMARY KEY (partner, dir, name)
-);
-CREATE TABLE IF NOT EXISTS remote_state (
-  partner TEXT PRIMARY KEY, circuit TEXT NOT NULL, failures INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated_at TEXT NOT NULL
-);
-`;
-
 export interface PendingUpload {
   dir: 'outbox' | 'error';
   name: string;
@@ -30,9 +16,7 @@ export interface PendingUpload {
 const now = () => new Date().toISOString();
 
 export class RemoteLedger {
-  constructor(private readonly db: Database.Database, create = true) {
-    if (create) db.exec(SCHEMA);
-  }
+  constructor(private readonly db: Database.Database) {}
 
   /** Pulled and not yet done with: must not be downloaded again. */
   isHeld(partner: string, name: string): boolean {

@@ -5,12 +5,6 @@
  */
 import type Database from 'better-sqlite3';
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS replay_requests (
-  id INTEGER PRIMARY KEY, delivery_id TEXT NOT NULL, partner TEXT NOT NULL, requested_at TEXT NOT NULL,
-  state TEXT NOT NULL, result TEXT, done_at TEXT
-);`;
-
 export interface ReplayRequest {
   id: number;
   deliveryId: string;
@@ -23,9 +17,7 @@ export interface ReplayRequest {
 const COLUMNS = 'id, delivery_id AS deliveryId, partner, state, result';
 
 export class ReplayQueue {
-  constructor(private readonly db: Database.Database) {
-    db.exec(SCHEMA);
-  }
+  constructor(private readonly db: Database.Database) {}
 
   enqueue(deliveryId: string, partner: string): number {
     return Number(this.db.prepare("INSERT INTO replay_requests (delivery_id, partner, requested_at, state) VALUES (?, ?, ?, 'queued')").run(deliveryId, partner, new Date().toISOString()).lastInsertRowid);

@@ -16,6 +16,7 @@ import Database from 'better-sqlite3';
 import { AttemptLedger } from './attempts.js';
 import { InboxdError } from '../../errors.js';
 import { guard, naming } from './db-errors.js';
+import { migrate, schemaVersion } from './migrations.js';
 import { type FieldSpec, sameColumns } from '../../config/mapping.js';
 import type { StagedRows } from '../../pipeline/stage.js';
 import { RemoteLedger } from './remote-ledger.js';
@@ -73,36 +74,6 @@ export interface TargetTable {
   key: readonly string[];
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS deliveries (
-  id TEXT PRIMARY KEY, partner TEXT NOT NULL, flow TEXT, file TEXT NOT NULL, seq INTEGER, file_time TEXT,
-  sha256 TEXT, size INTEGER, outcome TEXT NOT NULL, code TEXT, reason TEXT, records INTEGER, bad_rows INTEGER,
-  totals TEXT, received_at TEXT NOT NULL, decided_at TEXT NOT NULL, answered_at TEXT, plan TEXT NOT NULL, replay_of TEXT,
-  late INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS deliveries_by_flow ON deliveries (partner, flow, decided_at);
-CREATE INDEX IF NOT EXISTS deliveries_unanswered ON deliveries (answered_at) WHERE answered_at IS NULL;
-CREATE TABLE IF NOT EXISTS dedupe (
-  partner TEXT NOT NULL, flow TEXT NOT NULL, seq INTEGER NOT NULL, sha256 TEXT NOT NULL,
-  delivery_id TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (partner, flow, seq)
-);
-CREATE TABLE IF NOT EXISTS events (
-  id INTEGER PRIMARY KEY, delivery_id TEXT NOT NULL, at TEXT NOT NULL, step TEXT NOT NULL, detail TEXT
-);
-CREATE INDEX IF NOT EXISTS events_by_delivery ON events (delivery_id, id);
-CREATE TABLE IF NOT EXISTS windows (
-  partner TEXT NOT NULL, flow TEXT NOT NULL, opens_at TEXT NOT NULL, closes_at TEXT NOT NULL,
-  status TEXT NOT NULL, at_risk_at TEXT, late_at TEXT, resolved_at TEXT, resolved_by TEXT,
-  PRIMARY KEY (partner, flow, opens_at)
-);
--- A rejected delivery dealt with: replayed successfully (by_delivery), or closed by an operator (note).
-CREATE TABLE IF NOT EXISTS resolutions (
-  delivery_id TEXT PRIMARY KEY, resolved_at TEXT NOT NULL, by_delivery TEXT, note TEXT
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
-`;
-
 export type WindowStatus = 'open' | 'ok' | 'late' | 'resolved';
 
 export interface WindowRecord {
@@ -143,8 +114,9 @@ export class Store {
       this.db = naming(guard(path, () => new Database(path, { fileMustExist: true })), path);
       this.db.pragma('query_only = ON');
       this.db.pragma('busy_timeout = 10000');
-      this.remote = new RemoteLedger(this.db, false);
-      this.attempts = new AttemptLedger(this.db, false);
+      schemaVersion(this.db, path);
+      this.remote = new RemoteLedger(this.db);
+      this.attempts = new AttemptLedger(this.db);
       return;
     }
     mkdirSync(dirname(path), { recursive: true });
@@ -156,7 +128,7 @@ export class Store {
     // WAL with synchronous=NORMAL can lose the last commits on power loss; an ACK must never name those.
     this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 10000');
-    this.db.exec(SCHEMA);
+    migrate(this.db, path);
     this.remote = new RemoteLedger(this.db);
     this.attempts = new AttemptLedger(this.db);
   }
