@@ -3,7 +3,7 @@
  * `safeEmit`, which logs their failures and swallows them (graphile-worker's safeEmit).
  */
 import type { Logger } from './log.js';
-import type { DeliveryRecord } from './store/sqlite/store.js';
+import type { DeliveryRecord } from './store/types.js';
 
 export interface DeliveryObserver {
   /** a delivery was decided and answered; `seconds` from claim to answer */

@@ -13,7 +13,7 @@ import type { Alert } from '../src/notify/alert.js';
 import { loadConfig } from '../src/config/config.js';
 import { DeadlineKeeper } from '../src/daemon/deadlines.js';
 import { createLogger } from '../src/log.js';
-import { Store } from '../src/store/sqlite/store.js';
+import { openStore } from '../src/store/open.js';
 
 const ack = (fx: Fixture, name: string, partner = 'acme') => fx.path('outbox', `${name}.ack.json`, partner);
 const hasAck = (fx: Fixture, name: string, partner = 'acme') => existsSync(ack(fx, name, partner));
@@ -277,16 +277,16 @@ describe('delivery windows', () => {
   it('a partner directory that cannot be read does not keep a window from being judged late', async (t) => {
     const fx = await fixture(t, { flow: { window: { cron: '* * * * *', duration: '10s' } } });
     const config = loadConfig(fx.configPath);
-    const store = new Store(config.database);
+    const store = await openStore(config);
     t.onTestFinished(() => store.close());
     const alerts: Alert[] = [];
     const keeper = new DeadlineKeeper(store, config.partners, createLogger('silent'), (a) => void alerts.push(a), config.tempPatterns);
     t.onTestFinished(() => keeper.stop());
     // Nothing has created the partner's directories: no inbox, no work directory to look into.
-    keeper.start(new Date(Date.now() + 130_000)); // two minutes' windows closed by then
+    await keeper.start(new Date(Date.now() + 130_000)); // two minutes' windows closed by then
     await until(() => alerts.length >= 2, 'the window.late alerts');
     expect(alerts.every((a) => a.event === 'window.late')).toBe(true);
-    expect(store.lateWindows('acme', 'inventory').length).toBe(alerts.length);
+    expect((await store.lateWindows('acme', 'inventory')).length).toBe(alerts.length);
   });
 
   it('a restart after the window closed judges it once; a restart after that does not alert again', async (t) => {

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it, type TestContext } from 'vitest';
 import type { AnswerPlan } from '../src/pipeline/answer.js';
-import { RemoteLedger } from '../src/store/sqlite/remote-ledger.js';
+import { SqliteRemoteLedger } from '../src/store/sqlite/remote-ledger.js';
 import { migrate } from '../src/store/sqlite/migrations.js';
 import { type LogLine, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
 import { atLeast, csvLine, type Fixture, fixture, HEADER, nameFor, row, type Row, rowsOf, sha256 } from './helpers/fixture.js';
@@ -433,39 +433,39 @@ describe('the ledger', () => {
   const ledger = () => {
     const db = new Database(':memory:');
     migrate(db, ':memory:');
-    return { db, l: new RemoteLedger(db) };
+    return { db, l: new SqliteRemoteLedger(db) };
   };
   const plan = (files: string[]): AnswerPlan => ({ writes: [{ dir: 'outbox', name: `${files[0]}.ack.json`, content: '{}' }], moves: files.map((f) => ({ from: f, dir: 'archive', to: f, readOnly: true })) });
   const stateOf = (db: Database.Database, name: string) => (db.prepare('SELECT state FROM remote_files WHERE name = ?').get(name) as { state: string }).state;
 
-  it('the local pipeline answering a file before its download was recorded as done: the answer wins, the file is released', () => {
+  it('the local pipeline answering a file before its download was recorded as done: the answer wins, the file is released', async () => {
     const { db, l } = ledger();
-    l.downloading('acme', 'a.csv', 10, 0);
+    await l.downloading('acme', 'a.csv', 10, 0);
     // The download renamed a.csv into the inbox; the watcher was quicker than the bookkeeping.
-    l.answered('acme', 'd1', plan(['a.csv']));
-    l.downloaded('acme', 'a.csv');
+    await l.answered('acme', 'd1', plan(['a.csv']));
+    await l.downloaded('acme', 'a.csv');
     expect(stateOf(db, 'a.csv')).toBe('answered');
-    expect(l.toRelease('acme')).toEqual(['a.csv']);
-    expect(l.isHeld('acme', 'a.csv')).toBe(true);
+    expect(await l.toRelease('acme')).toEqual(['a.csv']);
+    expect(await l.isHeld('acme', 'a.csv')).toBe(true);
   });
 
-  it('an answer file gone before its upload is recorded as lost with the reason, not as uploaded', () => {
+  it('an answer file gone before its upload is recorded as lost with the reason, not as uploaded', async () => {
     const { db, l } = ledger();
-    l.answered('acme', 'd1', plan(['a.csv']));
-    const [u] = l.pendingUploads('acme');
-    l.uploadFailed('acme', u!, 'No such file');
-    l.uploadLost('acme', u!, 'the local answer file is gone');
+    await l.answered('acme', 'd1', plan(['a.csv']));
+    const [u] = await l.pendingUploads('acme');
+    await l.uploadFailed('acme', u!, 'No such file');
+    await l.uploadLost('acme', u!, 'the local answer file is gone');
     expect(db.prepare('SELECT state, attempts, last_error FROM remote_uploads').get()).toEqual({ state: 'lost', attempts: 1, last_error: 'the local answer file is gone' });
-    expect(l.pendingUploads('acme')).toEqual([]);
+    expect(await l.pendingUploads('acme')).toEqual([]);
   });
 
-  it('remote_state keeps the last error until a round succeeds, which clears it', () => {
+  it('remote_state keeps the last error until a round succeeds, which clears it', async () => {
     const { db, l } = ledger();
     const row = () => db.prepare('SELECT circuit, failures, last_error FROM remote_state').get();
-    l.setCircuit('acme', 'closed', 1, 'REMOTE_UNAVAILABLE: refused');
-    l.setCircuit('acme', 'open', 5);
+    await l.setCircuit('acme', 'closed', 1, 'REMOTE_UNAVAILABLE: refused');
+    await l.setCircuit('acme', 'open', 5);
     expect(row()).toEqual({ circuit: 'open', failures: 5, last_error: 'REMOTE_UNAVAILABLE: refused' });
-    l.setCircuit('acme', 'closed', 0, null);
+    await l.setCircuit('acme', 'closed', 0, null);
     expect(row()).toEqual({ circuit: 'closed', failures: 0, last_error: null });
   });
 });

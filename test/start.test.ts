@@ -16,7 +16,7 @@ import { AlertSink, FLOW, msg, spawnDaemon, testDaemon, until } from './helpers/
 import { atLeast, type Fixture, fixture, runCli, SLOW } from './helpers/fixture.js';
 import { canMount, mountTmpfs } from './helpers/mount.js';
 import { loadConfig } from '../src/config/config.js';
-import { lockInstance } from '../src/store/sqlite/instance.js';
+import { lockInstance } from '../src/store/open.js';
 import { createLogger } from '../src/log.js';
 import { runOnce } from '../src/ingest/pass.js';
 

@@ -1,8 +1,11 @@
 /** The pure pieces: sidecar and manifest parsing, totals, value conversion, names, CSV cells, decoding. */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import { csvCell, errorsCsv } from '../src/pipeline/answer.js';
+import { type AnswerFacts, csvCell, errorsCsv, planAccepted, planRejected, takenNames } from '../src/pipeline/answer.js';
 import { defaultPattern, globToRegExp } from '../src/config/config.js';
 import { parseDuration } from '../src/config/units.js';
 import type { FieldSpec } from '../src/config/mapping.js';
@@ -269,6 +272,24 @@ describe('line-error CSV is spreadsheet-safe', () => {
 
   it('writes a header and CRLF rows', () => {
     expect(errorsCsv([{ line: 3, column: 'Quantity', reason: '=1+1' }])).toBe("line,column,reason\r\n3,Quantity,'=1+1\r\n");
+  });
+});
+
+describe('the answer plan is decided without the disk (decide, then write)', () => {
+  it('the names taken are looked up before the commit; the plan made from them reads nothing', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'inboxd-plan-'));
+    const dirs = Object.fromEntries(['inbox', 'outbox', 'archive', 'error', 'work'].map((d) => [d, join(root, d)])) as Record<'inbox' | 'outbox' | 'archive' | 'error' | 'work', string>;
+    Object.values(dirs).forEach((d) => mkdirSync(d));
+    writeFileSync(join(dirs.error, FILE), 'rejected before'); // the same broken file sent twice
+    const f: AnswerFacts = { id: 'D2', partner: 'acme', flow: 'inventory', file: FILE, seq: 1, sha256: HEX, files: [FILE], processedAt: '2025-09-16T02:00:00.000Z' };
+    const taken = await takenNames(f, { root, ...dirs });
+    expect(taken).toEqual({ archive: false, error: true });
+    rmSync(root, { recursive: true }); // from here the plan has no disk to look at
+    const rejected = planRejected(f, { status: 'rejected', code: 'MALFORMED_CSV', reason: 'line 2: broken', errors: [], errorCount: 0 }, taken);
+    expect(rejected.moves.map((m) => `${m.dir}/${m.to}`)).toEqual([`error/${FILE}.D2`]);
+    expect(rejected.writes.map((w) => `${w.dir}/${w.name}`)).toEqual([`error/${FILE}.D2.error.json`]);
+    const accepted = planAccepted(f, { records: 1, sums: {}, badRows: 0, errors: [], errorCount: 0 }, taken);
+    expect(accepted.moves.map((m) => `${m.dir}/${m.to}`)).toEqual([`archive/${FILE}`]);
   });
 });
 

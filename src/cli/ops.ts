@@ -12,13 +12,14 @@
  * Each command loads what it runs when it runs: starting any one stays quick.
  */
 import type { Command } from 'commander';
-import { type DeliveryFilter, listDeliveries, OUTCOME_FILTERS } from '../ops/audit.js';
+import { OUTCOME_FILTERS } from '../ops/audit.js';
 import { type Config, loadConfig } from '../config/config.js';
 import { classify, EXIT, InboxdError } from '../errors.js';
 import { stringifyExact } from '../json.js';
 import { createLogger, type Logger } from '../log.js';
 import type { ReplayOutcome } from '../ops/replay.js';
-import { Store } from '../store/sqlite/store.js';
+import { openStore } from '../store/open.js';
+import type { DeliveryFilter, Store } from '../store/types.js';
 import { parseDuration } from '../config/units.js';
 import { when } from '../ops/table.js';
 
@@ -48,8 +49,8 @@ function setup(file: string): { config: Config; log: Logger } {
   return { config, log: createLogger(process.stderr.isTTY ? 'error' : config.logLevel, 2) };
 }
 
-function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise<T> {
-  const store = new Store(config.database);
+async function withStore<T>(config: Config, fn: (store: Store) => Promise<T>): Promise<T> {
+  const store = await openStore(config);
   return fn(store).finally(() => store.close());
 }
 
@@ -102,7 +103,7 @@ export function registerOpsCommands(program: Command): void {
       if (!Number.isInteger(limit) || limit < 1) throw new InboxdError('USAGE', `--limit: a positive whole number, got "${opts.limit}"`);
       const filter: DeliveryFilter = { partner: opts.partner, flow: opts.flow, outcome: opts.outcome as DeliveryFilter['outcome'], since: timeArg(opts.since, '--since'), until: timeArg(opts.until, '--until'), limit };
       const { formatList, summary } = await import('../ops/deliveries.js');
-      const rows = await withStore(config, async (store) => listDeliveries(store, filter));
+      const rows = await withStore(config, (store) => store.audit.list(filter));
       if (opts.json) printJson(rows.map(summary));
       else print(formatList(rows));
       return EXIT.OK;
@@ -128,7 +129,7 @@ export function registerOpsCommands(program: Command): void {
       const { config } = setup(opts.config);
       const { resolveDelivery } = await import('../ops/deliveries.js');
       return withStore(config, async (store) => {
-        print(resolveDelivery(store, id, opts.note) ? `${id}: resolved\n` : `${id}: was already resolved\n`);
+        print((await resolveDelivery(store, id, opts.note)) ? `${id}: resolved\n` : `${id}: was already resolved\n`);
         return EXIT.OK;
       });
     }));

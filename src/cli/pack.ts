@@ -20,6 +20,7 @@ import { pickFlow } from '../ops/check.js';
 import { loadPrivateKeys, loadPublicKeys, readPassphrase } from '../pgp/keys.js';
 import type { Exact } from '../pipeline/map.js';
 import { manifestName, sidecarName } from '../pipeline/naming.js';
+import { stagingFor } from '../store/open.js';
 
 interface PackOptions {
   config?: string;
@@ -64,7 +65,7 @@ function manifestValue(flow: FlowConfig, column: string, sum: Exact): Exact | st
 async function totalsOf(file: string, flow: FlowConfig): Promise<{ records: number; sums: Record<string, Exact | string> }> {
   const scratch = await fsp.mkdtemp(join(tmpdir(), 'inboxd-pack-'));
   try {
-    const { stats } = await readData(file, { flow, staging: join(scratch, 'staging') }, undefined);
+    const { stats } = await readData(file, { flow, staging: join(scratch, 'staging'), writer: stagingFor().writer }, undefined);
     if (stats!.badRows > 0) {
       const first = stats!.errors[0];
       throw new InboxdError('ROW_ERRORS', `${stats!.badRows} of ${stats!.rows} rows are invalid${first ? ` (line ${first.line}, ${first.column}: ${first.reason})` : ''}; inboxd check shows them all`);

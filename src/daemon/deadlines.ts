@@ -13,7 +13,7 @@ import type { Alert } from '../notify/alert.js';
 import { scanInbox } from '../pipeline/discover.js';
 import type { Logger } from '../log.js';
 import { parseName } from '../pipeline/naming.js';
-import type { Store } from '../store/sqlite/store.js';
+import type { Store } from '../store/types.js';
 import { closedBetween, latestWindow, nextWindow, type Window } from './windows.js';
 
 const MAX_TIMER = 2 ** 31 - 1;
@@ -34,11 +34,11 @@ export class DeadlineKeeper {
     private readonly tempPatterns: readonly RegExp[] = [],
   ) {}
 
-  start(now = new Date()): void {
-    const since = new Date(Math.max(now.getTime() - DAY, Date.parse(this.store.createdAt())));
+  async start(now = new Date()): Promise<void> {
+    const since = new Date(Math.max(now.getTime() - DAY, Date.parse(await this.store.createdAt())));
     for (const { flow } of this.windowed()) {
       for (const w of closedBetween(flow.window!, since, now)) this.guard(() => this.judge(flow, w));
-      this.resolveMissed(flow);
+      await this.resolveMissed(flow);
       this.plan(flow, now);
     }
   }
@@ -47,13 +47,12 @@ export class DeadlineKeeper {
    * A late delivery accepted while no keeper heard of it (committed just before a crash and answered by
    * startup recovery, or accepted while the daemon was down by run --once) resolves its windows now.
    */
-  private resolveMissed(flow: FlowConfig): void {
-    const [first] = this.store.lateWindows(flow.partner, flow.id);
+  private async resolveMissed(flow: FlowConfig): Promise<void> {
+    const [first] = await this.store.lateWindows(flow.partner, flow.id);
     if (!first) return;
     // Accepted after the verdict, whenever it arrived (one that arrived in time may have been waited for too long).
-    const later = this.store.db.prepare("SELECT id FROM deliveries WHERE partner = ? AND flow = ? AND outcome = 'accepted' AND decided_at > ? ORDER BY decided_at LIMIT 1")
-      .get(flow.partner, flow.id, first.lateAt ?? first.closesAt) as { id: string } | undefined;
-    if (later) this.accepted(flow.partner, flow.id, later.id);
+    const later = await this.store.acceptedAfter(flow.partner, flow.id, first.lateAt ?? first.closesAt);
+    if (later) await this.accepted(flow.partner, flow.id, later);
   }
 
   stop(): void {
@@ -63,8 +62,8 @@ export class DeadlineKeeper {
   }
 
   /** Called for every accepted delivery: a late one resolves its flow's open late windows. */
-  accepted(partner: string, flow: string, deliveryId: string): void {
-    const resolved = this.store.resolveLate(partner, flow, deliveryId);
+  async accepted(partner: string, flow: string, deliveryId: string): Promise<void> {
+    const resolved = await this.store.resolveLate(partner, flow, deliveryId);
     if (resolved.length === 0) return;
     const windows = resolved.map((w) => ({ opens_at: w.opensAt, closes_at: w.closesAt }));
     this.log.warn({ partner, flow, delivery_id: deliveryId, windows }, 'late delivery arrived: window alert resolved');
@@ -107,7 +106,7 @@ export class DeadlineKeeper {
   private async judge(flow: FlowConfig, w: Window, waitingSince?: number): Promise<void> {
     const [opens, closes] = [w.opensAt.toISOString(), w.closesAt.toISOString()];
     const since = waitingSince ?? Date.now();
-    let ok = this.store.acceptedBetween(flow.partner, flow.id, opens, closes);
+    let ok = await this.store.acceptedBetween(flow.partner, flow.id, opens, closes);
     if (!ok && !this.stopped && Date.now() - since < MAX_WAIT_MS && (await this.inProgress(flow, w.opensAt, w.closesAt))) {
       if (this.stopped) return;
       if (waitingSince === undefined) this.log.info({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes }, 'window closed with a delivery in progress: judged once it is decided');
@@ -115,15 +114,15 @@ export class DeadlineKeeper {
       return;
     }
     if (this.stopped) return; // the store may be closed: the next start judges it
-    ok ||= this.store.acceptedBetween(flow.partner, flow.id, opens, closes); // decided while we looked
-    if (this.store.judgeWindow(flow.partner, flow.id, opens, closes, ok ? 'ok' : 'late') && !ok) this.alertLate(flow, opens, closes);
+    ok ||= await this.store.acceptedBetween(flow.partner, flow.id, opens, closes); // decided while we looked
+    if ((await this.store.judgeWindow(flow.partner, flow.id, opens, closes, ok ? 'ok' : 'late')) && !ok) await this.alertLate(flow, opens, closes);
   }
 
-  private alertLate(flow: FlowConfig, opens: string, closes: string): void {
+  private async alertLate(flow: FlowConfig, opens: string, closes: string): Promise<void> {
     const message = `no complete delivery for ${flow.partner}/${flow.id} in its window ${opens} - ${closes}`;
     this.log.error({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, event: 'window.late' }, message);
     this.notify({ event: 'window.late', severity: 'critical', partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, message, at: new Date().toISOString() });
-    this.resolveMissed(flow); // one that arrived after the close may have been accepted while we waited
+    await this.resolveMissed(flow); // one that arrived after the close may have been accepted while we waited
   }
 
   /**
@@ -140,10 +139,10 @@ export class DeadlineKeeper {
       if (scan.ready.some((r) => r.name.flow === flow.id && within(r.arrivedMs))) return true;
       for (const claimed of await fsp.readdir(partner.dirs.work, { withFileTypes: true })) {
         const id = claimed.name;
-        if (!claimed.isDirectory() || this.store.delivery(id)) continue;
+        if (!claimed.isDirectory() || (await this.store.delivery(id))) continue;
         const files = await fsp.readdir(join(partner.dirs.work, id)).catch(() => []);
         if (!files.some((f) => parseName(f, partner.flows)?.flow === flow.id)) continue;
-        const arrived = this.store.receivedAt(id); // recorded at the claim; none for a replay's copies
+        const arrived = await this.store.receivedAt(id); // recorded at the claim; none for a replay's copies
         if (arrived && within(Date.parse(arrived))) return true;
       }
     } catch (err) {
@@ -155,8 +154,8 @@ export class DeadlineKeeper {
   private async warnAtRisk(flow: FlowConfig, w: Window): Promise<void> {
     const [opens, closes] = [w.opensAt.toISOString(), w.closesAt.toISOString()];
     const now = new Date();
-    if (this.store.acceptedBetween(flow.partner, flow.id, opens, now.toISOString()) || (await this.inProgress(flow, w.opensAt, now)) || this.stopped) return;
-    if (!this.store.markAtRisk(flow.partner, flow.id, opens, closes)) return;
+    if ((await this.store.acceptedBetween(flow.partner, flow.id, opens, now.toISOString())) || (await this.inProgress(flow, w.opensAt, now)) || this.stopped) return;
+    if (!(await this.store.markAtRisk(flow.partner, flow.id, opens, closes))) return;
     const message = `nothing received yet for ${flow.partner}/${flow.id}; its window closes at ${closes}`;
     this.log.warn({ partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, event: 'window.at_risk' }, message);
     this.notify({ event: 'window.at_risk', severity: 'warning', partner: flow.partner, flow: flow.id, opens_at: opens, closes_at: closes, message, at: new Date().toISOString() });

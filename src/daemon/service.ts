@@ -17,13 +17,12 @@ import { DeadlineKeeper } from './deadlines.js';
 import type { Logger } from '../log.js';
 import { RemoteLink } from '../remote/pull.js';
 import { replayWith } from '../ops/replay.js';
-import { ReplayQueue } from '../store/sqlite/replay-queue.js';
 import { HostLimiter } from '../retry.js';
 import type { Keyring } from '../pgp/keyring.js';
 import { Releasers } from '../releasers.js';
 import { soonest, sweepPartner, type Tally } from '../ingest/pass.js';
 import { openAll, openKeyring, recover } from '../ingest/startup.js';
-import type { Store } from '../store/sqlite/store.js';
+import type { Store } from '../store/types.js';
 import { watchInboxes } from './watch.js';
 
 interface PartnerState {
@@ -47,7 +46,6 @@ export class Daemon {
   private store!: Store;
   private deadlines?: DeadlineKeeper;
   private keyring?: Keyring;
-  private replays?: ReplayQueue;
   /** what the start took, given back in reverse on a failed start or a stop */
   private readonly held = new Releasers();
   /** set once releasing began: nothing new is started */
@@ -108,8 +106,8 @@ export class Daemon {
     this.recovered = true;
     const deadlines = new DeadlineKeeper(this.store, this.config.partners, this.log, (a) => this.alert(a), this.config.tempPatterns);
     this.deadlines = deadlines;
-    deadlines.start();
     held.add('deadlines', () => deadlines.stop());
+    await deadlines.start();
     if (this.config.watch) {
       const inboxes = new Map(this.config.partners.map((p) => [p.dirs.inbox, p.id]));
       const watcher = watchInboxes(inboxes, (id) => this.kick(id, this.config.settleMs), (err) => this.log.error({ err }, 'watcher error; the scheduled sweep still runs'));
@@ -118,8 +116,8 @@ export class Daemon {
     const schedule = cron.schedule(this.config.sweep, () => this.kickAll(), { name: 'inboxd-sweep', noOverlap: true });
     held.add('schedule', () => schedule.stop());
     this.startRemoteLinks();
-    this.replays = new ReplayQueue(this.store.db);
-    const replayPoll = setInterval(() => this.replays!.queued().forEach((r) => this.kick(r.partner, 0)), 1000);
+    const replays = this.store.replays;
+    const replayPoll = setInterval(() => void replays.queued().then((rs) => rs.forEach((r) => this.kick(r.partner, 0)), (err: unknown) => this.log.error({ err }, 'replay queue could not be read; polled again in a second')), 1000);
     held.add('replay poll', () => clearInterval(replayPoll));
     const keyCheck = cron.schedule('17 3 * * *', () => void openKeyring(this.config, this.log).catch((err) => this.log.error({ err: String(err) }, 'key check failed')), { name: 'inboxd-keys' });
     held.add('key check', () => keyCheck.stop());
@@ -232,14 +230,14 @@ export class Daemon {
 
   /** Replays an operator asked for while we run (replay-queue.ts), in this partner's turn. */
   private async runReplays(partner: string): Promise<void> {
-    for (const r of this.replays!.queued(partner)) {
+    for (const r of await this.store.replays.queued(partner)) {
       try {
         const outcome = await replayWith(this.store, this.config, this.log, r.deliveryId, this.keyring!);
-        this.replays!.done(r.id, { outcome });
+        await this.store.replays.done(r.id, { outcome });
       } catch (err) {
         const e = classify(err);
         this.log.warn({ request: r.id, delivery_id: r.deliveryId, code: e.code, err: e.message }, 'queued replay refused');
-        this.replays!.done(r.id, { error: { code: e.code, message: e.message } });
+        await this.store.replays.done(r.id, { error: { code: e.code, message: e.message } });
       }
     }
   }

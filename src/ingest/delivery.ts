@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Alert } from '../notify/alert.js';
-import { type AnswerFacts, type AnswerPlan, carryOut, planAccepted, planRejected, replayPlan } from '../pipeline/answer.js';
-import { type Attempts, fingerprint } from '../store/sqlite/attempts.js';
+import { type AnswerFacts, type AnswerPlan, carryOut, planAccepted, planRejected, replayPlan, type Taken, takenNames } from '../pipeline/answer.js';
+import { fingerprint } from '../store/fingerprint.js';
 import { claim, INTERNAL_PREFIX, release } from '../pipeline/claim.js';
 import type { FlowConfig, PartnerConfig } from '../config/config.js';
 import { crashPoint } from '../crashpoint.js';
@@ -28,7 +28,7 @@ import { decoder } from '../formats/csv/parse.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, signerText, type Verdict } from '../pgp/decrypt.js';
 import { backoffDelay, type RetryPolicy } from '../retry.js';
 import { type StagedRows, Stager, stagingSink } from '../pipeline/stage.js';
-import type { Applied, DeliveryRecord, Store } from '../store/sqlite/store.js';
+import type { Applied, Attempts, DeliveryRecord, Store } from '../store/types.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from '../pipeline/verify.js';
 
 export interface DeliveryContext {
@@ -95,14 +95,14 @@ async function takeClaimed(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyD
   try {
     if (!replay) {
       // Audit: the upload's own time (on our clock), then the moment it was complete, settled and claimed.
-      ctx.store.event(id, 'received', ready.files.join(', '), receivedAt);
-      ctx.store.event(id, 'ready', 'complete and settled; claimed');
+      await ctx.store.event(id, 'received', ready.files.join(', '), receivedAt);
+      await ctx.store.event(id, 'ready', 'complete and settled; claimed');
     }
     record = await ingest(ctx, flow, ready, dir, facts, receivedAt, replay);
   } catch (err) {
     return failed(ctx, facts, receivedAt, dir, err, started, replay);
   }
-  if (!replay) ctx.store.attempts.clear(ctx.partner.id, ready.file);
+  if (!replay) await ctx.store.attempts.clear(ctx.partner.id, ready.file);
   crashPoint('after-commit');
   return answer(ctx, record, dir, started);
 }
@@ -141,7 +141,7 @@ async function failed(ctx: DeliveryContext, facts: AnswerFacts, receivedAt: stri
   }
   // A replay's copies never go to the inbox: they are dropped, the evidence is where it was.
   const stuck = replay ? await fsp.rm(dir, { recursive: true, force: true }).then(() => []) : await release(ctx.partner.dirs.inbox, dir);
-  ctx.store.event(facts.id, 'retry', `${e.code}: ${e.message}`);
+  await ctx.store.event(facts.id, 'retry', `${e.code}: ${e.message}`);
   const retryAt = attempts?.nextAt ?? Date.now();
   const what = replay ? 'replay rolled back; run it again' : 'delivery put back to be tried again';
   logFailure(ctx.log, err, what, { stuck, attempt: attempts?.attempts, max_attempts: ctx.retry?.maxAttempts, retry_in_ms: retryAt - Date.now() }, counts ? 'warn' : 'info');
@@ -165,7 +165,7 @@ async function countAttempt(ctx: DeliveryContext, facts: AnswerFacts, dir: strin
   if (!policy) return undefined;
   try {
     const print = await fingerprint(dir, facts.files);
-    return ctx.store.attempts.failed(ctx.partner.id, facts.file, print, { deliveryId: facts.id, code: e.code, error: e.message }, (n) => backoffDelay(n - 1, policy));
+    return await ctx.store.attempts.failed(ctx.partner.id, facts.file, print, { deliveryId: facts.id, code: e.code, error: e.message }, (n) => backoffDelay(n - 1, policy));
   } catch (err) {
     logFailure(ctx.log, err, 'the failed attempt could not be counted');
     return undefined;
@@ -178,9 +178,10 @@ async function countAttempt(ctx: DeliveryContext, facts: AnswerFacts, dir: strin
  */
 async function giveUp(ctx: DeliveryContext, facts: AnswerFacts, receivedAt: string, dir: string, e: InboxdError, attempts: Attempts, started: number): Promise<Result> {
   const reason = `${facts.file} could not be processed: ${attempts.attempts} attempts failed for a reason on our side, not in the file. Our operations team has been alerted and will process it once that is fixed; there is no need to send it again`;
-  const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, reject('INTERNAL_ERROR', reason), undefined));
-  ctx.store.event(facts.id, 'given up', `after ${attempts.attempts} attempts (deliveries ${attempts.deliveryIds.join(', ')}); the last failed with ${e.code}: ${e.message}`);
-  ctx.store.attempts.clear(ctx.partner.id, facts.file);
+  const taken = await takenNames(facts, ctx.partner.dirs);
+  const record = await ctx.store.commit(undefined, undefined, () => rejectedRecord(facts, receivedAt, reject('INTERNAL_ERROR', reason), undefined, taken));
+  await ctx.store.event(facts.id, 'given up', `after ${attempts.attempts} attempts (deliveries ${attempts.deliveryIds.join(', ')}); the last failed with ${e.code}: ${e.message}`);
+  await ctx.store.attempts.clear(ctx.partner.id, facts.file);
   const message = `${ctx.partner.id}/${facts.flow}: ${facts.file} given up after ${attempts.attempts} attempts (${e.code}: ${e.message}); answered INTERNAL_ERROR in error/; inboxd replay ${facts.id} once the cause is fixed`;
   ctx.log.error({ event: 'delivery.failed', code: e.code, err: e.message, attempts: attempts.attempts }, message);
   ctx.alert?.({ event: 'delivery.failed', severity: 'critical', partner: ctx.partner.id, flow: facts.flow ?? '', file: facts.file, delivery_id: facts.id, attempts: attempts.attempts, code: e.code, message, at: new Date().toISOString() });
@@ -190,7 +191,7 @@ async function giveUp(ctx: DeliveryContext, facts: AnswerFacts, receivedAt: stri
 /** A file that can never become a delivery (incomplete too long, unknown, not a regular file). */
 export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<Result> {
   // What stays in the inbox (a directory) is reported once, not at every sweep or start.
-  if (stale.inPlace && ctx.store.rejectedAs(ctx.partner.id, stale.file, stale.code)) return { status: 'skipped' };
+  if (stale.inPlace && (await ctx.store.rejectedAs(ctx.partner.id, stale.file, stale.code))) return { status: 'skipped' };
   const id = newDeliveryId();
   const [flow, seq] = [stale.name?.flow ?? null, stale.name?.seq ?? null];
   const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow, file: stale.file, seq });
@@ -198,9 +199,10 @@ export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<R
   if (!dir) return { status: 'skipped' };
   const facts: AnswerFacts = { id, partner: ctx.partner.id, flow, file: stale.file, seq, sha256: null, files: stale.files, processedAt: new Date().toISOString() };
   const receivedAt = new Date(stale.arrivedMs).toISOString();
-  ctx.store.event(id, 'received', stale.files.join(', '), receivedAt);
+  await ctx.store.event(id, 'received', stale.files.join(', '), receivedAt);
   const started = performance.now();
-  const record = ctx.store.commit(undefined, undefined, () => rejectedRecord(ctx, facts, receivedAt, reject(stale.code, stale.reason), undefined));
+  const taken = await takenNames(facts, ctx.partner.dirs);
+  const record = await ctx.store.commit(undefined, undefined, () => rejectedRecord(facts, receivedAt, reject(stale.code, stale.reason), undefined, taken));
   return answer({ ...ctx, log }, record, dir, started);
 }
 
@@ -220,17 +222,17 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     manifest = ready.manifest ? parseManifest(await readSmall(join(dir, ready.manifest), 1 << 20), ready.file) : undefined;
     const decrypt = decryptOptions(ctx, ready.file);
     // A sequence already applied needs only its hash to tell a resend from a conflict: no parsing.
-    const already = replay ? undefined : store.applied(partner.id, flow.id, ready.name.seq);
-    found = await readData(join(dir, ready.file), already ? undefined : { flow, staging }, sidecarHex, ctx.signal, decrypt);
+    const already = replay ? undefined : await store.applied(partner.id, flow.id, ready.name.seq);
+    found = await readData(join(dir, ready.file), already ? undefined : { flow, staging, writer: store.staging.writer }, sidecarHex, ctx.signal, decrypt);
     facts.sha256 = found.sha256;
-    if (decrypt && found.stats) store.event(facts.id, 'decrypted', signerText(found));
+    if (decrypt && found.stats) await store.event(facts.id, 'decrypted', signerText(found));
     if (found.unknownSigner) ctx.log.warn({ fingerprint: found.unknownSigner }, `the file is signed by an unknown key ${found.unknownSigner}; accepted because this partner does not require signatures`);
     if (sidecarHex && sidecarHex !== found.sha256) throw await checksumMismatch(join(dir, ready.file), found, sidecarHex);
-    ctx.store.event(facts.id, 'verified', `sha256 ${found.sha256}${sidecarHex ? ' matches the .sha256 file' : ' (no .sha256 file)'}`);
+    await store.event(facts.id, 'verified', `sha256 ${found.sha256}${sidecarHex ? ' matches the .sha256 file' : ' (no .sha256 file)'}`);
     if (found.stats) {
       if (manifest) checkTotals(manifest, { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums }, (c, v) => manifestSum(flow, c, v));
       checkBadRows(flow, found.stats);
-      ctx.store.event(facts.id, 'parsed', `${found.stats.rows} rows read, ${found.stats.badRows} invalid${manifest ? '; control totals match the manifest' : ''}`);
+      await store.event(facts.id, 'parsed', `${found.stats.rows} rows read, ${found.stats.badRows} invalid${manifest ? '; control totals match the manifest' : ''}`);
     }
   } catch (err) {
     const e = classify(err);
@@ -238,20 +240,23 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     // The partner reads only the message; a cause (e.g. why decryption failed) is for our logs alone.
     if (e.details.cause) ctx.log.warn({ code: e.code, cause: e.details.cause }, 'rejection cause (not shown to the partner)');
     const totals = found?.stats ? totalsJson(manifest, found.stats) : null;
-    return store.commit(undefined, undefined, () => ({ ...rejectedRecord(ctx, facts, receivedAt, e, found?.stats), totals }));
+    const taken = await takenNames(facts, partner.dirs);
+    return store.commit(undefined, undefined, () => ({ ...rejectedRecord(facts, receivedAt, e, found?.stats, taken), totals }));
   }
   const { stats, staged } = found;
+  // Decide, then write: what the decision needs of the disk is read now, outside the transaction.
+  const taken = await takenNames(facts, partner.dirs);
   crashPoint('before-commit');
   return store.commit(seqKey, staged ? { rows: staged, target: flow, keepNewer: replay ? seqKey : undefined } : undefined, (applied, lastSeq) => {
-    if (applied && !replay) return duplicateRecord(ctx, facts, receivedAt, applied);
+    if (applied && !replay) return duplicateRecord(facts, receivedAt, applied, taken);
     if (!replay && flow.sequenceGap !== 'ignore' && lastSeq !== undefined && ready.name.seq < lastSeq) {
       // Applying an older file after a newer one would put stale data back: kept in error/ for a deliberate replay.
       const e = reject('SEQUENCE_OUT_OF_ORDER', `sequence ${ready.name.seq} arrived after sequence ${lastSeq} was applied; it was not applied, so newer data is not overwritten`);
-      return rejectedRecord(ctx, facts, receivedAt, e, undefined);
+      return rejectedRecord(facts, receivedAt, e, undefined, taken);
     }
     if (!stats) throw new InboxdError('IO_ERROR', 'the sequence was applied a moment ago and is no longer; taking the delivery again');
     const totals = totalsJson(manifest, stats);
-    const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, partner.dirs);
+    const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, taken);
     return record(facts, receivedAt, 'accepted', plan, { records: stats.rows, badRows: stats.badRows, totals });
   });
 }
@@ -266,7 +271,7 @@ function totalsJson(manifest: Manifest | undefined, stats: MapStats): string {
  * without following symlinks, and a file that changed while being read is retried, not rejected.
  * Exported for inboxd check, which runs the same pass over a sample without committing anything.
  */
-export async function readData(path: string, parse: { flow: FlowConfig; staging: string } | undefined, sidecarHex: string | undefined, signal?: AbortSignal, decrypt?: DecryptOptions): Promise<DataFound> {
+export async function readData(path: string, parse: { flow: FlowConfig; staging: string; writer: string } | undefined, sidecarHex: string | undefined, signal?: AbortSignal, decrypt?: DecryptOptions): Promise<DataFound> {
   const fh = await openRegular(path);
   const hash = createHash('sha256');
   let stats: MapStats | undefined;
@@ -279,7 +284,7 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
     if (!parse) await pipeline(source, tap(hash), async (chunks: AsyncIterable<Buffer>) => { for await (const _ of chunks); }, { signal });
     else {
       const { flow } = parse;
-      const spec = { base: parse.staging, fields: flow.fields, totals: flow.totals, maxReported: flow.maxReportedErrors, csv: flow.csv };
+      const spec = { base: parse.staging, writer: parse.writer, fields: flow.fields, totals: flow.totals, maxReported: flow.maxReportedErrors, csv: flow.csv };
       const stager = new Stager(spec);
       // UTF-8 goes to the parsers as it is (checked chunk by chunk); other encodings are decoded to it first.
       const utf8 = new TextDecoder(flow.csv.encoding).encoding === 'utf-8';
@@ -420,19 +425,19 @@ function record(f: AnswerFacts, receivedAt: string, outcome: DeliveryRecord['out
   };
 }
 
-function rejectedRecord(ctx: DeliveryContext, f: AnswerFacts, receivedAt: string, e: InboxdError, stats: MapStats | undefined): DeliveryRecord {
+function rejectedRecord(f: AnswerFacts, receivedAt: string, e: InboxdError, stats: MapStats | undefined, taken: Taken): DeliveryRecord {
   const errors = e.code === 'ROW_ERRORS' && stats ? stats.errors : [];
-  const plan = planRejected(f, { status: 'rejected', code: e.code, reason: e.message, errors, errorCount: errors.length ? stats!.errorCount : 0 }, ctx.partner.dirs);
+  const plan = planRejected(f, { status: 'rejected', code: e.code, reason: e.message, errors, errorCount: errors.length ? stats!.errorCount : 0 }, taken);
   return record(f, receivedAt, 'rejected', plan, { code: e.code, reason: e.message, records: stats?.rows ?? null, badRows: stats?.badRows ?? null });
 }
 
-function duplicateRecord(ctx: DeliveryContext, f: AnswerFacts, receivedAt: string, applied: Applied): DeliveryRecord {
+function duplicateRecord(f: AnswerFacts, receivedAt: string, applied: Applied, taken: Taken): DeliveryRecord {
   const same = applied.sha256 === f.sha256;
   const code = same ? 'DUPLICATE' : 'SEQUENCE_CONFLICT';
   const reason = same
     ? `sequence ${f.seq} was already applied (delivery ${applied.deliveryId}); this copy is identical and changed nothing`
     : `sequence ${f.seq} was already applied (delivery ${applied.deliveryId}) with different content; this file was not applied. Send new data under a new sequence number`;
-  const plan = planRejected(f, { status: same ? 'duplicate' : 'rejected', code, reason, errors: [], errorCount: 0 }, ctx.partner.dirs);
+  const plan = planRejected(f, { status: same ? 'duplicate' : 'rejected', code, reason, errors: [], errorCount: 0 }, taken);
   return record(f, receivedAt, same ? 'duplicate' : 'rejected', plan, { code, reason });
 }
 
@@ -441,8 +446,7 @@ export async function finish(ctx: DeliveryContext, rec: DeliveryRecord, dir: str
   const plan = JSON.parse(rec.plan) as AnswerPlan;
   await carryOut(plan, ctx.partner.dirs, dir);
   // A remote partner's originals may now leave its server, and the answer is queued for upload there.
-  const remote = ctx.partner.remote ? () => ctx.store.remote.answered(ctx.partner.id, rec.id, plan) : undefined;
-  ctx.store.markAnswered(rec.id, answeredDetail(plan), remote);
+  await ctx.store.markAnswered(rec.id, answeredDetail(plan), ctx.partner.remote ? { partner: ctx.partner.id, plan } : undefined);
   const level = rec.outcome === 'accepted' ? 'info' : 'warn';
   ctx.log[level]({ outcome: rec.outcome, code: rec.code, reason: rec.reason, records: rec.records, bad_rows: rec.badRows }, `delivery ${rec.outcome}`);
   return { status: rec.outcome, record: rec };

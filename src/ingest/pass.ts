@@ -4,7 +4,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Alert, sendLogged } from '../notify/alert.js';
-import { fingerprint } from '../store/sqlite/attempts.js';
+import { fingerprint } from '../store/fingerprint.js';
 import type { Config, FlowConfig, PartnerConfig } from '../config/config.js';
 import { type DeliveryContext, handleReady, handleStale, logFailure, type Result } from './delivery.js';
 import { type ReadyDelivery, type Scan, scanInbox } from '../pipeline/discover.js';
@@ -27,7 +27,7 @@ export interface Tally {
 export interface SweepHooks {
   /** a sequence gap that is no longer waited for */
   gap?: (flow: FlowConfig, expected: number, got: number) => void;
-  accepted?: (flow: FlowConfig, deliveryId: string) => void;
+  accepted?: (flow: FlowConfig, deliveryId: string) => unknown;
   /** true once the daemon is stopping: no further delivery is taken */
   stopped?: () => boolean;
   /** a partner directory is no real directory (a symbolic link, or gone): the partner was left out of this sweep */
@@ -80,7 +80,7 @@ export async function sweepPartner(base: DeliveryContext, config: Config, tally:
     } else {
       r = await guarded(ctx, ready, () => handleReady(ctx, ready));
       count(tally, r);
-      if (r.status === 'accepted') hooks.accepted?.(flow, r.record.id);
+      if (r.status === 'accepted') await hooks.accepted?.(flow, r.record.id);
       if (r.status === 'retry') due = soonest(due, r.retryAt);
     }
     // Later sequences of a flow wait behind one not applied: taken first, they would put it out of order.
@@ -97,7 +97,7 @@ export const soonest = (a: number | undefined, b: number | undefined): number | 
 async function notYet(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): Promise<{ as: 'retry' | 'waiting'; until: number } | undefined> {
   const backoff = await backoffUntil(ctx, ready);
   if (backoff !== undefined) return { as: 'retry', until: backoff };
-  const gap = gapUntil(ctx, flow, ready, hooks);
+  const gap = await gapUntil(ctx, flow, ready, hooks);
   return gap === undefined ? undefined : { as: 'waiting', until: gap };
 }
 
@@ -112,11 +112,11 @@ async function guarded(ctx: DeliveryContext, item: { file: string; name?: Parsed
 }
 
 /**
- * A delivery that failed for a reason of ours waits out its backoff (attempts.ts): returns until when,
+ * A delivery that failed for a reason of ours waits out its backoff (store/sqlite/attempts.ts): returns until when,
  * or undefined when it may be taken now. Another file under its name (a new upload) is not held back.
  */
 async function backoffUntil(ctx: DeliveryContext, ready: ReadyDelivery): Promise<number | undefined> {
-  const failed = ctx.store.attempts.get(ctx.partner.id, ready.file);
+  const failed = await ctx.store.attempts.get(ctx.partner.id, ready.file);
   if (!failed || failed.nextAt <= Date.now()) return undefined;
   const print = await fingerprint(ctx.partner.dirs.inbox, ready.files).catch(() => undefined);
   return print === failed.fingerprint ? failed.nextAt : undefined;
@@ -127,8 +127,8 @@ async function backoffUntil(ctx: DeliveryContext, ready: ReadyDelivery): Promise
  * gap_wait has passed since the later file arrived, then reports the gap and goes on; `warn` reports
  * and goes on at once; `ignore` does neither. Returns until when the flow is held, or undefined: go.
  */
-function gapUntil(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): number | undefined {
-  const verdict = gapVerdict(flow, ctx.store.lastSeq(flow.partner, flow.id), ready.name.seq, ready.arrivedMs, Date.now());
+async function gapUntil(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, hooks: SweepHooks): Promise<number | undefined> {
+  const verdict = gapVerdict(flow, await ctx.store.lastSeq(flow.partner, flow.id), ready.name.seq, ready.arrivedMs, Date.now());
   if (verdict.kind === 'go') return undefined;
   if (verdict.kind === 'hold') return verdict.untilMs;
   const { expected } = verdict;

@@ -4,20 +4,19 @@
  * layout holds (layout.ts; nothing is created), and each flow's key matches its table in the database,
  * when the database exists (opened read-only, never created).
  */
-import { existsSync } from 'node:fs';
 import type { Config } from '../config/config.js';
 import { loadKeyring } from '../pgp/keyring.js';
 import { prepareTree } from './layout.js';
-import { Store } from '../store/sqlite/store.js';
+import { databaseExists, openStore } from '../store/open.js';
 
 export async function preflight(config: Config): Promise<void> {
   await loadKeyring(config);
   await prepareTree(config, { create: false });
-  if (!existsSync(config.database)) return;
-  const store = new Store(config.database, { readonly: true });
+  if (!databaseExists(config)) return;
+  const store = await openStore(config, { readonly: true });
   try {
-    for (const p of config.partners) for (const f of p.flows) store.checkTable(f);
+    for (const p of config.partners) for (const f of p.flows) await store.checkTable(f);
   } finally {
-    store.close();
+    await store.close();
   }
 }

@@ -8,20 +8,21 @@ import { join } from 'node:path';
 import { isReplayCopy, release } from '../pipeline/claim.js';
 import type { Config, PartnerConfig } from '../config/config.js';
 import { finish, logFailure } from './delivery.js';
-import { lockInstance } from '../store/sqlite/instance.js';
+import { lockInstance, openStore } from '../store/open.js';
 import { prepareTree } from './layout.js';
 import { expiringKeys, type Keyring, loadKeyring } from '../pgp/keyring.js';
 import type { Logger } from '../log.js';
 import type { Releasers } from '../releasers.js';
-import { Store } from '../store/sqlite/store.js';
+import type { Store } from '../store/types.js';
 import type { Tally } from './pass.js';
 
-export function openStore(config: Config): Store {
-  const store = new Store(config.database);
+/** The database, with every flow's table made or brought up to its mapping. */
+async function openWithTables(config: Config): Promise<Store> {
+  const store = await openStore(config);
   try {
-    for (const p of config.partners) for (const f of p.flows) store.ensureTable(f);
+    for (const p of config.partners) for (const f of p.flows) await store.ensureTable(f);
   } catch (err) {
-    store.close();
+    await store.close();
     throw err;
   }
   return store;
@@ -38,9 +39,8 @@ export async function recover(store: Store, partner: PartnerConfig, log: Logger,
     logFailure(plog, err, what);
     if (tally) tally.retry++;
   };
-  const unanswered = store.db.prepare('SELECT id FROM deliveries WHERE partner = ? AND answered_at IS NULL ORDER BY decided_at').all(partner.id) as { id: string }[];
-  for (const { id } of unanswered) {
-    const rec = store.delivery(id)!;
+  for (const id of await store.unanswered(partner.id)) {
+    const rec = (await store.delivery(id))!;
     const dlog = log.child({ delivery_id: id, partner: partner.id, flow: rec.flow, file: rec.file, seq: rec.seq });
     try {
       await finish({ store, log: dlog, partner }, rec, join(partner.dirs.work, id));
@@ -76,7 +76,7 @@ async function recoverDir(store: Store, partner: PartnerConfig, log: Logger, ent
     await fsp.rm(dir, { force: true });
     return false;
   }
-  const rec = store.delivery(id);
+  const rec = await store.delivery(id);
   if (rec) {
     // Answered: what is left is ours. Not answered yet (its answer failed just now): its files are still to go out.
     if (rec.answeredAt) await fsp.rm(dir, { recursive: true, force: true });
@@ -85,11 +85,11 @@ async function recoverDir(store: Store, partner: PartnerConfig, log: Logger, ent
   // A replay's copies (replay.ts) cut short before its commit: disposable, the evidence is where it was.
   if (await isReplayCopy(dir)) {
     await fsp.rm(dir, { recursive: true, force: true });
-    store.event(id, 'interrupted', 'replay cut short before its commit: nothing applied; run the replay again');
+    await store.event(id, 'interrupted', 'replay cut short before its commit: nothing applied; run the replay again');
     return false;
   }
   const stuck = await release(partner.dirs.inbox, dir);
-  store.event(id, 'interrupted', 'claimed but not committed: put back into the inbox');
+  await store.event(id, 'interrupted', 'claimed but not committed: put back into the inbox');
   if (stuck.length) {
     log.error({ delivery_id: id, partner: partner.id, stuck, dir }, 'recovered delivery could not go back to the inbox: a file of the same name is there; left in the working directory');
     return false;
@@ -113,7 +113,7 @@ export async function openAll(config: Config, log: Logger, held: Releasers): Pro
   await prepareTree(config, { create: true });
   const lock = await lockInstance(config);
   held.add('instance lock', () => lock.release());
-  const store = openStore(config);
+  const store = await openWithTables(config);
   held.add('database', () => store.close());
   return { keyring, store };
 }

@@ -8,11 +8,10 @@
  * database (remote_state) are read at scrape time as well.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { circuits, lastAccepted, lateCounts, openProblems } from '../ops/audit.js';
 import { backlog } from '../ops/backlog.js';
 import type { Config } from '../config/config.js';
 import type { DeliveryObserver } from '../observers.js';
-import type { DeliveryRecord, Store } from '../store/sqlite/store.js';
+import type { DeliveryRecord, Store } from '../store/types.js';
 
 /** The breaker's states, and 'halted': an error no retry can fix (host key mismatch, key refused) stopped the link. */
 export type CircuitState = 'closed' | 'open' | 'half-open' | 'halted';
@@ -54,11 +53,11 @@ export class Metrics {
     });
     new Gauge({
       name: 'inboxd_seconds_since_last_accepted', help: 'Seconds since the last accepted delivery of a flow (absent: none yet)', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
-      collect() {
+      async collect() {
         this.reset();
         const db = self.open();
         if (!db) return;
-        for (const [key, at] of lastAccepted(db.store)) {
+        for (const [key, at] of await db.store.audit.lastAccepted()) {
           const [partner, flow] = key.split('/') as [string, string];
           this.set({ partner, flow }, Math.max(0, (Date.now() - Date.parse(at)) / 1000));
         }
@@ -66,31 +65,31 @@ export class Metrics {
     });
     new Gauge({
       name: 'inboxd_late_windows', help: 'Delivery windows that closed with no delivery and are not resolved yet', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
-      collect() {
+      async collect() {
         this.reset();
         const db = self.open();
         if (!db) return;
-        const late = lateCounts(db.store);
+        const late = await db.store.audit.lateCounts();
         for (const p of db.config.partners) for (const f of p.flows) this.set({ partner: p.id, flow: f.id }, late.get(`${p.id}/${f.id}`) ?? 0);
       },
     });
     new Gauge({
       name: 'inboxd_open_errors', help: 'Rejected deliveries not dealt with yet (replayed, resolved or sent again)', labelNames: ['partner'] as const, registers: [this.registry],
-      collect() {
+      async collect() {
         this.reset();
         const db = self.open();
         if (!db) return;
-        const open = openProblems(db.store);
+        const open = await db.store.audit.openProblems();
         for (const p of db.config.partners) this.set({ partner: p.id }, open.filter((d) => d.partner === p.id).length);
       },
     });
     new Gauge({
       name: 'inboxd_circuit_state', help: "A remote partner's circuit breaker: 1 for its current state", labelNames: ['partner', 'state'] as const, registers: [this.registry],
-      collect() {
+      async collect() {
         this.reset();
         const states = new Map(self.circuitSet);
         const db = self.open();
-        if (db) for (const [partner, row] of circuits(db.store)) if ((CIRCUIT_STATES as readonly string[]).includes(row.circuit)) states.set(partner, row.circuit as CircuitState);
+        if (db) for (const [partner, row] of await db.store.audit.circuits()) if ((CIRCUIT_STATES as readonly string[]).includes(row.circuit)) states.set(partner, row.circuit as CircuitState);
         for (const [partner, current] of states) for (const state of CIRCUIT_STATES) this.set({ partner, state }, state === current ? 1 : 0);
       },
     });
@@ -128,7 +127,7 @@ export class Metrics {
   }
 
   private open(): { store: Store; config: Config } | undefined {
-    return this.source?.store.db.open ? this.source : undefined;
+    return this.source?.store.isOpen ? this.source : undefined;
   }
 }
 

@@ -15,7 +15,7 @@ import type { DeliveryObserver } from '../observers.js';
 import { prune } from '../ops/prune.js';
 import { webData } from '../web/data.js';
 import { webHandler } from '../web/routes.js';
-import type { Store } from '../store/sqlite/store.js';
+import type { Store } from '../store/types.js';
 
 export interface OpsRuntime {
   observer: DeliveryObserver;
@@ -87,7 +87,7 @@ export async function readiness(config: Config, store: Store, started: () => boo
   const checks: Record<string, string> = {};
   checks.startup = started() ? 'ok' : 'startup recovery not finished, or stopping';
   try {
-    store.db.prepare('SELECT 1').get();
+    await store.ping();
     const dir = dirname(config.database);
     const { bavail, bsize } = await fsp.statfs(dir);
     checks.database = bavail * bsize >= MIN_FREE_BYTES ? 'ok' : `disk full: ${bavail * bsize} bytes free on the file system of ${dir}; at least ${MIN_FREE_BYTES} are needed`;

@@ -8,7 +8,6 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import Database from 'better-sqlite3';
 import type { Config, FlowConfig, PartnerConfig } from '../config/config.js';
 import { checkBadRows, type DataFound, decryptOptions, hashFile, manifestSum, readData } from '../ingest/delivery.js';
 import { classify, InboxdError } from '../errors.js';
@@ -18,7 +17,7 @@ import { exact, type RowError } from '../pipeline/map.js';
 import type { StagedRows } from '../pipeline/stage.js';
 import { isTempName, manifestName, matchName, parseName, sidecarName } from '../pipeline/naming.js';
 import { signerText } from '../pgp/decrypt.js';
-import { Store } from '../store/sqlite/store.js';
+import { databaseExists, openStore, stagingFor } from '../store/open.js';
 import { table } from './table.js';
 import { visible } from '../visible.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from '../pipeline/verify.js';
@@ -148,7 +147,7 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
     const staging = join(scratch, 'staging');
     if (checks.some((c) => c.check === 'decryption' && c.status !== 'fail') || !ENCRYPTED.test(file)) {
       try {
-        found = await readData(path, { flow, staging }, undefined, undefined, decrypt);
+        found = await readData(path, { flow, staging, writer: stagingFor(config).writer }, undefined, undefined, decrypt);
         ok('csv', `${found.stats!.rows} records; the header has every mapped column`);
         if (decrypt) ok('signature', signerText(found));
       } catch (err) {
@@ -179,9 +178,9 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
           fail('control totals', err);
         }
       }
-      out.preview = { table: flow.table, key: flow.key, rows: stats.rows - stats.badRows, sample: stagedSample(found!.staged, flow, opts.sample ?? 5) };
+      out.preview = { table: flow.table, key: flow.key, rows: stats.rows - stats.badRows, sample: await stagedSample(config, found!.staged, flow, opts.sample ?? 5) };
     }
-    if (name) checks.push(sequenceCheck(config, flow, name.seq, sha));
+    if (name) checks.push(await sequenceCheck(config, flow, name.seq, sha));
   } finally {
     await fsp.rm(scratch, { recursive: true, force: true });
   }
@@ -190,35 +189,29 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
 }
 
 /** What the dedupe table says of this sequence now: read-only, and only if the database exists. */
-function sequenceCheck(config: Config, flow: FlowConfig, seq: number, sha256: string): CheckItem {
-  if (!existsSync(config.database)) return { check: 'sequence', status: 'skip', message: 'no database yet: nothing applied, any sequence is new' };
-  const store = new Store(config.database, { readonly: true });
+async function sequenceCheck(config: Config, flow: FlowConfig, seq: number, sha256: string): Promise<CheckItem> {
+  if (!databaseExists(config)) return { check: 'sequence', status: 'skip', message: 'no database yet: nothing applied, any sequence is new' };
+  const store = await openStore(config, { readonly: true });
   try {
-    const applied = store.applied(flow.partner, flow.id, seq);
-    const last = store.lastSeq(flow.partner, flow.id);
+    const applied = await store.applied(flow.partner, flow.id, seq);
+    const last = await store.lastSeq(flow.partner, flow.id);
     if (applied && applied.sha256 === sha256) return { check: 'sequence', status: 'fail', code: 'DUPLICATE', message: `sequence ${seq} was already applied with this very content (delivery ${applied.deliveryId}): it would be answered as a duplicate and change nothing` };
     if (applied) return { check: 'sequence', status: 'fail', code: 'SEQUENCE_CONFLICT', message: `sequence ${seq} was already applied with different content (delivery ${applied.deliveryId}): send new data under a new sequence number` };
     if (flow.sequenceGap !== 'ignore' && last !== undefined && seq < last) return { check: 'sequence', status: 'fail', code: 'SEQUENCE_OUT_OF_ORDER', message: `sequence ${last} is already applied; ${seq} is older and would not be applied. Use a number above ${last}` };
     if (flow.sequenceGap !== 'ignore' && last !== undefined && seq > last + 1) return { check: 'sequence', status: 'warn', message: `sequence ${last + 1} is next; ${seq} leaves a gap${flow.sequenceGap === 'wait' ? ', and the file would wait for the missing ones for a while' : ''}` };
     return { check: 'sequence', status: 'ok', message: last === undefined ? `sequence ${seq}: nothing applied yet for this flow` : `sequence ${seq} follows ${last}` };
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
 /** The first rows staged, by our column names; PII columns are hidden as they are in logs. */
-function stagedSample(staged: StagedRows | undefined, flow: FlowConfig, n: number): Record<string, unknown>[] {
-  const run = staged?.runs[0];
-  if (n <= 0 || !run) return [];
-  const db = new Database(staged.files[run.file]!, { readonly: true });
-  try {
-    // Integers beyond 2^53 are shown exactly, not as the nearest double.
-    const rows = db.prepare(`SELECT * FROM rows WHERE rowid BETWEEN ? AND ? ORDER BY rowid LIMIT ${Math.floor(n)}`).raw().safeIntegers().all(run.from, run.to) as unknown[][];
-    const value = (v: unknown) => (typeof v === 'bigint' ? exact(v) : v);
-    return rows.map((r) => Object.fromEntries(flow.fields.map((f, i) => [f.ours, f.pii && r[i] !== null ? '(hidden: personal data)' : value(r[i])])));
-  } finally {
-    db.close();
-  }
+async function stagedSample(config: Config, staged: StagedRows | undefined, flow: FlowConfig, n: number): Promise<Record<string, unknown>[]> {
+  if (!staged) return [];
+  const rows = await stagingFor(config).sample(staged, n);
+  // Integers beyond 2^53 are shown exactly, not as the nearest double.
+  const value = (v: unknown) => (typeof v === 'bigint' ? exact(v) : v);
+  return rows.map((r) => Object.fromEntries(flow.fields.map((f, i) => [f.ours, f.pii && r[i] !== null ? '(hidden: personal data)' : value(r[i])])));
 }
 
 function describeAllowed(flow: FlowConfig): string {

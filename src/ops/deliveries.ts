@@ -5,11 +5,11 @@
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { type AuditEvent, evidenceOf, getDelivery, type Listed, replaysOf, reportOf, type Resolution, resolutionOf, timeline } from './audit.js';
+import { evidenceOf, reportOf } from './audit.js';
 import type { Config } from '../config/config.js';
 import { InboxdError } from '../errors.js';
 import { parseExact } from '../json.js';
-import type { DeliveryRecord, Store } from '../store/sqlite/store.js';
+import type { AuditEvent, DeliveryRecord, Listed, Resolution, Store } from '../store/types.js';
 import { table, when } from './table.js';
 
 export type Summary = Omit<DeliveryRecord, 'plan' | 'totals'> & { late: boolean };
@@ -43,7 +43,7 @@ interface Totals {
 }
 
 export async function detail(store: Store, config: Config, id: string): Promise<Detail> {
-  const d = getDelivery(store, id);
+  const d = await store.audit.get(id);
   if (!d) throw new InboxdError('UNKNOWN_DELIVERY', `no delivery ${id} (see inboxd deliveries list)`);
   const partner = config.partners.find((p) => p.id === d.partner);
   const dirs = partner?.dirs;
@@ -55,12 +55,12 @@ export async function detail(store: Store, config: Config, id: string): Promise<
   }));
   return {
     delivery: summary(d),
-    timeline: timeline(store, id),
+    timeline: await store.audit.timeline(id),
     files,
     totals: d.totals ? (parseExact(d.totals) as Detail['totals']) : null,
     report: reportOf(d) ?? null,
-    replays: replaysOf(store, id),
-    resolution: resolutionOf(store, d) ?? null,
+    replays: await store.audit.replaysOf(id),
+    resolution: (await store.audit.resolutionOf(d)) ?? null,
     scales: Object.fromEntries(fields.filter((f) => f.type === 'amount').map((f) => [f.ours, f.scale ?? 2])),
   };
 }
@@ -122,9 +122,9 @@ export function formatDetail(x: Detail): string {
 }
 
 /** `deliveries resolve`: a rejected delivery marked dealt with; false when it already was. `actor`: who, for the audit trail. */
-export function resolveDelivery(store: Store, id: string, note: string, actor = 'an operator'): boolean {
-  const rec = getDelivery(store, id);
+export async function resolveDelivery(store: Store, id: string, note: string, actor = 'an operator'): Promise<boolean> {
+  const rec = await store.delivery(id);
   if (!rec) throw new InboxdError('UNKNOWN_DELIVERY', `no delivery ${id} (see inboxd deliveries list)`);
   if (rec.outcome !== 'rejected') throw new InboxdError('USAGE', `${id} was ${rec.outcome}; only a rejected delivery needs resolving`);
-  return store.resolve(id, null, `resolved by ${actor}: ${note}`);
+  return await store.resolve(id, null, `resolved by ${actor}: ${note}`);
 }

@@ -16,7 +16,7 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Config, PartnerConfig } from '../config/config.js';
-import type { Store } from '../store/sqlite/store.js';
+import type { PrunedRows, Store } from '../store/types.js';
 import { when } from './table.js';
 
 const DAY = 86_400_000;
@@ -26,7 +26,7 @@ export interface PruneReport {
   /** files removed (or that would be), with what their age counts from: the decision, or the file's change */
   files: { partner: string; dir: 'archive' | 'error'; name: string; since: string; by: 'decided' | 'changed' }[];
   /** table -> rows removed (or that would be) */
-  rows: Record<'dedupe' | 'deliveries' | 'events' | 'resolutions' | 'windows', number>;
+  rows: PrunedRows;
 }
 
 export async function prune(store: Store, config: Config, opts: { now?: Date; dryRun?: boolean } = {}): Promise<PruneReport> {
@@ -34,27 +34,15 @@ export async function prune(store: Store, config: Config, opts: { now?: Date; dr
   const dryRun = !!opts.dryRun;
   const report: PruneReport = { dryRun, files: [], rows: { dedupe: 0, deliveries: 0, events: 0, resolutions: 0, windows: 0 } };
   for (const partner of config.partners) {
-    const decided = decisions(store, partner.id);
+    const decided = await store.retention.decisions(partner.id);
     for (const [dir, days] of [['archive', partner.retention.archiveDays], ['error', partner.retention.errorDays]] as const) {
       report.files.push(...(await pruneDir(partner, dir, now - days * DAY, dryRun, decided)));
     }
   }
-  report.rows = pruneRows(store, config, now, dryRun);
+  const iso = (days: number) => new Date(now - days * DAY).toISOString();
+  const cutoffs = config.partners.map((p) => ({ partner: p.id, before: iso(p.retention.recordsDays) }));
+  report.rows = await store.retention.prune(cutoffs, iso(config.retention.recordsDays), dryRun);
   return report;
-}
-
-/**
- * `dir/name` -> when the delivery whose answer plan put that file there was decided: its originals'
- * moves and its reports. The latest, should two name the same file.
- */
-function decisions(store: Store, partner: string): Map<string, number> {
-  const rows = store.db.prepare(`
-    SELECT json_extract(m.value, '$.dir') AS dir, json_extract(m.value, '$.to') AS name, d.decided_at AS at FROM deliveries d, json_each(d.plan, '$.moves') m WHERE d.partner = @partner
-    UNION ALL
-    SELECT json_extract(w.value, '$.dir'), json_extract(w.value, '$.name'), d.decided_at FROM deliveries d, json_each(d.plan, '$.writes') w WHERE d.partner = @partner`).all({ partner }) as { dir: string; name: string; at: string }[];
-  const out = new Map<string, number>();
-  for (const r of rows) out.set(`${r.dir}/${r.name}`, Math.max(out.get(`${r.dir}/${r.name}`) ?? 0, Date.parse(r.at)));
-  return out;
 }
 
 async function pruneDir(partner: PartnerConfig, dir: 'archive' | 'error', cutoff: number, dryRun: boolean, decided: Map<string, number>): Promise<PruneReport['files']> {
@@ -86,36 +74,6 @@ async function pruneDir(partner: PartnerConfig, dir: 'archive' | 'error', cutoff
     removed.push({ partner: partner.id, dir, name: e.name, since: new Date(since).toISOString(), by: at === undefined ? 'changed' : 'decided' });
   }
   return removed;
-}
-
-/** One transaction; a dry run makes the same deletions and rolls them back, so its counts are exact. */
-function pruneRows(store: Store, config: Config, now: number, dryRun: boolean): PruneReport['rows'] {
-  const db = store.db;
-  const iso = (days: number) => new Date(now - days * DAY).toISOString();
-  const del = (sql: string, params: Record<string, unknown>) => db.prepare(sql).run(params).changes;
-  const rows: PruneReport['rows'] = { dedupe: 0, deliveries: 0, events: 0, resolutions: 0, windows: 0 };
-  // Deliveries a remaining dedupe row names stay (the flow's last sequence), as do unanswered ones (recovery needs them).
-  const old = `SELECT d.id FROM deliveries d WHERE d.partner = @partner AND d.decided_at < @cutoff AND d.answered_at IS NOT NULL
-    AND NOT EXISTS (SELECT 1 FROM dedupe k WHERE k.delivery_id = d.id)`;
-  const rollback = new Error('dry run');
-  try {
-    db.transaction(() => {
-      for (const partner of config.partners) {
-        const params = { partner: partner.id, cutoff: iso(partner.retention.recordsDays) };
-        rows.dedupe += del(`DELETE FROM dedupe WHERE partner = @partner AND applied_at < @cutoff
-          AND seq < (SELECT max(seq) FROM dedupe last WHERE last.partner = dedupe.partner AND last.flow = dedupe.flow)`, params);
-        rows.events += del(`DELETE FROM events WHERE delivery_id IN (${old})`, params);
-        rows.resolutions += del(`DELETE FROM resolutions WHERE delivery_id IN (${old})`, params);
-        rows.deliveries += del(`DELETE FROM deliveries WHERE id IN (${old})`, params);
-        rows.windows += del("DELETE FROM windows WHERE partner = @partner AND closes_at < @cutoff AND status <> 'late'", params);
-      }
-      rows.events += del('DELETE FROM events WHERE at < @cutoff AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.id = events.delivery_id)', { cutoff: iso(config.retention.recordsDays) });
-      if (dryRun) throw rollback;
-    }).immediate();
-  } catch (err) {
-    if (err !== rollback) throw err;
-  }
-  return rows;
 }
 
 export function formatPrune(r: PruneReport): string {

@@ -16,7 +16,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { type AuditEvent, evidenceOf, timeline } from './audit.js';
+import { evidenceOf } from './audit.js';
 import { claimCopies } from '../pipeline/claim.js';
 import type { Config, PartnerConfig } from '../config/config.js';
 import { ingestDir, newDeliveryId, type Result } from '../ingest/delivery.js';
@@ -26,8 +26,8 @@ import type { Logger } from '../log.js';
 import { manifestName, matchName, parseName, sidecarName } from '../pipeline/naming.js';
 import { openAll, type openKeyring } from '../ingest/startup.js';
 import { Releasers } from '../releasers.js';
-import { ReplayQueue } from '../store/sqlite/replay-queue.js';
-import { type DeliveryRecord, Store } from '../store/sqlite/store.js';
+import { openStore } from '../store/open.js';
+import type { AuditEvent, DeliveryRecord, Store } from '../store/types.js';
 
 export interface ReplayOutcome {
   original: DeliveryRecord;
@@ -67,7 +67,7 @@ export async function replay(config: Config, log: Logger, id: string): Promise<R
 
 /** The replay itself, on an open store: the daemon runs queued replays through this (replay-queue.ts). */
 export async function replayWith(store: Store, config: Config, log: Logger, id: string, keyring: Awaited<ReturnType<typeof openKeyring>>): Promise<ReplayOutcome> {
-  const original = store.delivery(id);
+  const original = await store.delivery(id);
   if (!original) throw new InboxdError('UNKNOWN_DELIVERY', `no delivery ${id} (see inboxd deliveries list)`);
   const partner = config.partners.find((p) => p.id === original.partner);
   if (!partner) throw notReplayable(`partner ${original.partner} is no longer configured`);
@@ -78,7 +78,7 @@ export async function replayWith(store: Store, config: Config, log: Logger, id: 
   const name = parseName(original.file, [flow]);
   if (!name) throw notReplayable(matchName(original.file, [flow])?.problem ?? `${original.file} no longer matches the file-name pattern of ${partner.id}/${flow.id}`);
 
-  const { from, files } = evidence(store, original, partner);
+  const { from, files } = await evidence(store, original, partner);
   const sidecar = sidecarName(original.file);
   const manifest = manifestName(flow.manifestName, original.file);
   const have = new Set(files.map((f) => f.name));
@@ -94,11 +94,11 @@ export async function replayWith(store: Store, config: Config, log: Logger, id: 
   const found = sha256.get(original.file)!;
   if (original.sha256 && found !== original.sha256) {
     await fsp.rm(dir, { recursive: true, force: true });
-    store.event(id, 'replay refused', `the stored file's SHA-256 is ${found}, not ${original.sha256} as received`);
+    await store.event(id, 'replay refused', `the stored file's SHA-256 is ${found}, not ${original.sha256} as received`);
     throw new InboxdError('EVIDENCE_CHANGED', `${files.find((f) => f.name === original.file)!.path} has SHA-256 ${found}, but ${original.sha256} was recorded when it was received; it was not replayed`);
   }
-  store.event(replayId, 'replayed', `replay of ${id}: copies of its files from ${from}/${original.sha256 ? ', SHA-256 as recorded' : ' (no SHA-256 was recorded)'}`);
-  store.event(id, 'replayed', `replayed as ${replayId}`);
+  await store.event(replayId, 'replayed', `replay of ${id}: copies of its files from ${from}/${original.sha256 ? ', SHA-256 as recorded' : ' (no SHA-256 was recorded)'}`);
+  await store.event(id, 'replayed', `replayed as ${replayId}`);
   log.info({ delivery_id: replayId, replay_of: id, partner: partner.id, flow: flow.id, file: original.file, seq: name.seq, from }, 'replay started');
 
   const ready: ReadyDelivery = {
@@ -109,20 +109,20 @@ export async function replayWith(store: Store, config: Config, log: Logger, id: 
   const result = await ingestDir({ store, log, partner, keyring }, ready, replayId, dir, { of: id, from });
   const resolved: string[] = [];
   if (result.status === 'accepted') {
-    for (let r: DeliveryRecord | undefined = original; r; r = r.replayOf ? store.delivery(r.replayOf) : undefined) {
-      if (r.outcome === 'rejected' && store.resolve(r.id, replayId, `replayed successfully as ${replayId}`)) resolved.push(r.id);
+    for (let r: DeliveryRecord | undefined = original; r; r = r.replayOf ? await store.delivery(r.replayOf) : undefined) {
+      if (r.outcome === 'rejected' && (await store.resolve(r.id, replayId, `replayed successfully as ${replayId}`))) resolved.push(r.id);
     }
   }
   const record = 'record' in result ? result.record : undefined;
-  return { original, from, verifiedSha256: original.sha256 ? found : null, result, record, resolved, timeline: timeline(store, replayId) };
+  return { original, from, verifiedSha256: original.sha256 ? found : null, result, record, resolved, timeline: await store.audit.timeline(replayId) };
 }
 
 /**
  * The files to replay: where the delivery's committed plan put them, or, for a replay that kept none
  * (answer.ts, replayPlan), where the delivery it replayed put them.
  */
-function evidence(store: Store, rec: DeliveryRecord, partner: PartnerConfig): { from: 'archive' | 'error'; files: { name: string; path: string }[] } {
-  for (let r: DeliveryRecord | undefined = rec, hops = 0; r && hops < 1000; r = r.replayOf ? store.delivery(r.replayOf) : undefined, hops++) {
+async function evidence(store: Store, rec: DeliveryRecord, partner: PartnerConfig): Promise<{ from: 'archive' | 'error'; files: { name: string; path: string }[] }> {
+  for (let r: DeliveryRecord | undefined = rec, hops = 0; r && hops < 1000; r = r.replayOf ? await store.delivery(r.replayOf) : undefined, hops++) {
     const stored = evidenceOf(r);
     if (stored.length) return { from: stored[0]!.dir, files: stored.map((f) => ({ name: f.name, path: join(partner.dirs[f.dir], f.stored) })) };
   }
@@ -133,32 +133,32 @@ const WAIT_MS = 600_000;
 
 /** The daemon holds the database: leave the request to it and wait for its result. */
 async function replayByDaemon(config: Config, log: Logger, id: string): Promise<ReplayOutcome> {
-  const store = new Store(config.database);
+  const store = await openStore(config);
   try {
-    const { request, original } = queueReplay(store, id);
+    const { request, original } = await queueReplay(store, id);
     log.info({ request, delivery_id: id }, 'the daemon is running: replay queued for it');
     for (const until = Date.now() + WAIT_MS; Date.now() < until; await new Promise((r) => setTimeout(r, 250))) {
-      const outcome = queuedOutcome(store, request);
+      const outcome = await queuedOutcome(store, request);
       if (outcome) return outcome;
     }
     throw new InboxdError('DB_BUSY', `replay request ${request} is still queued: the daemon carries it out at its next sweep of ${original.partner}; see inboxd deliveries show ${id}`);
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
 /** Asks the running daemon for a replay (the command, and the operations page inside the daemon). `actor`: who asked, for the audit trail. */
-export function queueReplay(store: Store, id: string, actor?: string): { request: number; original: DeliveryRecord } {
-  const original = store.delivery(id);
+export async function queueReplay(store: Store, id: string, actor?: string): Promise<{ request: number; original: DeliveryRecord }> {
+  const original = await store.delivery(id);
   if (!original) throw new InboxdError('UNKNOWN_DELIVERY', `no delivery ${id} (see inboxd deliveries list)`);
-  const request = new ReplayQueue(store.db).enqueue(id, original.partner);
-  if (actor) store.event(id, 'replay asked', `by ${actor} (request ${request})`);
+  const request = await store.replays.enqueue(id, original.partner);
+  if (actor) await store.event(id, 'replay asked', `by ${actor} (request ${request})`);
   return { request, original };
 }
 
 /** A queued replay's outcome once the daemon carried it out (its refusal thrown); undefined while queued. */
-export function queuedOutcome(store: Store, request: number): ReplayOutcome | undefined {
-  const r = new ReplayQueue(store.db).get(request);
+export async function queuedOutcome(store: Store, request: number): Promise<ReplayOutcome | undefined> {
+  const r = await store.replays.get(request);
   if (r?.state !== 'done' || !r.result) return undefined;
   const result = JSON.parse(r.result) as { outcome?: ReplayOutcome; error?: { code: ErrorCode; message: string } };
   if (result.error) throw new InboxdError(result.error.code, result.error.message);

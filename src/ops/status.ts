@@ -3,12 +3,11 @@
  * the backlog waiting in the inbox, open late windows and the circuit breaker of remote partners; then
  * every rejected delivery in error/ that nobody has dealt with yet.
  */
-import { circuits, lastDelivery, openProblems, type Listed } from './audit.js';
 import { backlog } from './backlog.js';
 import type { Config, PartnerConfig } from '../config/config.js';
 import { scanInbox } from '../pipeline/discover.js';
 import { gapVerdict } from '../pipeline/gap.js';
-import type { Store } from '../store/sqlite/store.js';
+import type { Listed, Store } from '../store/types.js';
 import { ago, table, when } from './table.js';
 
 export interface FlowStatus {
@@ -33,26 +32,26 @@ export interface Status {
 }
 
 export async function status(store: Store, config: Config): Promise<Status> {
-  const breaker = circuits(store);
+  const breaker = await store.audit.circuits();
   const flows: FlowStatus[] = [];
   for (const partner of config.partners) {
     const waiting = await backlog(partner, config.tempPatterns);
     const held = await heldFlows(store, config, partner);
     for (const flow of partner.flows) {
-      const last = lastDelivery(store, partner.id, flow.id);
+      const last = await store.audit.lastDelivery(partner.id, flow.id);
       flows.push({
         partner: partner.id,
         flow: flow.id,
         lastDelivery: last ? { id: last.id, file: last.file, seq: last.seq, outcome: last.outcome, code: last.code, receivedAt: last.receivedAt, late: last.late === 1 } : null,
-        lastSeqApplied: store.lastSeq(partner.id, flow.id) ?? null,
+        lastSeqApplied: (await store.lastSeq(partner.id, flow.id)) ?? null,
         backlog: waiting.get(flow.id) ?? 0,
         held: held.get(flow.id) ?? null,
-        lateWindows: store.lateWindows(partner.id, flow.id).map((w) => ({ opensAt: w.opensAt, closesAt: w.closesAt, lateAt: w.lateAt })),
+        lateWindows: (await store.lateWindows(partner.id, flow.id)).map((w) => ({ opensAt: w.opensAt, closesAt: w.closesAt, lateAt: w.lateAt })),
         circuit: breaker.get(partner.id)?.circuit ?? null,
       });
     }
   }
-  const openErrors = openProblems(store).map((d: Listed) => ({ id: d.id, partner: d.partner, flow: d.flow, file: d.file, seq: d.seq, code: d.code, reason: d.reason, decidedAt: d.decidedAt }));
+  const openErrors = (await store.audit.openProblems()).map((d: Listed) => ({ id: d.id, partner: d.partner, flow: d.flow, file: d.file, seq: d.seq, code: d.code, reason: d.reason, decidedAt: d.decidedAt }));
   const attention = openErrors.length > 0 || flows.some((f) => f.lateWindows.length > 0 || (f.circuit !== null && f.circuit !== 'closed'));
   return { generatedAt: new Date().toISOString(), flows, openErrors, attention };
 }
@@ -66,7 +65,7 @@ async function heldFlows(store: Store, config: Config, partner: PartnerConfig): 
   for (const flow of partner.flows) {
     const first = scan.ready.find((r) => r.name.flow === flow.id); // ready deliveries come in sequence order
     if (!first) continue;
-    const v = gapVerdict(flow, store.lastSeq(partner.id, flow.id), first.name.seq, first.arrivedMs, now);
+    const v = gapVerdict(flow, await store.lastSeq(partner.id, flow.id), first.name.seq, first.arrivedMs, now);
     if (v.kind === 'hold') held.set(flow.id, { waitingFor: v.expected, next: first.name.seq, until: new Date(v.untilMs).toISOString() });
   }
   return held;

@@ -1,11 +1,12 @@
 /**
  * The answer step: what the partner sees. An ACK in outbox/ and the original in archive/ (read-only),
- * or the original and an error report in error/. The answer is decided as a plan, stored with the
- * outcome in the same transaction, then carried out; carrying out a plan is idempotent, so after a
+ * or the original and an error report in error/. The answer is decided as a plan, a pure function of
+ * the delivery and of which names are taken (looked up before the commit's transaction, takenNames),
+ * stored with the outcome in the same transaction, then carried out; carrying out a plan is idempotent, so after a
  * crash the same plan is simply carried out again: same names, same bytes, no second ACK.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { PartnerDirs } from '../config/config.js';
 import { crashPoint } from '../crashpoint.js';
@@ -51,7 +52,25 @@ export interface Rejected {
   errorCount: number;
 }
 
-export function planAccepted(f: AnswerFacts, a: Accepted, dirs: PartnerDirs): AnswerPlan {
+/** Whether the names a plan would give the delivery's files are taken already, in archive/ and in error/. */
+export interface Taken {
+  archive: boolean;
+  error: boolean;
+}
+
+/**
+ * Looked up before the commit, so that the plan made inside its transaction is a pure function: no file
+ * system call while the write lock is held. Claiming is by name, so no other delivery takes these names
+ * meanwhile.
+ */
+export async function takenNames(f: Pick<AnswerFacts, 'file' | 'files'>, dirs: PartnerDirs): Promise<Taken> {
+  // As existsSync did: a name that cannot be looked at counts as free.
+  const any = async (paths: string[]) => (await Promise.all(paths.map((p) => fsp.access(p).then(() => true, () => false)))).some(Boolean);
+  const stored = (dir: 'archive' | 'error') => f.files.map((n) => join(dirs[dir], storedName(n)));
+  return { archive: await any(stored('archive')), error: await any([...stored('error'), join(dirs.error, `${storedName(f.file)}.error.json`)]) };
+}
+
+export function planAccepted(f: AnswerFacts, a: Accepted, taken: Taken): AnswerPlan {
   const status = a.badRows > 0 ? 'accepted_with_errors' : 'accepted';
   const ack = {
     status, file: f.file, partner: f.partner, flow: f.flow, sequence: f.seq, sha256: f.sha256,
@@ -63,11 +82,11 @@ export function planAccepted(f: AnswerFacts, a: Accepted, dirs: PartnerDirs): An
   // Sums beyond 2^53 are written as their exact digits.
   const writes: AnswerPlan['writes'] = [{ dir: 'outbox', name: `${base}.ack.json`, content: `${stringifyExact(ack, 2)}\n` }];
   if (a.badRows > 0) writes.push({ dir: 'outbox', name: `${base}.errors.csv`, content: errorsCsv(a.errors) });
-  return { writes, moves: placeAll(f, dirs, 'archive', true) };
+  return { writes, moves: placeAll(f, taken.archive, 'archive', true) };
 }
 
-export function planRejected(f: AnswerFacts, r: Rejected, dirs: PartnerDirs): AnswerPlan {
-  const moves = placeAll(f, dirs, 'error', false);
+export function planRejected(f: AnswerFacts, r: Rejected, taken: Taken): AnswerPlan {
+  const moves = placeAll(f, taken.error, 'error', false);
   // Reports sit beside the original they describe, sharing its (possibly suffixed) name.
   const base = moves.find((m) => m.from === f.file)?.to ?? storedName(f.file);
   const report = {
@@ -94,12 +113,11 @@ export function replayPlan(plan: AnswerPlan, accepted: boolean, originalIn: 'arc
 }
 
 /**
- * Target names: the original name, or, when a file of that name is already there (a delivery rejected
- * twice), the name with the delivery id appended, so no evidence is ever overwritten; shortened to fit
- * the file system (storedName). Synchronous, so a plan can be made inside the commit transaction.
+ * Target names: the original name, or, when a file of that name is already there (`taken`: a delivery
+ * rejected twice), the name with the delivery id appended, so no evidence is ever overwritten; shortened
+ * to fit the file system (storedName).
  */
-function placeAll(f: AnswerFacts, dirs: PartnerDirs, dir: 'archive' | 'error', readOnly: boolean): AnswerPlan['moves'] {
-  const taken = f.files.some((n) => existsSync(join(dirs[dir], storedName(n)))) || (dir === 'error' && existsSync(join(dirs.error, `${storedName(f.file)}.error.json`)));
+function placeAll(f: AnswerFacts, taken: boolean, dir: 'archive' | 'error', readOnly: boolean): AnswerPlan['moves'] {
   const suffix = taken ? `.${f.id}` : '';
   return f.files.map((from) => ({ from, dir, to: storedName(from, suffix), readOnly }));
 }

@@ -1,12 +1,12 @@
 /**
  * A staging thread: parses chunks of CSV records (parse.ts), types them by the mapping (map.ts) and
- * writes them to its own scratch SQLite file. Several run at once, one chunk each, so parsing uses
- * every core. Each chunk's rows get consecutive rowids here; the main thread keeps the ranges in file
- * order, and the commit applies them in that order. The scratch file needs no durability: a crash
+ * writes them to scratch storage of its own through the database backend's writer (`spec.writer`, e.g.
+ * store/sqlite/scratch.ts: a scratch SQLite file). Several run at once, one chunk each, so parsing uses
+ * every core. Each chunk's rows get consecutive row numbers here; the main thread keeps the ranges in
+ * file order, and the commit applies them in that order. Scratch storage needs no durability: a crash
  * discards it and the delivery is redone.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import Database from 'better-sqlite3';
 import type { Chunk } from '../formats/csv/chunk.js';
 import type { CsvDialect } from '../config/config.js';
 import { classify, reject } from '../errors.js';
@@ -14,8 +14,23 @@ import { RowMapper, type Value } from './map.js';
 import type { FieldSpec } from '../config/mapping.js';
 import { RecordReader } from '../formats/csv/parse.js';
 
+/**
+ * What a backend's writer module exports as `openScratch`: `columns` values a row, rows numbered from 1
+ * in the order inserted. Synchronous: a thread's chunks are staged one after the other, in order.
+ */
+export type OpenScratch = (path: string, columns: number) => ScratchWriter;
+
+export interface ScratchWriter {
+  /** Rows, `columns` values each, one after the other; all or none. */
+  insert(values: Value[]): void;
+  close(): void;
+}
+
 export interface WorkerSpec {
+  /** the scratch storage of this thread (a file, for SQLite) */
   path: string;
+  /** the URL of the backend's writer module (Staging.writer) */
+  writer: string;
   fields: FieldSpec[];
   totals: string[];
   maxReported: number;
@@ -38,26 +53,8 @@ const columns = spec.fields.length;
 const mapper = new RowMapper(spec.fields, spec.totals, spec.maxReported);
 if (spec.header) mapper.header(spec.header);
 const reader = new RecordReader(spec.csv);
-const cols = Array.from({ length: columns }, (_, i) => `c${i}`);
-const db = outOfThread(() => {
-  const scratch = new Database(spec.path);
-  scratch.pragma('journal_mode = MEMORY'); // OFF is refused in the defensive mode better-sqlite3 opens with
-  scratch.pragma('synchronous = OFF');
-  scratch.exec(`CREATE TABLE rows (${cols.join(', ')})`); // a full disk fails here
-  return scratch;
-});
-
-// One statement for many rows: fewer calls across the native boundary.
-const PER_STMT = Math.max(1, Math.floor(999 / columns));
-const one = `(${cols.map(() => '?').join(',')})`;
-const many = db.prepare(`INSERT INTO rows VALUES ${Array(PER_STMT).fill(one).join(',')}`);
-const single = db.prepare(`INSERT INTO rows VALUES ${one}`);
-const insert = db.transaction((values: Value[]) => {
-  const width = PER_STMT * columns;
-  let i = 0;
-  for (; i + width <= values.length; i += width) many.run(values.slice(i, i + width));
-  for (; i < values.length; i += columns) single.run(values.slice(i, i + columns));
-});
+const { openScratch } = (await import(spec.writer)) as { openScratch: OpenScratch };
+const scratch = outOfThread(() => openScratch(spec.path, columns));
 let staged = 0;
 let skipping = false; // the header line is still to come, perhaps in a later chunk of a `more` run
 
@@ -78,7 +75,7 @@ function stageChunk(chunk: Chunk, skipFirst: boolean): [number, number] {
     }
     mapper.map(record, line, values);
   });
-  insert(values);
+  scratch.insert(values);
   const from = staged + 1;
   staged += values.length / columns;
   return [from, staged];
@@ -86,7 +83,7 @@ function stageChunk(chunk: Chunk, skipFirst: boolean): [number, number] {
 
 parentPort!.on('message', (msg: ToWorker) => {
   if ('end' in msg) {
-    outOfThread(() => db.close());
+    outOfThread(() => scratch.close());
     parentPort!.postMessage({ done: mapper.stats } satisfies FromWorker);
     return;
   }
@@ -99,8 +96,8 @@ parentPort!.on('message', (msg: ToWorker) => {
 });
 
 /**
- * What this thread throws uncaught reaches the main thread cloned, and a SqliteError arrives as a bare
- * `{ code }`, its message lost: thrown as a plain Error with the same message and code instead.
+ * What this thread throws uncaught reaches the main thread cloned, and a driver's error (a SqliteError)
+ * arrives as a bare `{ code }`, its message lost: thrown as a plain Error with the same message and code instead.
  */
 function outOfThread<T>(fn: () => T): T {
   try {

@@ -24,6 +24,8 @@ const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 256 * 1024;
 export interface StageSpec {
   /** scratch files are `<base>-<n>.db` */
   base: string;
+  /** the database backend's writer module the threads load (Staging.writer): the pipeline knows no driver */
+  writer: string;
   fields: readonly FieldSpec[];
   totals: readonly string[];
   maxReported: number;
@@ -49,7 +51,7 @@ interface Thread {
  * from the first, checks the bytes are UTF-8 (chunks start on a character), hands the chunks on.
  * `utf8Checked`: a decoder upstream has already refused bytes that are not text.
  */
-export function stagingSink(stager: Pick<Stager, 'start' | 'add'>, spec: StageSpec & { header: boolean; utf8Checked: boolean; chunkBytes?: number }): Writable {
+export function stagingSink(stager: Pick<Stager, 'start' | 'add'>, spec: Omit<StageSpec, 'writer'> & { header: boolean; utf8Checked: boolean; chunkBytes?: number }): Writable {
   const chunkBytes = spec.chunkBytes ?? CHUNK_BYTES;
   const chunker = new RecordChunker(spec.csv.quote.charCodeAt(0), chunkBytes, chunkBytes + 2 * spec.csv.maxRecordBytes);
   const firstRecord = new RecordReader(spec.csv, { limit: 1 });
@@ -162,7 +164,7 @@ export class Stager {
     if (!this.setup) throw new Error('Stager.start must come before the first chunk');
     const n = this.threads.length;
     const path = `${this.spec.base}-${n}.db`;
-    const data: WorkerSpec = { path, fields: [...this.spec.fields], totals: [...this.spec.totals], maxReported: this.spec.maxReported, csv: this.spec.csv, ...this.setup };
+    const data: WorkerSpec = { path, writer: this.spec.writer, fields: [...this.spec.fields], totals: [...this.spec.totals], maxReported: this.spec.maxReported, csv: this.spec.csv, ...this.setup };
     const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data }), inFlight: 0 };
     thread.worker.on('message', (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };

@@ -21,7 +21,7 @@ import { classify, type InboxdError } from '../errors.js';
 import { exists } from '../pipeline/fsx.js';
 import type { Logger } from '../log.js';
 import { isTempName } from '../pipeline/naming.js';
-import type { RemoteLedger } from '../store/sqlite/remote-ledger.js';
+import type { RemoteLedger } from '../store/types.js';
 import { type RemoteEndpoint, RemoteSession, StabilityTracker } from './session.js';
 import { CircuitBreaker, type CircuitState, type HostLimiter, withRetry } from '../retry.js';
 
@@ -68,11 +68,16 @@ export class RemoteLink {
       isFailure: (e) => classify(e).code !== 'CIRCUIT_OPEN',
       onStateChange: (from, to) => {
         this.log[to === 'open' ? 'error' : 'warn']({ partner: partner.id, host: this.remote.host, from, to }, `circuit ${to} for ${this.remote.host}`);
-        this.ledger.setCircuit(partner.id, to, this.failures);
+        this.recordCircuit(to, this.failures);
         this.hooks.circuit?.(to);
       },
     });
-    this.ledger.setCircuit(partner.id, 'closed', 0);
+    this.recordCircuit('closed', 0);
+  }
+
+  /** From the breaker's callbacks, which cannot wait: a failure to record it is logged, never thrown. */
+  private recordCircuit(circuit: string, failures: number): void {
+    this.ledger.setCircuit(this.partner.id, circuit, failures).catch((err: unknown) => this.log.error({ err, partner: this.partner.id }, 'circuit state could not be recorded'));
   }
 
   /** Runs a round now, or once more after the one running. */
@@ -121,7 +126,7 @@ export class RemoteLink {
         isRetryable: (e) => classify(e).kind === 'retry' && classify(e).code !== 'CIRCUIT_OPEN',
         onRetry: (err, attempt, ms) => this.log.warn({ partner: id, host: this.remote.host, attempt: attempt + 1, retry_in_ms: Math.round(ms), code: classify(err).code, err: classify(err).message }, 'remote round failed; retrying'),
       });
-      this.ledger.setCircuit(id, this.breaker.state, 0, null);
+      await this.ledger.setCircuit(id, this.breaker.state, 0, null);
     } catch (err) {
       const e = classify(err);
       if (e.kind === 'fatal') return this.halt(e);
@@ -140,16 +145,16 @@ export class RemoteLink {
     } catch (err) {
       this.failures++;
       const e = classify(err);
-      this.ledger.setCircuit(this.partner.id, this.breaker.state, this.failures, `${e.code}: ${e.message}`);
+      await this.ledger.setCircuit(this.partner.id, this.breaker.state, this.failures, `${e.code}: ${e.message}`);
       throw err;
     }
   }
 
   /** Host key mismatch, key refused, bad configuration: reported once, and the partner's server is left alone. */
-  private halt(e: InboxdError): void {
+  private async halt(e: InboxdError): Promise<void> {
     this.halted = true;
     clearTimeout(this.timer);
-    this.ledger.setCircuit(this.partner.id, 'halted', this.failures, `${e.code}: ${e.message}`);
+    await this.ledger.setCircuit(this.partner.id, 'halted', this.failures, `${e.code}: ${e.message}`);
     this.log.error({ partner: this.partner.id, host: this.remote.host, code: e.code, err: e.message },
       `remote partner ${this.partner.id} halted: ${e.code}; its server is not contacted again until the configuration is fixed and inboxd restarted`);
     this.hooks.circuit?.('halted');
@@ -181,28 +186,28 @@ export class RemoteLink {
   }
 
   private async pushAnswers(s: RemoteSession): Promise<void> {
-    for (const u of this.ledger.pendingUploads(this.partner.id)) {
+    for (const u of await this.ledger.pendingUploads(this.partner.id)) {
       const local = join(this.partner.dirs[u.dir], u.name);
       if (!(await exists(local))) {
-        this.ledger.uploadLost(this.partner.id, u, `the local answer file ${local} is gone (pruned?)`);
+        await this.ledger.uploadLost(this.partner.id, u, `the local answer file ${local} is gone (pruned?)`);
         this.log.error({ partner: this.partner.id, file: u.name, dir: u.dir }, 'answer file gone before it was uploaded to the partner');
         continue;
       }
       try {
         await s.upload(local, this.remote.dirs.outbox, u.name);
       } catch (err) {
-        this.ledger.uploadFailed(this.partner.id, u, classify(err).message);
+        await this.ledger.uploadFailed(this.partner.id, u, classify(err).message);
         this.hooks.transferError?.('upload');
         this.oneFile(err, 'answer upload failed; kept pending', u.name);
         continue;
       }
-      this.ledger.uploaded(this.partner.id, u);
+      await this.ledger.uploaded(this.partner.id, u);
       this.log.info({ partner: this.partner.id, file: u.name, remote_dir: this.remote.dirs.outbox }, 'answer uploaded to the partner');
     }
   }
 
   private async releaseOriginals(s: RemoteSession): Promise<void> {
-    const names = this.ledger.toRelease(this.partner.id);
+    const names = await this.ledger.toRelease(this.partner.id);
     if (names.length === 0) return;
     const inbox = this.remote.dirs.inbox;
     // "No such file" from a rename can mean the original or the archive directory: ask the listing which.
@@ -217,7 +222,7 @@ export class RemoteLink {
         this.oneFile(err, `pulled original could not be ${this.remote.afterPull === 'delete' ? 'deleted' : 'archived'} on the partner server; tried again next round`, name);
         continue;
       }
-      this.ledger.released(this.partner.id, name);
+      await this.ledger.released(this.partner.id, name);
     }
   }
 
@@ -227,14 +232,14 @@ export class RemoteLink {
     let pulled = 0;
     try {
       for (const e of stable) {
-        if (this.ledger.isHeld(this.partner.id, e.name)) continue;
+        if (await this.ledger.isHeld(this.partner.id, e.name)) continue;
         const local = join(this.partner.dirs.inbox, e.name);
         // A crash after the download's rename and before it was recorded: the file is here already.
-        if (this.ledger.state(this.partner.id, e.name) === 'downloading' && (await sizeOf(local)) === e.size) {
-          this.ledger.downloaded(this.partner.id, e.name);
+        if ((await this.ledger.state(this.partner.id, e.name)) === 'downloading' && (await sizeOf(local)) === e.size) {
+          await this.ledger.downloaded(this.partner.id, e.name);
           continue;
         }
-        this.ledger.downloading(this.partner.id, e.name, e.size, e.mtimeMs);
+        await this.ledger.downloading(this.partner.id, e.name, e.size, e.mtimeMs);
         try {
           await s.download(`${this.remote.dirs.inbox}/${e.name}`, local, e.size);
         } catch (err) {
@@ -242,7 +247,7 @@ export class RemoteLink {
           this.oneFile(err, 'download failed; tried again next round', e.name);
           continue;
         }
-        this.ledger.downloaded(this.partner.id, e.name);
+        await this.ledger.downloaded(this.partner.id, e.name);
         this.log.info({ partner: this.partner.id, file: e.name, bytes: e.size }, 'pulled from the partner server');
         pulled++;
       }
@@ -251,8 +256,11 @@ export class RemoteLink {
       if (pulled > 0) this.hooks.pulled();
     }
     // Files seen but not proven stable yet: list again once they can be, not at the next schedule.
-    const pending = entries.some((e) => !isTempName(e.name, this.tempPatterns) && !stable.includes(e) && !this.ledger.isHeld(this.partner.id, e.name));
-    if (pending) this.later(this.remote.stableForMs + 100);
+    for (const e of entries) {
+      if (isTempName(e.name, this.tempPatterns) || stable.includes(e) || (await this.ledger.isHeld(this.partner.id, e.name))) continue;
+      this.later(this.remote.stableForMs + 100);
+      break;
+    }
   }
 
   private later(ms: number): void {

@@ -3,12 +3,12 @@
  * deliveries list/show/resolve, replay through the daemon's queue): the one module of web/ that
  * touches the store.
  */
-import { type DeliveryFilter, errorsCsvOf, getDelivery, type Listed, listDeliveries } from '../ops/audit.js';
+import { errorsCsvOf } from '../ops/audit.js';
 import type { Config } from '../config/config.js';
 import { type Detail, detail, resolveDelivery } from '../ops/deliveries.js';
 import { queuedOutcome, queueReplay, type ReplayOutcome } from '../ops/replay.js';
 import { type Status, status } from '../ops/status.js';
-import type { Store } from '../store/sqlite/store.js';
+import type { DeliveryFilter, Listed, Store } from '../store/types.js';
 
 export interface WebData {
   status(): Promise<Status>;
@@ -23,20 +23,20 @@ export interface WebData {
 export function webData(store: Store, config: Config): WebData {
   return {
     status: () => status(store, config),
-    deliveries: async (filter) => listDeliveries(store, filter),
+    deliveries: (filter) => store.audit.list(filter),
     detail: (id) => detail(store, config, id),
     errorsCsv: async (id) => {
-      const rec = getDelivery(store, id);
+      const rec = await store.delivery(id);
       return rec && errorsCsvOf(rec);
     },
     replay: async (id, actor, waitMs) => {
-      const { request } = queueReplay(store, id, actor);
+      const { request } = await queueReplay(store, id, actor);
       for (const until = Date.now() + waitMs; Date.now() < until; await new Promise((r) => setTimeout(r, 200))) {
-        const outcome = queuedOutcome(store, request);
+        const outcome = await queuedOutcome(store, request);
         if (outcome) return outcome;
       }
       return undefined;
     },
-    resolve: async (id, note, actor) => resolveDelivery(store, id, note, actor),
+    resolve: (id, note, actor) => resolveDelivery(store, id, note, actor),
   };
 }

@@ -2,7 +2,7 @@
  * The operations page's HTML: functions from values to strings, every value escaped. Plain forms post
  * the actions (each with the session's CSRF token); htmx only refreshes the overview in place.
  */
-import type { Listed } from '../ops/audit.js';
+import type { Listed } from '../store/types.js';
 import { decimal, type Detail } from '../ops/deliveries.js';
 import type { ReplayOutcome } from '../ops/replay.js';
 import type { Status } from '../ops/status.js';

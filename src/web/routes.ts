@@ -6,7 +6,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { promises as fsp } from 'node:fs';
 import { createRequire } from 'node:module';
-import { OUTCOME_FILTERS, type DeliveryFilter } from '../ops/audit.js';
+import { OUTCOME_FILTERS } from '../ops/audit.js';
+import type { DeliveryFilter } from '../store/types.js';
 import { classify, InboxdError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { WebData } from './data.js';

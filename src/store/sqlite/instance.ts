@@ -19,10 +19,7 @@ import Database from 'better-sqlite3';
 import type { Config } from '../../config/config.js';
 import { dbError, guard } from './db-errors.js';
 import { InboxdError } from '../../errors.js';
-
-export interface InstanceLock {
-  release(): void;
-}
+import type { InstanceLock } from '../types.js';
 
 /** Who holds a root: told to a second inboxd that asks. */
 interface Holder {

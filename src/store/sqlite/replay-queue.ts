@@ -4,34 +4,26 @@
  * partner; the command waits for the result and prints it as if it had run the replay itself.
  */
 import type Database from 'better-sqlite3';
-
-export interface ReplayRequest {
-  id: number;
-  deliveryId: string;
-  partner: string;
-  state: 'queued' | 'done';
-  /** JSON: { outcome } or { error: { code, message } } */
-  result: string | null;
-}
+import type { ReplayQueue, ReplayRequest } from '../types.js';
 
 const COLUMNS = 'id, delivery_id AS deliveryId, partner, state, result';
 
-export class ReplayQueue {
+export class SqliteReplayQueue implements ReplayQueue {
   constructor(private readonly db: Database.Database) {}
 
-  enqueue(deliveryId: string, partner: string): number {
+  async enqueue(deliveryId: string, partner: string): Promise<number> {
     return Number(this.db.prepare("INSERT INTO replay_requests (delivery_id, partner, requested_at, state) VALUES (?, ?, ?, 'queued')").run(deliveryId, partner, new Date().toISOString()).lastInsertRowid);
   }
 
-  queued(partner?: string): ReplayRequest[] {
+  async queued(partner?: string): Promise<ReplayRequest[]> {
     return this.db.prepare(`SELECT ${COLUMNS} FROM replay_requests WHERE state = 'queued' AND (@partner IS NULL OR partner = @partner) ORDER BY id`).all({ partner: partner ?? null }) as ReplayRequest[];
   }
 
-  get(id: number): ReplayRequest | undefined {
+  async get(id: number): Promise<ReplayRequest | undefined> {
     return this.db.prepare(`SELECT ${COLUMNS} FROM replay_requests WHERE id = ?`).get(id) as ReplayRequest | undefined;
   }
 
-  done(id: number, result: unknown): void {
+  async done(id: number, result: unknown): Promise<void> {
     this.db.prepare("UPDATE replay_requests SET state = 'done', result = ?, done_at = ? WHERE id = ?").run(JSON.stringify(result), new Date().toISOString(), id);
   }
 }

@@ -13,80 +13,18 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { AttemptLedger } from './attempts.js';
+import { SqliteAttempts } from './attempts.js';
+import { SqliteAudit } from './audit.js';
 import { InboxdError } from '../../errors.js';
 import { guard, naming } from './db-errors.js';
 import { migrate, schemaVersion } from './migrations.js';
 import { type FieldSpec, sameColumns } from '../../config/mapping.js';
-import type { StagedRows } from '../../pipeline/stage.js';
-import { RemoteLedger } from './remote-ledger.js';
+import { SqliteRemoteLedger } from './remote-ledger.js';
+import { SqliteReplayQueue } from './replay-queue.js';
+import { SqliteRetention } from './retention.js';
+import { sqliteStaging } from './scratch.js';
+import type { Applied, Decide, DeliveryRecord, RemoteAnswer, SeqKey, Staged, Store, TargetTable, WindowRecord } from '../types.js';
 
-export type Outcome = 'accepted' | 'rejected' | 'duplicate';
-
-export interface DeliveryRecord {
-  id: string;
-  partner: string;
-  flow: string | null;
-  file: string;
-  seq: number | null;
-  fileTime: string | null;
-  sha256: string | null;
-  size: number | null;
-  outcome: Outcome;
-  code: string | null;
-  reason: string | null;
-  records: number | null;
-  badRows: number | null;
-  /** JSON: control totals expected and found */
-  totals: string | null;
-  receivedAt: string;
-  decidedAt: string;
-  answeredAt: string | null;
-  /** JSON: what answering the partner consists of (answer.ts); replayed after a crash */
-  plan: string;
-  replayOf: string | null;
-}
-
-export interface Applied {
-  sha256: string;
-  deliveryId: string;
-}
-
-export interface SeqKey {
-  partner: string;
-  flow: string;
-  seq: number;
-}
-
-export interface Staged {
-  rows: StagedRows;
-  target: TargetTable;
-  /**
-   * A replay (replay.ts): a row last written by a later sequence of this flow keeps its newer values,
-   * so replaying an old delivery never puts stale data back.
-   */
-  keepNewer?: SeqKey;
-}
-
-export interface TargetTable {
-  table: string;
-  fields: readonly FieldSpec[];
-  key: readonly string[];
-}
-
-export type WindowStatus = 'open' | 'ok' | 'late' | 'resolved';
-
-export interface WindowRecord {
-  partner: string;
-  flow: string;
-  opensAt: string;
-  closesAt: string;
-  status: WindowStatus;
-  atRiskAt: string | null;
-  lateAt: string | null;
-  resolvedAt: string | null;
-  resolvedBy: string | null;
-}
 
 const SQL_TYPES: Record<FieldSpec['type'], string> = {
   string: 'TEXT', integer: 'INTEGER', amount: 'INTEGER', datetime: 'TEXT', date: 'TEXT', boolean: 'INTEGER', currency: 'TEXT', enum: 'TEXT',
@@ -97,12 +35,16 @@ const COLUMNS = ['id', 'partner', 'flow', 'file', 'seq', 'file_time', 'sha256', 
 const camel = (c: string) => c.replace(/_(\w)/g, (_, x: string) => x.toUpperCase());
 const WINDOW_COLUMNS = ['partner', 'flow', 'opens_at', 'closes_at', 'status', 'at_risk_at', 'late_at', 'resolved_at', 'resolved_by'].map((c) => `${c} AS ${camel(c)}`).join(', ');
 
-export class Store {
+export class SqliteStore implements Store {
   readonly db: Database.Database;
   /** bookkeeping for partners we pull from and push to */
-  readonly remote: RemoteLedger;
+  readonly remote: SqliteRemoteLedger;
   /** deliveries that failed for a reason of ours: attempts and backoff */
-  readonly attempts: AttemptLedger;
+  readonly attempts: SqliteAttempts;
+  readonly audit: SqliteAudit;
+  readonly retention: SqliteRetention;
+  readonly staging = sqliteStaging;
+  private replayQueue?: SqliteReplayQueue;
 
   /**
    * `readonly`: for commands that promise to change nothing (inboxd check); the database must exist.
@@ -115,8 +57,10 @@ export class Store {
       this.db.pragma('query_only = ON');
       this.db.pragma('busy_timeout = 10000');
       schemaVersion(this.db, path);
-      this.remote = new RemoteLedger(this.db);
-      this.attempts = new AttemptLedger(this.db);
+      this.remote = new SqliteRemoteLedger(this.db);
+      this.attempts = new SqliteAttempts(this.db);
+      this.audit = new SqliteAudit(this.db);
+      this.retention = new SqliteRetention(this.db);
       return;
     }
     mkdirSync(dirname(path), { recursive: true });
@@ -129,29 +73,48 @@ export class Store {
     this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 10000');
     migrate(this.db, path);
-    this.remote = new RemoteLedger(this.db);
-    this.attempts = new AttemptLedger(this.db);
+    this.remote = new SqliteRemoteLedger(this.db);
+    this.attempts = new SqliteAttempts(this.db);
+    this.audit = new SqliteAudit(this.db);
+    this.retention = new SqliteRetention(this.db);
+  }
+
+  /** The replay queue (its table is made by the migrations). */
+  get replays(): SqliteReplayQueue {
+    return (this.replayQueue ??= new SqliteReplayQueue(this.db));
+  }
+
+  get isOpen(): boolean {
+    return this.db.open;
+  }
+
+  async ping(): Promise<void> {
+    this.db.prepare('SELECT 1').get();
   }
 
   /**
    * Creates the flow's target table from its mapping, or adds columns a newer mapping brought.
    * WITHOUT ROWID: rows live in the key's B-tree, so an upsert writes one B-tree, not two.
    */
-  ensureTable(t: TargetTable): void {
+  async ensureTable(t: TargetTable): Promise<void> {
     const cols = t.fields.map((f) => `${q(f.ours)} ${SQL_TYPES[f.type]}${t.key.includes(f.ours) ? ' NOT NULL' : ''}`);
     this.db.exec(`CREATE TABLE IF NOT EXISTS ${q(t.table)} (${cols.join(', ')}, _delivery_id TEXT NOT NULL, _updated_at TEXT NOT NULL, PRIMARY KEY (${t.key.map(q).join(', ')})) WITHOUT ROWID`);
-    const info = this.checkTable(t);
+    const info = this.tableInfo(t);
     const have = new Set(info.map((c) => c.name));
     for (const f of t.fields) {
       if (!have.has(f.ours)) this.db.exec(`ALTER TABLE ${q(t.table)} ADD COLUMN ${q(f.ours)} ${SQL_TYPES[f.type]}`);
     }
   }
 
+  async checkTable(t: TargetTable): Promise<void> {
+    this.tableInfo(t);
+  }
+
   /**
    * Upserts target the table's primary key: a key changed in the configuration would fail every delivery.
    * Throws CONFIG_INVALID when an existing table has another key; changes nothing. Returns the table's columns.
    */
-  checkTable(t: TargetTable): { name: string; pk: number }[] {
+  private tableInfo(t: TargetTable): { name: string; pk: number }[] {
     const info = this.db.prepare(`PRAGMA table_info(${q(t.table)})`).all() as { name: string; pk: number }[];
     const pk = info.filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk).map((c) => c.name);
     if (info.length > 0 && !sameColumns(pk, t.key)) {
@@ -160,16 +123,20 @@ export class Store {
     return info;
   }
 
-  applied(partner: string, flow: string, seq: number): Applied | undefined {
+  async applied(partner: string, flow: string, seq: number): Promise<Applied | undefined> {
+    return this.appliedNow(partner, flow, seq);
+  }
+
+  private appliedNow(partner: string, flow: string, seq: number): Applied | undefined {
     return this.db.prepare('SELECT sha256, delivery_id AS deliveryId FROM dedupe WHERE partner = ? AND flow = ? AND seq = ?').get(partner, flow, seq) as Applied | undefined;
   }
 
   /**
-   * The one transaction of a delivery. `decide` runs inside it, sees the dedupe row and the flow's
-   * last applied sequence as they are now, and
-   * returns the outcome; when that is `accepted` the staged rows are upserted and the dedupe row written.
+   * The one transaction of a delivery, synchronous from BEGIN to COMMIT (see the top of this file).
+   * `decide` sees the dedupe row and the flow's last applied sequence as they are now and returns the
+   * outcome; when that is `accepted` the staged rows are upserted and the dedupe row written.
    */
-  commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: (applied: Applied | undefined, lastSeq: number | undefined) => DeliveryRecord): DeliveryRecord {
+  async commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: Decide): Promise<DeliveryRecord> {
     const files = staged?.rows.files ?? [];
     let attached = 0;
     try {
@@ -183,7 +150,7 @@ export class Store {
         this.db.pragma(`${name}.journal_mode = MEMORY`);
       }
       return this.db.transaction(() => {
-        const rec = seqKey ? decide(this.applied(seqKey.partner, seqKey.flow, seqKey.seq), this.lastSeq(seqKey.partner, seqKey.flow)) : decide(undefined, undefined);
+        const rec = seqKey ? decide(this.appliedNow(seqKey.partner, seqKey.flow, seqKey.seq), this.lastSeqNow(seqKey.partner, seqKey.flow)) : decide(undefined, undefined);
         let written = '';
         if (rec.outcome === 'accepted') {
           if (!staged) throw new Error('an accepted delivery needs its staged rows');
@@ -192,7 +159,7 @@ export class Store {
             .run(rec.partner, rec.flow, rec.seq, rec.sha256, rec.id, rec.decidedAt);
         }
         this.db.prepare(`INSERT INTO deliveries (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map((c) => `@${camel(c)}`).join(', ')})`).run(rec);
-        this.event(rec.id, rec.outcome === 'accepted' ? 'committed' : rec.outcome, rec.outcome === 'accepted' ? written : `${rec.code}: ${rec.reason}`);
+        this.eventNow(rec.id, rec.outcome === 'accepted' ? 'committed' : rec.outcome, rec.outcome === 'accepted' ? written : `${rec.code}: ${rec.reason}`);
         return rec;
       }).immediate();
     } finally {
@@ -220,97 +187,107 @@ export class Store {
     return `${changes} rows written to ${t.table}${k && kept > 0 ? `; ${kept} kept as they were: a later sequence wrote them` : ''}`;
   }
 
-  /** When this database was created: windows before it are nobody's business. */
-  createdAt(): string {
+  async createdAt(): Promise<string> {
     return (this.db.prepare("SELECT value FROM meta WHERE key = 'created_at'").get() as { value: string }).value;
   }
 
-  /** The highest sequence applied for a flow: what a gap or an out-of-order file is measured against. */
-  lastSeq(partner: string, flow: string): number | undefined {
+  async lastSeq(partner: string, flow: string): Promise<number | undefined> {
+    return this.lastSeqNow(partner, flow);
+  }
+
+  private lastSeqNow(partner: string, flow: string): number | undefined {
     const row = this.db.prepare('SELECT max(seq) AS seq FROM dedupe WHERE partner = ? AND flow = ?').get(partner, flow) as { seq: number | null };
     return row.seq ?? undefined;
   }
 
-  /** Whether a delivery of the flow was accepted with its receipt inside [from, to]. */
-  acceptedBetween(partner: string, flow: string, from: string, to: string): boolean {
+  async acceptedBetween(partner: string, flow: string, from: string, to: string): Promise<boolean> {
     return !!this.db.prepare("SELECT 1 FROM deliveries WHERE partner = ? AND flow = ? AND outcome = 'accepted' AND received_at BETWEEN ? AND ? LIMIT 1").get(partner, flow, from, to);
   }
 
-  /** When a claimed delivery arrived in the inbox: its `received` event, written at the claim. */
-  receivedAt(deliveryId: string): string | undefined {
+  async acceptedAfter(partner: string, flow: string, at: string): Promise<string | undefined> {
+    const later = this.db.prepare("SELECT id FROM deliveries WHERE partner = ? AND flow = ? AND outcome = 'accepted' AND decided_at > ? ORDER BY decided_at LIMIT 1").get(partner, flow, at) as { id: string } | undefined;
+    return later?.id;
+  }
+
+  async receivedAt(deliveryId: string): Promise<string | undefined> {
     return (this.db.prepare("SELECT at FROM events WHERE delivery_id = ? AND step = 'received' ORDER BY at LIMIT 1").get(deliveryId) as { at: string } | undefined)?.at;
   }
 
-  window(partner: string, flow: string, opensAt: string): WindowRecord | undefined {
+  async window(partner: string, flow: string, opensAt: string): Promise<WindowRecord | undefined> {
     return this.db.prepare(`SELECT ${WINDOW_COLUMNS} FROM windows WHERE partner = ? AND flow = ? AND opens_at = ?`).get(partner, flow, opensAt) as WindowRecord | undefined;
   }
 
-  lateWindows(partner?: string, flow?: string): WindowRecord[] {
+  async lateWindows(partner?: string, flow?: string): Promise<WindowRecord[]> {
+    return this.lateWindowsNow(partner, flow);
+  }
+
+  private lateWindowsNow(partner?: string, flow?: string): WindowRecord[] {
     return this.db.prepare(`SELECT ${WINDOW_COLUMNS} FROM windows WHERE status = 'late' AND (@partner IS NULL OR partner = @partner) AND (@flow IS NULL OR flow = @flow) ORDER BY opens_at`)
       .all({ partner: partner ?? null, flow: flow ?? null }) as WindowRecord[];
   }
 
-  /** The verdict on a closed window; the first verdict stands, so a restart never alerts twice. */
-  judgeWindow(partner: string, flow: string, opensAt: string, closesAt: string, status: 'ok' | 'late'): boolean {
+  async judgeWindow(partner: string, flow: string, opensAt: string, closesAt: string, status: 'ok' | 'late'): Promise<boolean> {
     const r = this.db.prepare("INSERT INTO windows (partner, flow, opens_at, closes_at, status, late_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET status = excluded.status, late_at = excluded.late_at WHERE status = 'open'")
       .run(partner, flow, opensAt, closesAt, status, status === 'late' ? new Date().toISOString() : null);
     return r.changes === 1;
   }
 
-  /** Records an at-risk warning once per window; false when it was recorded already. */
-  markAtRisk(partner: string, flow: string, opensAt: string, closesAt: string): boolean {
+  async markAtRisk(partner: string, flow: string, opensAt: string, closesAt: string): Promise<boolean> {
     const now = new Date().toISOString();
     const r = this.db.prepare("INSERT INTO windows (partner, flow, opens_at, closes_at, status, at_risk_at) VALUES (?, ?, ?, ?, 'open', ?) ON CONFLICT DO UPDATE SET at_risk_at = excluded.at_risk_at WHERE at_risk_at IS NULL")
       .run(partner, flow, opensAt, closesAt, now);
     return r.changes === 1;
   }
 
-  /** A late delivery arrived: every late window of its flow is resolved by it, and it is marked late. */
-  resolveLate(partner: string, flow: string, deliveryId: string): WindowRecord[] {
+  async resolveLate(partner: string, flow: string, deliveryId: string): Promise<WindowRecord[]> {
     return this.db.transaction(() => {
-      const late = this.lateWindows(partner, flow);
+      const late = this.lateWindowsNow(partner, flow);
       if (late.length === 0) return late;
       this.db.prepare("UPDATE windows SET status = 'resolved', resolved_at = ?, resolved_by = ? WHERE partner = ? AND flow = ? AND status = 'late'").run(new Date().toISOString(), deliveryId, partner, flow);
       this.db.prepare('UPDATE deliveries SET late = 1 WHERE id = ?').run(deliveryId);
-      this.event(deliveryId, 'late', `resolves the window${late.length > 1 ? 's' : ''} opened ${late.map((w) => w.opensAt).join(', ')}`);
+      this.eventNow(deliveryId, 'late', `resolves the window${late.length > 1 ? 's' : ''} opened ${late.map((w) => w.opensAt).join(', ')}`);
       return late;
     })();
   }
 
-  /** One step of a delivery's audit trail. Details never hold PII values (map.ts redacts them in row errors). */
-  event(deliveryId: string, step: string, detail?: string, at = new Date().toISOString()): void {
+  async event(deliveryId: string, step: string, detail?: string, at?: string): Promise<void> {
+    this.eventNow(deliveryId, step, detail, at);
+  }
+
+  private eventNow(deliveryId: string, step: string, detail?: string, at = new Date().toISOString()): void {
     this.db.prepare('INSERT INTO events (delivery_id, at, step, detail) VALUES (?, ?, ?, ?)').run(deliveryId, at, step, detail ?? null);
   }
 
-  /** Marks a rejected delivery dealt with; the first resolution stands. */
-  resolve(deliveryId: string, byDelivery: string | null, note: string): boolean {
+  async resolve(deliveryId: string, byDelivery: string | null, note: string): Promise<boolean> {
     return this.db.transaction(() => {
       const r = this.db.prepare('INSERT OR IGNORE INTO resolutions (delivery_id, resolved_at, by_delivery, note) VALUES (?, ?, ?, ?)').run(deliveryId, new Date().toISOString(), byDelivery, note);
-      if (r.changes === 1) this.event(deliveryId, 'resolved', note);
+      if (r.changes === 1) this.eventNow(deliveryId, 'resolved', note);
       return r.changes === 1;
     })();
   }
 
-  /** Whether a file of this name was rejected with this code before (what stays in the inbox is reported once). */
-  rejectedAs(partner: string, file: string, code: string): boolean {
+  async rejectedAs(partner: string, file: string, code: string): Promise<boolean> {
     return !!this.db.prepare("SELECT 1 FROM deliveries WHERE partner = ? AND file = ? AND code = ? AND outcome = 'rejected' LIMIT 1").get(partner, file, code);
   }
 
-  delivery(id: string): DeliveryRecord | undefined {
+  async delivery(id: string): Promise<DeliveryRecord | undefined> {
     const row = this.db.prepare(`SELECT ${COLUMNS.map((c) => `${c} AS ${camel(c)}`).join(', ')} FROM deliveries WHERE id = ?`).get(id);
     return row as DeliveryRecord | undefined;
   }
 
-  /** `within` runs in the same transaction: e.g. queueing the answer's upload to a remote partner. */
-  markAnswered(id: string, detail?: string, within?: () => void): void {
+  async unanswered(partner: string): Promise<string[]> {
+    return (this.db.prepare('SELECT id FROM deliveries WHERE partner = ? AND answered_at IS NULL ORDER BY decided_at').all(partner) as { id: string }[]).map((r) => r.id);
+  }
+
+  async markAnswered(id: string, detail: string, remote?: RemoteAnswer): Promise<void> {
     this.db.transaction(() => {
       this.db.prepare('UPDATE deliveries SET answered_at = ? WHERE id = ? AND answered_at IS NULL').run(new Date().toISOString(), id);
-      this.event(id, 'answered', detail);
-      within?.();
+      this.eventNow(id, 'answered', detail);
+      if (remote) this.remote.answeredNow(remote.partner, id, remote.plan);
     })();
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.db.close();
   }
 }
