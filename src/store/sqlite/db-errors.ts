@@ -5,6 +5,8 @@
  * (DB_BUSY), a database that cannot be written is configuration (DB_READONLY, exit 78), anything else
  * is ours and retried (IO_ERROR).
  */
+import { accessSync, constants, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { type ErrorCode, InboxdError } from '../../errors.js';
 
@@ -13,6 +15,21 @@ export function dbError(path: string, err: unknown): unknown {
   const code: ErrorCode = /^SQLITE_(BUSY|LOCKED)/.test(err.code) ? 'DB_BUSY' : err.code.startsWith('SQLITE_READONLY') ? 'DB_READONLY' : 'IO_ERROR';
   const hint = code === 'DB_READONLY' ? ': inboxd must be able to write it and its directory (for the -wal and -shm files beside it)' : '';
   return new InboxdError(code, `database ${path}: ${err.message}${hint}`, { cause: err.code }, { cause: err });
+}
+
+/**
+ * SQLite opens a file it may not write read-only without a word, and a read that changes nothing
+ * never finds out: ask the file system (permissions, an immutable file, a read-only mount) first.
+ */
+export function assertWritable(path: string): void {
+  for (const p of existsSync(path) ? [path, dirname(path)] : [dirname(path)]) {
+    try {
+      accessSync(p, constants.W_OK);
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code ?? String(err);
+      throw new InboxdError('DB_READONLY', `database ${path}: ${p} cannot be written (${why}): inboxd must be able to write it and its directory (for the -wal and -shm files beside it)`, { cause: why }, { cause: err });
+    }
+  }
 }
 
 export function guard<T>(path: string, fn: () => T): T {

@@ -105,7 +105,8 @@ export function migrate(db: Database.Database, path: string): number[] {
       else m(db);
       applied.push(v);
     }
-    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    // Nothing to apply, nothing written: a command that changes nothing (prune --dry-run) leaves the file as it was.
+    if (applied.length > 0) db.pragma(`user_version = ${SCHEMA_VERSION}`);
     return applied;
   }).immediate();
 }

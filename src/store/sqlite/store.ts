@@ -16,7 +16,7 @@ import Database from 'better-sqlite3';
 import { SqliteAttempts } from './attempts.js';
 import { SqliteAudit } from './audit.js';
 import { InboxdError } from '../../errors.js';
-import { guard, naming } from './db-errors.js';
+import { assertWritable, guard, naming } from './db-errors.js';
 import { migrate, schemaVersion } from './migrations.js';
 import { type FieldSpec, sameColumns } from '../../config/mapping.js';
 import { SqliteRemoteLedger } from './remote-ledger.js';
@@ -64,6 +64,7 @@ export class SqliteStore implements Store {
       return;
     }
     mkdirSync(dirname(path), { recursive: true });
+    assertWritable(path);
     this.db = naming(guard(path, () => new Database(path)), path);
     // Set before the first table exists (a new database only): big pages make the B-trees of wide keyed
     // rows shallower, and a large delivery's upsert measurably faster (npm run bench).
