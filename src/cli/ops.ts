@@ -17,6 +17,7 @@ import { type Config, loadConfig } from '../config/config.js';
 import { classify, EXIT, InboxdError } from '../errors.js';
 import { stringifyExact } from '../json.js';
 import { createLogger, type Logger } from '../log.js';
+import type { AnswerPlan } from '../pipeline/answer.js';
 import type { ReplayOutcome } from '../ops/replay.js';
 import { openStore } from '../store/open.js';
 import type { DeliveryFilter, Store } from '../store/types.js';
@@ -188,7 +189,7 @@ function replayJson(o: ReplayOutcome): Record<string, unknown> {
     verifiedSha256: o.verifiedSha256,
     status: o.result.status,
     replay: r ? { id: r.id, outcome: r.outcome, code: r.code, reason: r.reason, records: r.records, badRows: r.badRows } : null,
-    partnerTold: r ? JSON.parse(r.plan).writes.length > 0 : false,
+    partnerTold: r ? (JSON.parse(r.plan) as AnswerPlan).writes.length > 0 : false,
     resolved: o.resolved,
     timeline: o.timeline,
     error: 'error' in o.result && o.result.error ? { code: o.result.error.code, message: o.result.error.message } : null,

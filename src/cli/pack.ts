@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as WebStream } from 'node:stream/web';
 import type { Command } from 'commander';
 import * as openpgp from 'openpgp';
 import { type FlowConfig, loadConfig } from '../config/config.js';
@@ -82,8 +83,8 @@ async function encrypt(file: string, out: string, o: PackOptions): Promise<void>
   const passphrase = await readPassphrase({ file: o.passphraseFile });
   const signingKeys = o.signWith ? await loadPrivateKeys([resolve(o.signWith)], passphrase) : undefined;
   const message = await openpgp.createMessage({ binary: Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array> });
-  const encrypted = await openpgp.encrypt({ message, encryptionKeys, signingKeys, format: 'binary' });
-  await pipeline(Readable.fromWeb(encrypted as import('node:stream/web').ReadableStream<Uint8Array>), createWriteStream(out, { flags: 'wx' }));
+  const encrypted = (await openpgp.encrypt({ message, encryptionKeys, signingKeys, format: 'binary' })) as unknown as WebStream<Uint8Array>;
+  await pipeline(Readable.fromWeb(encrypted), createWriteStream(out, { flags: 'wx' }));
 }
 
 async function pack(file: string, o: PackOptions): Promise<string[]> {

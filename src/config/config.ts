@@ -292,7 +292,7 @@ export function configError(file: string, path: string, message: string): Inboxd
 /** Every problem found, in one error: a person fixes them in one go, not one per start. */
 function configErrors(file: string, errors: readonly InboxdError[]): InboxdError {
   if (errors.length === 1) return errors[0]!;
-  const lines = errors.map((e) => `  ${e.details.path ? `${String(e.details.path)}: ` : ''}${String(e.details.problem)}`);
+  const lines = errors.map((e) => `  ${e.details.path ? `${e.details.path as string}: ` : ''}${e.details.problem as string}`);
   return new InboxdError('CONFIG_INVALID', `${file}: ${errors.length} problems:\n${lines.join('\n')}`, { file, path: errors[0]!.details.path, problems: errors.length });
 }
 

@@ -5,7 +5,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Alert, sendLogged } from '../notify/alert.js';
 import { fingerprint } from '../store/fingerprint.js';
-import type { Config, FlowConfig, PartnerConfig } from '../config/config.js';
+import type { Config, FlowConfig } from '../config/config.js';
 import { type DeliveryContext, handleReady, handleStale, logFailure, type Result } from './delivery.js';
 import { type ReadyDelivery, type Scan, scanInbox } from '../pipeline/discover.js';
 import { gapVerdict } from '../pipeline/gap.js';

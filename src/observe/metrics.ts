@@ -41,12 +41,15 @@ export class Metrics {
   });
 
   constructor() {
-    const self = this;
+    // prom-client calls collect() with the gauge as `this`: the metrics object is reached through these.
+    const attached = () => this.source;
+    const opened = () => this.open();
+    const circuitStates = () => this.circuitSet;
     new Gauge({
       name: 'inboxd_backlog_files', help: 'Data files of a flow waiting in the inbox', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
       async collect() {
         this.reset();
-        const src = self.source;
+        const src = attached();
         if (!src) return;
         for (const p of src.config.partners) for (const [flow, n] of await backlog(p, src.config.tempPatterns)) this.set({ partner: p.id, flow }, n);
       },
@@ -55,7 +58,7 @@ export class Metrics {
       name: 'inboxd_seconds_since_last_accepted', help: 'Seconds since the last accepted delivery of a flow (absent: none yet)', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
       async collect() {
         this.reset();
-        const db = self.open();
+        const db = opened();
         if (!db) return;
         for (const [key, at] of await db.store.audit.lastAccepted()) {
           const [partner, flow] = key.split('/') as [string, string];
@@ -67,7 +70,7 @@ export class Metrics {
       name: 'inboxd_late_windows', help: 'Delivery windows that closed with no delivery and are not resolved yet', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
       async collect() {
         this.reset();
-        const db = self.open();
+        const db = opened();
         if (!db) return;
         const late = await db.store.audit.lateCounts();
         for (const p of db.config.partners) for (const f of p.flows) this.set({ partner: p.id, flow: f.id }, late.get(`${p.id}/${f.id}`) ?? 0);
@@ -77,7 +80,7 @@ export class Metrics {
       name: 'inboxd_open_errors', help: 'Rejected deliveries not dealt with yet (replayed, resolved or sent again)', labelNames: ['partner'] as const, registers: [this.registry],
       async collect() {
         this.reset();
-        const db = self.open();
+        const db = opened();
         if (!db) return;
         const open = await db.store.audit.openProblems();
         for (const p of db.config.partners) this.set({ partner: p.id }, open.filter((d) => d.partner === p.id).length);
@@ -87,8 +90,8 @@ export class Metrics {
       name: 'inboxd_circuit_state', help: "A remote partner's circuit breaker: 1 for its current state", labelNames: ['partner', 'state'] as const, registers: [this.registry],
       async collect() {
         this.reset();
-        const states = new Map(self.circuitSet);
-        const db = self.open();
+        const states = new Map(circuitStates());
+        const db = opened();
         if (db) for (const [partner, row] of await db.store.audit.circuits()) if ((CIRCUIT_STATES as readonly string[]).includes(row.circuit)) states.set(partner, row.circuit as CircuitState);
         for (const [partner, current] of states) for (const state of CIRCUIT_STATES) this.set({ partner, state }, state === current ? 1 : 0);
       },

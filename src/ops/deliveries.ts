@@ -74,7 +74,7 @@ export function decimal(minor: bigint, scale: number): string {
 export function formatDetail(x: Detail): string {
   const d = x.delivery;
   const out: string[] = [];
-  const line = (k: string, v: unknown) => out.push(`${k.padEnd(12)}${v === null || v === undefined || v === '' ? '-' : String(v)}`);
+  const line = (k: string, v: string | number | bigint | boolean | null | undefined) => out.push(`${k.padEnd(12)}${v === null || v === undefined || v === '' ? '-' : String(v)}`);
   line('delivery', d.id);
   line('partner', `${d.partner}${d.flow ? ` / ${d.flow}` : ''}`);
   line('file', `${d.file}${d.seq !== null ? `  (sequence ${d.seq})` : ''}`);

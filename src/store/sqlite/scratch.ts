@@ -33,7 +33,7 @@ export const openScratch: OpenScratch = (path, columns) => {
 async function sample(staged: StagedRows, n: number): Promise<unknown[][]> {
   const run = staged.runs[0];
   if (n <= 0 || !run) return [];
-  const db = new Database(staged.files[run.file]!, { readonly: true });
+  const db = new Database(staged.files[run.file], { readonly: true });
   try {
     // Integers beyond 2^53 are read exactly, not as the nearest double.
     return db.prepare(`SELECT * FROM rows WHERE rowid BETWEEN ? AND ? ORDER BY rowid LIMIT ${Math.floor(n)}`).raw().safeIntegers().all(run.from, run.to) as unknown[][];
