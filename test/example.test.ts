@@ -4,7 +4,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
+import { openDatabase } from '../src/store/sqlite/driver.js';
 import { expect, it } from 'vitest';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
@@ -29,7 +29,7 @@ it('npm run example ingests both sample deliveries, answers them and shows the r
     expect(JSON.parse(readFileSync(ackPath, 'utf8'))).toMatchObject({ status: 'accepted', partner, file, records: manifest.records });
     expect(run.stdout).toContain(`== ${partner}/outbox/${file}.ack.json`);
   }
-  const db = new Database(join(dir, 'var/inboxd.db'), { readonly: true });
+  const db = openDatabase(join(dir, 'var/inboxd.db'), { readonly: true });
   t.onTestFinished(() => void db.close());
   expect(db.prepare('SELECT count(*) AS n FROM inventory').get()).toEqual({ n: 3 });
   expect(db.prepare('SELECT count(*) AS n FROM orders').get()).toEqual({ n: 2 });

@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, promises as fsp, watch } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openDatabase } from '../src/store/sqlite/driver.js';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { AlertSink, FLOW, msg, sleep, testDaemon, until } from './helpers/daemon.js';
 import { atLeast, type Fixture, fixture, rowsOf, runCli, SLOW } from './helpers/fixture.js';
@@ -28,7 +28,7 @@ const bytes = (s: string) => Buffer.byteLength(s);
 
 /** An hour later, as far as the backoff goes: every delivery waiting for its next attempt is due now. */
 function backoffOver(fx: Fixture): void {
-  const db = new Database(fx.database);
+  const db = openDatabase(fx.database);
   try {
     db.prepare('UPDATE attempts SET next_at = ?').run(new Date().toISOString());
   } finally {

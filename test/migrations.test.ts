@@ -10,7 +10,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
+import { openDatabase } from '../src/store/sqlite/driver.js';
 import { describe, expect, it } from 'vitest';
 import { type Fixture, fixture, rowsOf, runCli, SLOW } from './helpers/fixture.js';
 import { migrate, SCHEMA_VERSION } from '../src/store/sqlite/migrations.js';
@@ -79,7 +79,7 @@ describe.concurrent('schema migrations', SLOW, () => {
   it('an empty database gets every migration, in one go; a second open applies nothing', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'inboxd-migrate-'));
     t.onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
-    const db = new Database(join(dir, 'empty.db'));
+    const db = openDatabase(join(dir, 'empty.db'));
     try {
       expect(migrate(db, 'empty.db')).toEqual(Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1));
       expect(db.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
@@ -105,7 +105,7 @@ describe.concurrent('schema migrations', SLOW, () => {
   it('a database from a newer inboxd is refused (exit 78, naming both versions), and left as it is', async (t) => {
     const fx = await fromRelease(t);
     const future = SCHEMA_VERSION + 1;
-    const db = new Database(fx.database);
+    const db = openDatabase(fx.database);
     db.pragma(`user_version = ${future}`);
     db.close();
     const before = contents(fx);

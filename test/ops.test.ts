@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import Database from 'better-sqlite3';
+import { openDatabase } from '../src/store/sqlite/driver.js';
 import { describe, expect, it } from 'vitest';
 import { CLI, csvLine, type Fixture, fixture, HEADER, MAPPING, nameFor, row, rowsOf, runCli, sha256, SLOW } from './helpers/fixture.js';
 import { Gpg } from './helpers/gpg.js';
@@ -88,7 +88,7 @@ function snapshot(dir: string): Record<string, string> {
 }
 
 function write(fx: Fixture, sql: string, ...params: unknown[]): void {
-  const db = new Database(fx.database);
+  const db = openDatabase(fx.database);
   try {
     db.prepare(sql).run(...params);
   } finally {

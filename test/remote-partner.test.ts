@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { type Db, openDatabase } from '../src/store/sqlite/driver.js';
 import { describe, expect, it, type TestContext } from 'vitest';
 import type { AnswerPlan } from '../src/pipeline/answer.js';
 import { SqliteRemoteLedger } from '../src/store/sqlite/remote-ledger.js';
@@ -431,12 +431,12 @@ describe('failures', () => {
 
 describe('the ledger', () => {
   const ledger = () => {
-    const db = new Database(':memory:');
+    const db = openDatabase(':memory:');
     migrate(db, ':memory:');
     return { db, l: new SqliteRemoteLedger(db) };
   };
   const plan = (files: string[]): AnswerPlan => ({ writes: [{ dir: 'outbox', name: `${files[0]}.ack.json`, content: '{}' }], moves: files.map((f) => ({ from: f, dir: 'archive', to: f, readOnly: true })) });
-  const stateOf = (db: Database.Database, name: string) => (db.prepare('SELECT state FROM remote_files WHERE name = ?').get(name) as { state: string }).state;
+  const stateOf = (db: Db, name: string) => (db.prepare('SELECT state FROM remote_files WHERE name = ?').get(name) as { state: string }).state;
 
   it('the local pipeline answering a file before its download was recorded as done: the answer wins, the file is released', async () => {
     const { db, l } = ledger();

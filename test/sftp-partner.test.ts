@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import Database from 'better-sqlite3';
+import { openDatabase } from '../src/store/sqlite/driver.js';
 import SftpClient from 'ssh2-sftp-client';
 import { DaemonProcess, msg, until } from './helpers/daemon.js';
 import { csvLine, HEADER, MAPPING, rowsOf, sha256 } from './helpers/fixture.js';
@@ -469,7 +469,7 @@ describe.skipIf(!isRoot)('SFTP partner accounts: add-partner.sh + sshd snippet +
     await until(() => existsSync(ack), 'the ACK', 15_000, 10);
     console.log(`sftp upload, last rename -> ACK: ${Date.now() - renamed} ms`);
     await d.waitFor(msg('delivery accepted', { file: name }), 'delivery accepted');
-    const db = new Database(join(state, 'inboxd.db'), { readonly: true });
+    const db = openDatabase(join(state, 'inboxd.db'), { readonly: true });
     try {
       expect(db.prepare('SELECT partner, seq, outcome FROM deliveries').all()).toEqual([{ partner: a.user, seq: 1, outcome: 'accepted' }]);
       expect(db.prepare('SELECT sku FROM inventory ORDER BY sku').all()).toEqual([{ sku: 'A-101' }, { sku: 'A-102' }, { sku: 'A-103' }]);

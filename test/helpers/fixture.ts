@@ -9,7 +9,7 @@ import { existsSync, promises as fsp, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Database from 'better-sqlite3';
+import { openDatabase } from '../../src/store/sqlite/driver.js';
 import { stringify } from 'yaml';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -226,7 +226,7 @@ export class Fixture {
 
   query(sql: string, ...params: unknown[]): Record<string, any>[] {
     if (!existsSync(this.database)) return [];
-    const db = new Database(this.database, { readonly: true, fileMustExist: true });
+    const db = openDatabase(this.database, { readonly: true, fileMustExist: true });
     try {
       return db.prepare(sql).all(...params) as Record<string, any>[];
     } finally {

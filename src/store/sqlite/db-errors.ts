@@ -7,11 +7,11 @@
  */
 import { accessSync, constants, existsSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import { SqliteError } from './driver.js';
 import { type ErrorCode, InboxdError } from '../../errors.js';
 
 export function dbError(path: string, err: unknown): unknown {
-  if (!(err instanceof Database.SqliteError)) return err;
+  if (!(err instanceof SqliteError)) return err;
   const code: ErrorCode = /^SQLITE_(BUSY|LOCKED)/.test(err.code) ? 'DB_BUSY' : err.code.startsWith('SQLITE_READONLY') ? 'DB_READONLY' : 'IO_ERROR';
   const hint = code === 'DB_READONLY' ? ': inboxd must be able to write it and its directory (for the -wal and -shm files beside it)' : '';
   return new InboxdError(code, `database ${path}: ${err.message}${hint}`, { cause: err.code }, { cause: err });

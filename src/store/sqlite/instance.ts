@@ -15,7 +15,7 @@
 import { mkdirSync, statSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openDatabase } from './driver.js';
 import type { Config } from '../../config/config.js';
 import { dbError, guard } from './db-errors.js';
 import { InboxdError } from '../../errors.js';
@@ -48,7 +48,7 @@ export async function lockInstance(config: Pick<Config, 'file' | 'database' | 'r
 
 function lockFile(path: string, busy: (path: string) => InboxdError): () => void {
   mkdirSync(dirname(path), { recursive: true });
-  const db = guard(path, () => new Database(path, { timeout: 0 }));
+  const db = guard(path, () => openDatabase(path, { timeout: 0 }));
   try {
     // No journal file: the lock is the file's own lock, and takes no disk space (a start on a full disk gets as far as its deliveries).
     db.pragma('journal_mode = MEMORY');

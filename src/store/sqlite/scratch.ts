@@ -3,7 +3,7 @@
  * rows into a scratch SQLite file of its own, table `rows`, columns c0..cN, rows numbered by rowid; the
  * commit ATTACHes the files (store.ts). No durability: a crash discards them and the delivery is redone.
  */
-import Database from 'better-sqlite3';
+import { openDatabase } from './driver.js';
 import type { OpenScratch } from '../../pipeline/stage-worker.js';
 import type { Value } from '../../pipeline/map.js';
 import type { StagedRows } from '../../pipeline/stage.js';
@@ -11,7 +11,7 @@ import type { Staging } from '../types.js';
 
 export const openScratch: OpenScratch = (path, columns) => {
   const cols = Array.from({ length: columns }, (_, i) => `c${i}`);
-  const db = new Database(path);
+  const db = openDatabase(path);
   db.pragma('journal_mode = MEMORY'); // OFF is refused in the defensive mode better-sqlite3 opens with
   db.pragma('synchronous = OFF');
   db.exec(`CREATE TABLE rows (${cols.join(', ')})`); // a full disk fails here
@@ -33,7 +33,7 @@ export const openScratch: OpenScratch = (path, columns) => {
 async function sample(staged: StagedRows, n: number): Promise<unknown[][]> {
   const run = staged.runs[0];
   if (n <= 0 || !run) return [];
-  const db = new Database(staged.files[run.file], { readonly: true });
+  const db = openDatabase(staged.files[run.file]!, { readonly: true });
   try {
     // Integers beyond 2^53 are read exactly, not as the nearest double.
     return db.prepare(`SELECT * FROM rows WHERE rowid BETWEEN ? AND ? ORDER BY rowid LIMIT ${Math.floor(n)}`).raw().safeIntegers().all(run.from, run.to) as unknown[][];

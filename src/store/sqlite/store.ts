@@ -12,7 +12,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import { type Db, openDatabase } from './driver.js';
 import { SqliteAttempts } from './attempts.js';
 import { SqliteAudit } from './audit.js';
 import { InboxdError } from '../../errors.js';
@@ -36,7 +36,7 @@ const camel = (c: string) => c.replace(/_(\w)/g, (_, x: string) => x.toUpperCase
 const WINDOW_COLUMNS = ['partner', 'flow', 'opens_at', 'closes_at', 'status', 'at_risk_at', 'late_at', 'resolved_at', 'resolved_by'].map((c) => `${c} AS ${camel(c)}`).join(', ');
 
 export class SqliteStore implements Store {
-  readonly db: Database.Database;
+  readonly db: Db;
   /** bookkeeping for partners we pull from and push to */
   readonly remote: SqliteRemoteLedger;
   /** deliveries that failed for a reason of ours: attempts and backoff */
@@ -53,7 +53,7 @@ export class SqliteStore implements Store {
    */
   constructor(readonly path: string, opts: { readonly?: boolean } = {}) {
     if (opts.readonly) {
-      this.db = naming(guard(path, () => new Database(path, { fileMustExist: true })), path);
+      this.db = naming(guard(path, () => openDatabase(path, { fileMustExist: true })), path);
       this.db.pragma('query_only = ON');
       this.db.pragma('busy_timeout = 10000');
       schemaVersion(this.db, path);
@@ -65,7 +65,7 @@ export class SqliteStore implements Store {
     }
     mkdirSync(dirname(path), { recursive: true });
     assertWritable(path);
-    this.db = naming(guard(path, () => new Database(path)), path);
+    this.db = naming(guard(path, () => openDatabase(path)), path);
     // Set before the first table exists (a new database only): big pages make the B-trees of wide keyed
     // rows shallower, and a large delivery's upsert measurably faster (npm run bench).
     this.db.pragma('page_size = 16384');
