@@ -20,7 +20,7 @@ import { replayWith } from '../ops/replay.js';
 import { HostLimiter } from '../retry.js';
 import type { Keyring } from '../pgp/keyring.js';
 import { Releasers } from '../releasers.js';
-import { soonest, sweepPartner, type Tally } from '../ingest/pass.js';
+import { logWaiting, soonest, sweepPartner, type Tally } from '../ingest/pass.js';
 import { openAll, openKeyring, recover } from '../ingest/startup.js';
 import type { Store } from '../store/types.js';
 import { watchInboxes } from './watch.js';
@@ -36,6 +36,8 @@ interface PartnerState {
   latest?: number;
   /** the directory for which the partner was refused at its last sweep (alerted once, until it is fixed) */
   refused?: string;
+  /** file and reason of each delivery waiting at the last sweep: logged once, until it stops waiting for that */
+  waits: Set<string>;
 }
 
 /** A sweep that leaves something waiting is followed by the next no sooner than this. */
@@ -70,7 +72,7 @@ export class Daemon {
 
   constructor(private readonly config: Config, private readonly log: Logger) {
     this.slots = config.maxParallel;
-    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false });
+    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false, waits: new Set() });
   }
 
   start(): Promise<void> {
@@ -205,7 +207,14 @@ export class Daemon {
       await this.runReplays(st.partner.id);
       const refusedBefore = st.refused;
       st.refused = undefined;
+      const waitedBefore = st.waits;
+      st.waits = new Set();
       const next = await sweepPartner(ctx, this.config, tally, {
+        waiting: (w) => {
+          const key = `${w.file}\0${w.reason}`;
+          st.waits.add(key);
+          if (!waitedBefore.has(key)) logWaiting(this.log, { ...w, partner: st.partner.id });
+        },
         stopped: () => this.stopping !== undefined,
         refused: ({ dir, reason }) => {
           st.refused = dir;
