@@ -114,13 +114,18 @@ export function replayPlan(plan: AnswerPlan, accepted: boolean, originalIn: 'arc
 
 /**
  * Target names: the original name, or, when a file of that name is already there (`taken`: a delivery
- * rejected twice), the name with the delivery id appended, so no evidence is ever overwritten; shortened
- * to fit the file system (storedName).
+ * rejected twice), the name with the delivery id inserted before the data file's extension
+ * (`x_002.<id>.csv`, `x_002.<id>.csv.sha256`), so no evidence is ever overwritten and each file still
+ * opens by its extension; shortened to fit the file system (storedName).
  */
 function placeAll(f: AnswerFacts, taken: boolean, dir: 'archive' | 'error', readOnly: boolean): AnswerPlan['moves'] {
   const suffix = taken ? `.${f.id}` : '';
-  return f.files.map((from) => ({ from, dir, to: storedName(from, suffix), readOnly }));
+  const stem = f.file.replace(EXTENSION, '');
+  return f.files.map((from) => ({ from, dir, to: storedName(from, suffix, from.startsWith(stem) ? stem.length : from.length), readOnly }));
 }
+
+/** A file name's extensions: `.csv`, `.csv.gpg`; not a dotted date (`.20250916`). */
+const EXTENSION = /(\.[A-Za-z][A-Za-z0-9]{0,4})+$/;
 
 /**
  * NAME_MAX is 255 bytes (of UTF-8). An answer's name adds at most 11 (`.error.json`, `.errors.csv`) to
@@ -130,16 +135,17 @@ function placeAll(f: AnswerFacts, taken: boolean, dir: 'archive' | 'error', read
 const MAX_STORED_BYTES = 255 - 11 - 29;
 
 /**
- * `name` + `suffix`, or, when that is too long for the file system, the name shortened: its head, a hash
- * of the whole name (names that share a head stay apart) and its last bytes (the extension), then the
- * suffix. Reports and ACKs keep the full name in their `file` field.
+ * `name` with `suffix` inserted at `at` (the end by default), or, when that is too long for the file
+ * system, the name shortened: its head, a hash of the whole name (names that share a head stay apart),
+ * the suffix and its last bytes (the extension). Reports and ACKs keep the full name in their `file` field.
  */
-export function storedName(name: string, suffix = ''): string {
-  if (Buffer.byteLength(name + suffix) <= MAX_STORED_BYTES) return name + suffix;
+export function storedName(name: string, suffix = '', at = name.length): string {
+  const whole = name.slice(0, at) + suffix + name.slice(at);
+  if (Buffer.byteLength(whole) <= MAX_STORED_BYTES) return whole;
   const hash = createHash('sha256').update(name).digest('hex').slice(0, 16);
   const tail = utf8Slice(name, -32);
-  const room = MAX_STORED_BYTES - Buffer.byteLength(`~${hash}~${tail}${suffix}`);
-  return `${utf8Slice(name, room)}~${hash}~${tail}${suffix}`;
+  const room = MAX_STORED_BYTES - Buffer.byteLength(`~${hash}~${suffix}${tail}`);
+  return `${utf8Slice(name, room)}~${hash}~${suffix}${tail}`;
 }
 
 /** The first `n` bytes of `s` (the last -n when negative), never cutting a character in two. */
@@ -177,9 +183,13 @@ export async function carryOut(plan: AnswerPlan, dirs: PartnerDirs, workDir: str
   await fsp.rm(workDir, { recursive: true, force: true });
 }
 
-/** Line errors as CSV that is safe to open in a spreadsheet: no cell starts a formula. */
+/**
+ * Line errors as CSV that is safe to open in a spreadsheet: no cell starts a formula. The row's key
+ * columns (under the partner's names) follow the line number, so the partner can find the record.
+ */
 export function errorsCsv(errors: readonly RowError[]): string {
-  const rows = [['line', 'column', 'reason'], ...errors.map((e) => [String(e.line), e.column, e.reason])];
+  const keys = Object.keys(errors[0]?.key ?? {});
+  const rows = [['line', ...keys, 'column', 'reason'], ...errors.map((e) => [String(e.line), ...keys.map((k) => e.key?.[k] ?? ''), e.column, e.reason])];
   return `${rows.map((r) => r.map(csvCell).join(',')).join('\r\n')}\r\n`;
 }
 
