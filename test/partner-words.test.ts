@@ -67,3 +67,14 @@ describe('error words a partner can act on', () => {
     ].sort());
   });
 });
+
+describe('the ACK gives the sums as the partner sends them', () => {
+  it('sums_decimal beside sums in minor units: an amount as a decimal, an integer as itself', async (t) => {
+    const fx = await fixture(t, { flow: { totals: ['qty', 'unit_cost'] } });
+    await fx.makeDelivery({ rows: [row(1, { UnitCost: '0.05' }), row(2, { UnitCost: '1234.5' }), row(3)], manifest: { sums: { qty: 36, unit_cost: '1236.05' } } });
+    expect((await fx.runOnce()).code).toBe(0);
+    const ack = await fx.readJson('outbox', `${nameFor(1)}.ack.json`);
+    expect(ack.sums).toEqual({ qty: 36, unit_cost: 123605 });
+    expect(ack.sums_decimal).toEqual({ qty: '36', unit_cost: '1236.05' });
+  });
+});

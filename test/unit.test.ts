@@ -290,7 +290,7 @@ describe('the answer plan is decided without the disk (decide, then write)', () 
     const stored = FILE.replace(/\.csv$/, '.D2.csv');
     expect(rejected.moves.map((m) => `${m.dir}/${m.to}`)).toEqual([`error/${stored}`]);
     expect(rejected.writes.map((w) => `${w.dir}/${w.name}`)).toEqual([`error/${stored}.error.json`]);
-    const accepted = planAccepted(f, { records: 1, sums: {}, badRows: 0, errors: [], errorCount: 0 }, taken);
+    const accepted = planAccepted(f, { records: 1, sums: {}, scales: {}, badRows: 0, errors: [], errorCount: 0 }, taken);
     expect(accepted.moves.map((m) => `${m.dir}/${m.to}`)).toEqual([`archive/${FILE}`]);
   });
 });

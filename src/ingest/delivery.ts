@@ -256,7 +256,7 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     }
     if (!stats) throw new InboxdError('IO_ERROR', 'the sequence was applied a moment ago and is no longer; taking the delivery again');
     const totals = totalsJson(manifest, stats);
-    const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, taken);
+    const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, scales: Object.fromEntries(flow.totals.map((t) => [t, scaleOf(flow, t)])), badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, taken);
     return record(facts, receivedAt, 'accepted', plan, { records: stats.rows, badRows: stats.badRows, totals });
   });
 }
@@ -414,9 +414,14 @@ export function checkBadRows(flow: FlowConfig, stats: MapStats): void {
 /** Each control total's partner column name (our name -> theirs): a manifest may name a sum either way. */
 const partnerNames = (flow: FlowConfig) => new Map(flow.totals.map((t) => [t, flow.fields.find((f) => f.ours === t)!.partner]));
 
-export function manifestSum(flow: FlowConfig, column: string, v: number | bigint | string): Exact | undefined {
+/** Decimal places of a control-total column: an amount's scale, 0 for an integer. */
+function scaleOf(flow: FlowConfig, column: string): number {
   const field = flow.fields.find((f) => f.ours === column)!;
-  const out = toMinorUnits(String(v).trim(), field.type === 'amount' ? (field.scale ?? 2) : 0, false);
+  return field.type === 'amount' ? (field.scale ?? 2) : 0;
+}
+
+export function manifestSum(flow: FlowConfig, column: string, v: number | bigint | string): Exact | undefined {
+  const out = toMinorUnits(String(v).trim(), scaleOf(flow, column), false);
   return typeof out === 'number' || typeof out === 'bigint' ? out : undefined;
 }
 

@@ -12,7 +12,7 @@ import type { PartnerDirs } from '../config/config.js';
 import { crashPoint } from '../crashpoint.js';
 import { exists, fsyncDir, writeAtomic } from './fsx.js';
 import { stringifyExact } from '../json.js';
-import type { Exact, RowError } from './map.js';
+import { type Exact, fromMinorUnits, type RowError } from './map.js';
 
 export interface AnswerPlan {
   writes: { dir: 'outbox' | 'error'; name: string; content: string }[];
@@ -39,6 +39,8 @@ export interface AnswerFacts {
 export interface Accepted {
   records: number;
   sums: Record<string, Exact | undefined>;
+  /** decimal places of each control total (0 for integers): the ACK gives the sums as decimals too */
+  scales: Record<string, number>;
   badRows: number;
   errors: RowError[];
   errorCount: number;
@@ -74,7 +76,7 @@ export function planAccepted(f: AnswerFacts, a: Accepted, taken: Taken): AnswerP
   const status = a.badRows > 0 ? 'accepted_with_errors' : 'accepted';
   const ack = {
     status, file: f.file, partner: f.partner, flow: f.flow, sequence: f.seq, sha256: f.sha256,
-    records: a.records, rows_applied: a.records - a.badRows, rows_rejected: a.badRows, sums: a.sums,
+    records: a.records, rows_applied: a.records - a.badRows, rows_rejected: a.badRows, sums: a.sums, sums_decimal: decimalSums(a),
     processed_at: f.processedAt, delivery_id: f.id, ...(f.replayOf ? { replay_of: f.replayOf } : {}),
     ...(a.badRows > 0 ? { errors: a.errors, error_count: a.errorCount, errors_truncated: a.errorCount > a.errors.length } : {}),
   };
@@ -84,6 +86,9 @@ export function planAccepted(f: AnswerFacts, a: Accepted, taken: Taken): AnswerP
   if (a.badRows > 0) writes.push({ dir: 'outbox', name: `${base}.errors.csv`, content: errorsCsv(a.errors) });
   return { writes, moves: placeAll(f, taken.archive, 'archive', true) };
 }
+
+/** The sums as the partner writes them in its manifest: decimals for amounts, as strings (exact at any size). */
+const decimalSums = (a: Accepted) => Object.fromEntries(Object.entries(a.sums).map(([c, v]) => [c, v === undefined ? null : fromMinorUnits(v, a.scales[c] ?? 0)]));
 
 export function planRejected(f: AnswerFacts, r: Rejected, taken: Taken): AnswerPlan {
   const moves = placeAll(f, taken.error, 'error', false);

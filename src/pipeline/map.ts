@@ -47,8 +47,16 @@ const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 /** What SQLite's INTEGER holds: 64 bits, for an amount in minor units. */
 function outOfRange(scale: number): Bad {
-  const at = (n: bigint) => (scale ? `${n}`.replace(new RegExp(`(\\d{${scale}})$`), '.$1') : `${n}`);
-  return new Bad(`is out of range (${at(INT64_MIN)} to ${at(INT64_MAX)})`);
+  return new Bad(`is out of range (${fromMinorUnits(INT64_MIN, scale)} to ${fromMinorUnits(INT64_MAX, scale)})`);
+}
+
+/** 1234 at scale 2 -> "12.34", exactly (toMinorUnits the other way round). */
+export function fromMinorUnits(n: Exact, scale: number): string {
+  const text = String(n);
+  if (scale === 0) return text;
+  const sign = text.startsWith('-') ? '-' : '';
+  const digits = text.slice(sign.length).padStart(scale + 1, '0');
+  return `${sign}${digits.slice(0, -scale)}.${digits.slice(-scale)}`;
 }
 
 /** A number while a double holds it exactly, a bigint beyond: one form per value, so `===` compares. */
