@@ -235,7 +235,7 @@ describe.concurrent('metrics and health from a running daemon', SLOW, () => {
     await d.waitFor((l) => l.event === 'window.late', 'window.late');
     const late = await (await get('/metrics')).text();
     expect(metric(late, 'inboxd_late_windows', acme)).toBe(1);
-    expect(metric(late, 'inboxd_deliveries_total', { ...acme, outcome: 'accepted' })).toBeUndefined();
+    expect(metric(late, 'inboxd_deliveries_total', { ...acme, outcome: 'accepted' })).toBe(0); // at zero from the start
     expect(metric(late, 'inboxd_seconds_since_last_accepted', acme)).toBeUndefined();
 
     // Then: accepted (3 rows, late: it resolves the window), rejected, duplicate.
