@@ -9,6 +9,7 @@
  */
 import cron from 'node-cron';
 import { type Alert, sendLogged } from '../notify/alert.js';
+import { notifyAll } from '../notify/notify.js';
 import type { Config, PartnerConfig } from '../config/config.js';
 import { classify } from '../errors.js';
 import { type OpsRuntime, startOps } from '../observe/runtime.js';
@@ -57,7 +58,7 @@ export class Daemon {
   private readonly links = new Map<string, RemoteLink>();
   private readonly states = new Map<string, PartnerState>();
   private readonly abort = new AbortController();
-  /** alerts still being sent (retried); waited for at shutdown within its timeout, then abandoned */
+  /** alerts and notifications still being sent (retried); waited for at shutdown within its timeout, then abandoned */
   private readonly alerts = new Set<Promise<void>>();
   private readonly alertAbort = new AbortController();
   private starting?: Promise<void>;
@@ -221,6 +222,7 @@ export class Daemon {
           if (refusedBefore !== dir) this.alert({ event: 'partner.refused', severity: 'critical', partner: st.partner.id, dir, message: `partner ${st.partner.id} is not swept: ${reason}`, at: new Date().toISOString() });
         },
         accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
+        decided: (rec) => notifyAll(this.config.notify, rec, this.log, this.alertAbort.signal).forEach((p) => this.background(p)),
         gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),
       });
       due = soonest(due, next);
@@ -268,9 +270,13 @@ export class Daemon {
   /** Alerts are observers: they run in the background and their failures are only logged. */
   private alert(a: Alert): void {
     const action = this.config.alert;
-    if (!action) return;
-    const sending = sendLogged(action, a, this.log, this.alertAbort.signal).finally(() => this.alerts.delete(sending));
-    this.alerts.add(sending);
+    if (action) this.background(sendLogged(action, a, this.log, this.alertAbort.signal));
+  }
+
+  /** An alert or notification being sent: kept until done, so that a stop waits for it (drain). */
+  private background(sending: Promise<void>): void {
+    const kept = sending.finally(() => this.alerts.delete(kept));
+    this.alerts.add(kept);
   }
 
   stop(): Promise<void> {

@@ -4,6 +4,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Alert, sendLogged } from '../notify/alert.js';
+import { notifyAll } from '../notify/notify.js';
+import type { DeliveryRecord } from '../store/types.js';
 import { fingerprint } from '../store/fingerprint.js';
 import type { Config, FlowConfig } from '../config/config.js';
 import { type DeliveryContext, handleReady, handleStale, logFailure, type Result } from './delivery.js';
@@ -34,6 +36,8 @@ export interface SweepHooks {
   refused?: (problem: DirProblem) => void;
   /** every delivery left waiting by this sweep, with why (called again at every sweep while it waits) */
   waiting?: (w: Waiting) => void;
+  /** a delivery decided and answered (accepted, rejected, duplicate): for the notify actions */
+  decided?: (rec: DeliveryRecord) => void;
 }
 
 /**
@@ -68,7 +72,7 @@ export async function sweepPartner(base: DeliveryContext, config: Config, tally:
   for (const stale of scan.stale) {
     if (hooks.stopped?.()) return due;
     const r = await guarded(ctx, stale, () => handleStale(ctx, stale));
-    count(tally, r);
+    count(tally, r, hooks);
     if (r.status === 'retry') due = soonest(due, r.retryAt);
   }
   const held = new Set<string>();
@@ -83,7 +87,7 @@ export async function sweepPartner(base: DeliveryContext, config: Config, tally:
       due = soonest(due, wait.untilMs);
     } else {
       r = await guarded(ctx, ready, () => handleReady(ctx, ready));
-      count(tally, r);
+      count(tally, r, hooks);
       if (r.status === 'accepted') await hooks.accepted?.(flow, r.record.id);
       if (r.status === 'retry') due = soonest(due, r.retryAt);
     }
@@ -145,8 +149,9 @@ async function gapUntil(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDeli
   return undefined;
 }
 
-function count(tally: Tally, r: Result): void {
+function count(tally: Tally, r: Result, hooks: SweepHooks): void {
   if (r.status !== 'skipped') tally[r.status]++;
+  if (r.status === 'accepted' || r.status === 'rejected' || r.status === 'duplicate') hooks.decided?.(r.record);
 }
 
 /** A delivery left waiting, for the log and `run --once`'s summary. */
@@ -171,16 +176,17 @@ export function logWaiting(log: Logger, w: Wait): void {
 export async function runOnce(config: Config, log: Logger, waits: Wait[] = []): Promise<Tally> {
   const held = new Releasers();
   const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
-  // A delivery given up on is alerted (delivery.failed); the run waits for its alerts before it ends.
+  // A delivery given up on is alerted (delivery.failed), each outcome notified; the run waits for both before it ends.
   const alerts: Promise<void>[] = [];
   const alert = config.alert && ((a: Alert) => void alerts.push(sendLogged(config.alert!, a, log)));
+  const decided = (rec: DeliveryRecord) => void alerts.push(...notifyAll(config.notify, rec, log));
   try {
     const { keyring, store } = await openAll(config, log, held);
     let putBack = 0;
     for (const partner of config.partners) putBack += await recover(store, partner, log, tally);
     // A delivery put back has just changed in the inbox, as if just uploaded: this run still takes it.
     if (putBack > 0) await sleep(config.settleMs);
-    for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring, alert }, config, tally, { waiting: (w) => waits.push({ ...w, partner: partner.id }) });
+    for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring, alert }, config, tally, { decided, waiting: (w) => waits.push({ ...w, partner: partner.id }) });
     waits.forEach((w) => logWaiting(log, w));
   } finally {
     await Promise.all(alerts);
