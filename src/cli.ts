@@ -15,7 +15,7 @@ import { registerWebCommands } from './cli/web.js';
 import { classify, EXIT, InboxdError } from './errors.js';
 import { keySources } from './pgp/keyring.js';
 import { createLogger, LOG_LEVELS, logOptions, type Logger } from './log.js';
-import { runOnce } from './ingest/pass.js';
+import { runOnce, type Wait, waitFields, waitLine } from './ingest/pass.js';
 
 const program = new Command();
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -30,8 +30,10 @@ program
     const config = loadConfig(opts.config);
     const log = createLogger(config.logLevel);
     if (!opts.once) return runDaemon(config, log);
-    const tally = await runOnce(config, log);
-    log.info({ ...tally }, 'run complete');
+    const waits: Wait[] = [];
+    const tally = await runOnce(config, log, waits);
+    log.info({ ...tally, waits: waits.map(waitFields) }, 'run complete');
+    for (const w of waits) process.stderr.write(`waiting: ${waitLine(w)}\n`);
     process.exitCode = tally.retry > 0 ? EXIT.TEMPFAIL : tally.rejected > 0 ? EXIT.REJECTED : EXIT.OK;
   });
 

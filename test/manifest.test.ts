@@ -101,7 +101,7 @@ describe.concurrent('exact totals (issue 11.1)', SLOW, () => {
     const fx = await fixture(t);
     await fx.makeDelivery({ seq: 1, rows: [row(1), row(2, { Quantity: '9223372036854775808' }), row(3, { UnitCost: '-92233720368547758.09' })] });
     expect((await fx.runOnce()).code).toBe(1);
-    expect((await fx.errorReport()).errors).toEqual([
+    expect((await fx.errorReport()).errors).toMatchObject([
       { line: 3, column: 'Quantity', reason: '"9223372036854775808" is out of range (-9223372036854775808 to 9223372036854775807)' },
       { line: 4, column: 'UnitCost', reason: '"-92233720368547758.09" is out of range (-92233720368547758.08 to 92233720368547758.07)' },
     ]);

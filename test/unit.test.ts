@@ -286,9 +286,11 @@ describe('the answer plan is decided without the disk (decide, then write)', () 
     expect(taken).toEqual({ archive: false, error: true });
     rmSync(root, { recursive: true }); // from here the plan has no disk to look at
     const rejected = planRejected(f, { status: 'rejected', code: 'MALFORMED_CSV', reason: 'line 2: broken', errors: [], errorCount: 0 }, taken);
-    expect(rejected.moves.map((m) => `${m.dir}/${m.to}`)).toEqual([`error/${FILE}.D2`]);
-    expect(rejected.writes.map((w) => `${w.dir}/${w.name}`)).toEqual([`error/${FILE}.D2.error.json`]);
-    const accepted = planAccepted(f, { records: 1, sums: {}, badRows: 0, errors: [], errorCount: 0 }, taken);
+    // The delivery id goes before the extension: the stored file still opens as a CSV.
+    const stored = FILE.replace(/\.csv$/, '.D2.csv');
+    expect(rejected.moves.map((m) => `${m.dir}/${m.to}`)).toEqual([`error/${stored}`]);
+    expect(rejected.writes.map((w) => `${w.dir}/${w.name}`)).toEqual([`error/${stored}.error.json`]);
+    const accepted = planAccepted(f, { records: 1, sums: {}, scales: {}, badRows: 0, errors: [], errorCount: 0 }, taken);
     expect(accepted.moves.map((m) => `${m.dir}/${m.to}`)).toEqual([`archive/${FILE}`]);
   });
 });
@@ -362,7 +364,7 @@ describe('chunks of whole records (parallel parsing)', () => {
     const text = `${'\r'.repeat(50)}a,b,c\r${'1,2,3\r'.repeat(5)}`;
     const fields = ['a', 'b', 'c'].map((h) => ({ ours: h, partner: h, type: 'string' as const, required: false, pii: false, notes: '' }));
     const pieces = Array.from({ length: Math.ceil(text.length / 10) }, (_, i) => Buffer.from(text.slice(i * 10, i * 10 + 10)));
-    await pipeline(Readable.from(pieces), stagingSink(stager, { base: '', fields, totals: [], maxReported: 1, csv, header: true, utf8Checked: false, chunkBytes: 8 }));
+    await pipeline(Readable.from(pieces), stagingSink(stager, { base: '', fields, totals: [], keys: [], maxReported: 1, csv, header: true, utf8Checked: false, chunkBytes: 8 }));
     expect(started).toEqual([['a', 'b', 'c'], 3]);
     expect(calls.map((c) => c.text).join('')).toBe(text);
     expect(calls[0]!.text).not.toContain('a,b,c');
@@ -378,7 +380,7 @@ describe('chunks of whole records (parallel parsing)', () => {
       const bytes = Buffer.concat([Buffer.from(text), Buffer.from([0xff])]);
       for (const size of [100, 7, 8, 9, 10, 11, 12, 13]) {
         const pieces = Array.from({ length: Math.ceil(bytes.length / size) }, (_, i) => bytes.subarray(i * size, i * size + size));
-        const sink = stagingSink(stager, { base: '', fields: [], totals: [], maxReported: 1, csv, header: false, utf8Checked: false, chunkBytes: 64 });
+        const sink = stagingSink(stager, { base: '', fields: [], totals: [], keys: [], maxReported: 1, csv, header: false, utf8Checked: false, chunkBytes: 64 });
         const err = await pipeline(Readable.from(pieces), sink).catch((e: unknown) => e);
         expect(err, `${JSON.stringify(text.slice(-5))} in pieces of ${size}`).toMatchObject({ code: 'BAD_ENCODING', details: { line: 201 } });
       }

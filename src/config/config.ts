@@ -99,6 +99,16 @@ const partnerSchema = z.strictObject({
   flows: z.record(z.string().regex(ID, 'flow ids are lower-case letters, digits, _ and -'), flowSchema),
 });
 
+/** An alert or notify action: a command given the JSON on its standard input, or an HTTP POST of it; retried. */
+const actionFields = {
+  command: z.array(z.string()).min(1).optional(),
+  http: z.strictObject({ url: z.url(), timeout: duration.default('10s') }).optional(),
+  retry: z.string().default('5,600000,full'),
+};
+const oneAction = (a: { command?: unknown; http?: unknown }) => !!a.command !== !!a.http;
+const ONE_ACTION = 'give exactly one of command or http';
+export const NOTIFY_EVENTS = ['delivery.accepted', 'delivery.rejected', 'delivery.duplicate'] as const;
+
 const configSchema = z.strictObject({
   root: z.string(),
   database: z.string(),
@@ -136,11 +146,13 @@ const configSchema = z.strictObject({
     /** serve HTTPS (metrics and page alike): PEM certificate chain and key files */
     tls: z.strictObject({ cert: z.string(), key: z.string() }).optional(),
   }).refine((h) => !h.ui || h.users !== undefined, { message: 'ui: true needs users: the file of users and password hashes (inboxd web adduser)', path: ['users'] }).optional(),
-  alert: z.strictObject({
-    command: z.array(z.string()).min(1).optional(),
-    http: z.strictObject({ url: z.url(), timeout: duration.default('10s') }).optional(),
-    retry: z.string().default('5,600000,full'),
-  }).refine((a) => !!a.command !== !!a.http, 'give exactly one of command or http').optional(),
+  alert: z.strictObject(actionFields).refine(oneAction, ONE_ACTION).optional(),
+  /** actions run on each delivery's outcome; each may keep to some events and some partners */
+  notify: z.array(z.strictObject({
+    ...actionFields,
+    events: z.array(z.enum(NOTIFY_EVENTS)).min(1).optional(),
+    partners: z.array(z.string()).min(1).optional(),
+  }).refine(oneAction, ONE_ACTION)).default([]),
   partners: z.record(z.string().regex(ID, 'partner ids are lower-case letters, digits, _ and -'), partnerSchema),
 });
 
@@ -185,6 +197,15 @@ export interface AlertAction {
   command?: readonly string[];
   http?: { url: string; timeoutMs: number };
   retry: RetryPolicy;
+}
+
+/** The outcomes a `notify` action is told of. */
+export type NotifyEvent = (typeof NOTIFY_EVENTS)[number];
+
+/** An action run on delivery outcomes: all of them, or those of `events` and `partners` only. */
+export interface NotifyAction extends AlertAction {
+  events?: readonly NotifyEvent[];
+  partners?: readonly string[];
 }
 
 /** Our OpenPGP keys: private key files (several during a rotation) and where the passphrase is. */
@@ -276,6 +297,7 @@ export interface Config {
   maxAttempts: number;
   retryBackoffMs: number;
   alert?: AlertAction;
+  notify: readonly NotifyAction[];
   pgp?: PgpConfig;
   /** the global retention; each partner's own is in PartnerConfig */
   retention: Retention;
@@ -370,7 +392,12 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
   }));
   if (partners.length === 0) errors.push(configError(file, 'partners', 'no partners configured'));
   if (errors.length === 0) checkSharedTables(file, partners);
-  const alertRetry = raw.alert && gather(errors, () => retryPolicy(file, 'alert.retry', raw.alert!.retry));
+  const alert = raw.alert && gather(errors, () => resolveAction(file, 'alert', raw.alert!));
+  const notify = raw.notify.map((n, i) => gather(errors, () => {
+    const unknown = n.partners?.find((p) => !partners.some((c) => c.id === p));
+    if (unknown !== undefined) throw configError(file, `notify[${i}].partners`, `"${unknown}" is not a configured partner`);
+    return { ...resolveAction(file, `notify[${i}]`, n), events: n.events, partners: n.partners };
+  }));
   const http = raw.http && gather(errors, () => resolveListen(file, raw.http!.listen, raw.http!.allow_remote));
   if (errors.length > 0) throw configErrors(file, errors);
   return {
@@ -388,11 +415,8 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
     shutdownTimeoutMs: parseDuration(raw.shutdown_timeout)!,
     maxAttempts: raw.max_attempts,
     retryBackoffMs: parseDuration(raw.retry_backoff)!,
-    alert: raw.alert && {
-      command: raw.alert.command,
-      http: raw.alert.http && { url: raw.alert.http.url, timeoutMs: parseDuration(raw.alert.http.timeout)! },
-      retry: alertRetry!,
-    },
+    alert,
+    notify: notify.filter((n) => n !== undefined),
     pgp: raw.pgp && {
       keyFiles: raw.pgp.keys.map((k) => resolve(base, k)),
       passphraseFile: raw.pgp.passphrase_file && resolve(base, raw.pgp.passphrase_file),
@@ -552,6 +576,14 @@ function validZone(zone: string): boolean {
   } catch {
     return false;
   }
+}
+
+function resolveAction(file: string, path: string, raw: { command?: string[]; http?: { url: string; timeout: string | number }; retry: string }): AlertAction {
+  return {
+    command: raw.command,
+    http: raw.http && { url: raw.http.url, timeoutMs: parseDuration(raw.http.timeout)! },
+    retry: retryPolicy(file, `${path}.retry`, raw.retry),
+  };
 }
 
 function retryPolicy(file: string, path: string, spec: string): RetryPolicy {

@@ -9,6 +9,7 @@
  */
 import cron from 'node-cron';
 import { type Alert, sendLogged } from '../notify/alert.js';
+import { notifyAll } from '../notify/notify.js';
 import type { Config, PartnerConfig } from '../config/config.js';
 import { classify } from '../errors.js';
 import { type OpsRuntime, startOps } from '../observe/runtime.js';
@@ -20,7 +21,7 @@ import { replayWith } from '../ops/replay.js';
 import { HostLimiter } from '../retry.js';
 import type { Keyring } from '../pgp/keyring.js';
 import { Releasers } from '../releasers.js';
-import { soonest, sweepPartner, type Tally } from '../ingest/pass.js';
+import { logWaiting, soonest, sweepPartner, type Tally } from '../ingest/pass.js';
 import { openAll, openKeyring, recover } from '../ingest/startup.js';
 import type { Store } from '../store/types.js';
 import { watchInboxes } from './watch.js';
@@ -36,6 +37,8 @@ interface PartnerState {
   latest?: number;
   /** the directory for which the partner was refused at its last sweep (alerted once, until it is fixed) */
   refused?: string;
+  /** file and reason of each delivery waiting at the last sweep: logged once, until it stops waiting for that */
+  waits: Set<string>;
 }
 
 /** A sweep that leaves something waiting is followed by the next no sooner than this. */
@@ -55,7 +58,7 @@ export class Daemon {
   private readonly links = new Map<string, RemoteLink>();
   private readonly states = new Map<string, PartnerState>();
   private readonly abort = new AbortController();
-  /** alerts still being sent (retried); waited for at shutdown within its timeout, then abandoned */
+  /** alerts and notifications still being sent (retried); waited for at shutdown within its timeout, then abandoned */
   private readonly alerts = new Set<Promise<void>>();
   private readonly alertAbort = new AbortController();
   private starting?: Promise<void>;
@@ -70,7 +73,7 @@ export class Daemon {
 
   constructor(private readonly config: Config, private readonly log: Logger) {
     this.slots = config.maxParallel;
-    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false });
+    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false, waits: new Set() });
   }
 
   start(): Promise<void> {
@@ -205,13 +208,21 @@ export class Daemon {
       await this.runReplays(st.partner.id);
       const refusedBefore = st.refused;
       st.refused = undefined;
+      const waitedBefore = st.waits;
+      st.waits = new Set();
       const next = await sweepPartner(ctx, this.config, tally, {
+        waiting: (w) => {
+          const key = `${w.file}\0${w.reason}`;
+          st.waits.add(key);
+          if (!waitedBefore.has(key)) logWaiting(this.log, { ...w, partner: st.partner.id });
+        },
         stopped: () => this.stopping !== undefined,
         refused: ({ dir, reason }) => {
           st.refused = dir;
           if (refusedBefore !== dir) this.alert({ event: 'partner.refused', severity: 'critical', partner: st.partner.id, dir, message: `partner ${st.partner.id} is not swept: ${reason}`, at: new Date().toISOString() });
         },
         accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
+        decided: (rec) => notifyAll(this.config.notify, rec, this.log, this.alertAbort.signal).forEach((p) => this.background(p)),
         gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),
       });
       due = soonest(due, next);
@@ -259,9 +270,13 @@ export class Daemon {
   /** Alerts are observers: they run in the background and their failures are only logged. */
   private alert(a: Alert): void {
     const action = this.config.alert;
-    if (!action) return;
-    const sending = sendLogged(action, a, this.log, this.alertAbort.signal).finally(() => this.alerts.delete(sending));
-    this.alerts.add(sending);
+    if (action) this.background(sendLogged(action, a, this.log, this.alertAbort.signal));
+  }
+
+  /** An alert or notification being sent: kept until done, so that a stop waits for it (drain). */
+  private background(sending: Promise<void>): void {
+    const kept = sending.finally(() => this.alerts.delete(kept));
+    this.alerts.add(kept);
   }
 
   stop(): Promise<void> {

@@ -29,7 +29,7 @@ import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, sig
 import { backoffDelay, type RetryPolicy } from '../retry.js';
 import { type StagedRows, Stager, stagingSink } from '../pipeline/stage.js';
 import type { Applied, Attempts, DeliveryRecord, Store } from '../store/types.js';
-import { checkTotals, type Manifest, parseManifest, parseSidecar } from '../pipeline/verify.js';
+import { checkTotals, type Manifest, parseManifest, parseSidecar, sumsByOurName } from '../pipeline/verify.js';
 
 export interface DeliveryContext {
   store: Store;
@@ -230,7 +230,7 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     if (sidecarHex && sidecarHex !== found.sha256) throw await checksumMismatch(join(dir, ready.file), found, sidecarHex);
     await store.event(facts.id, 'verified', `sha256 ${found.sha256}${sidecarHex ? ' matches the .sha256 file' : ' (no .sha256 file)'}`);
     if (found.stats) {
-      if (manifest) checkTotals(manifest, { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums }, (c, v) => manifestSum(flow, c, v));
+      if (manifest) checkTotals({ ...manifest, sums: sumsByOurName(manifest.sums, partnerNames(flow)) }, { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums }, (c, v) => manifestSum(flow, c, v));
       checkBadRows(flow, found.stats);
       await store.event(facts.id, 'parsed', `${found.stats.rows} rows read, ${found.stats.badRows} invalid${manifest ? '; control totals match the manifest' : ''}`);
     }
@@ -256,7 +256,7 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     }
     if (!stats) throw new InboxdError('IO_ERROR', 'the sequence was applied a moment ago and is no longer; taking the delivery again');
     const totals = totalsJson(manifest, stats);
-    const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, taken);
+    const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, scales: Object.fromEntries(flow.totals.map((t) => [t, scaleOf(flow, t)])), badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, taken);
     return record(facts, receivedAt, 'accepted', plan, { records: stats.rows, badRows: stats.badRows, totals });
   });
 }
@@ -284,7 +284,7 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
     if (!parse) await pipeline(source, tap(hash), async (chunks: AsyncIterable<Buffer>) => { for await (const _ of chunks); }, { signal });
     else {
       const { flow } = parse;
-      const spec = { base: parse.staging, writer: parse.writer, fields: flow.fields, totals: flow.totals, maxReported: flow.maxReportedErrors, csv: flow.csv };
+      const spec = { base: parse.staging, writer: parse.writer, fields: flow.fields, totals: flow.totals, keys: flow.key, maxReported: flow.maxReportedErrors, csv: flow.csv };
       const stager = new Stager(spec);
       // UTF-8 goes to the parsers as it is (checked chunk by chunk); other encodings are decoded to it first.
       const utf8 = new TextDecoder(flow.csv.encoding).encoding === 'utf-8';
@@ -411,9 +411,17 @@ export function checkBadRows(flow: FlowConfig, stats: MapStats): void {
 }
 
 /** A manifest sum in the units we store, exactly and of any size: amounts in minor units, by the column's scale. */
-export function manifestSum(flow: FlowConfig, column: string, v: number | bigint | string): Exact | undefined {
+/** Each control total's partner column name (our name -> theirs): a manifest may name a sum either way. */
+const partnerNames = (flow: FlowConfig) => new Map(flow.totals.map((t) => [t, flow.fields.find((f) => f.ours === t)!.partner]));
+
+/** Decimal places of a control-total column: an amount's scale, 0 for an integer. */
+function scaleOf(flow: FlowConfig, column: string): number {
   const field = flow.fields.find((f) => f.ours === column)!;
-  const out = toMinorUnits(String(v).trim(), field.type === 'amount' ? (field.scale ?? 2) : 0, false);
+  return field.type === 'amount' ? (field.scale ?? 2) : 0;
+}
+
+export function manifestSum(flow: FlowConfig, column: string, v: number | bigint | string): Exact | undefined {
+  const out = toMinorUnits(String(v).trim(), scaleOf(flow, column), false);
   return typeof out === 'number' || typeof out === 'bigint' ? out : undefined;
 }
 

@@ -17,9 +17,12 @@ import type { DeliveryRecord, Store } from '../store/types.js';
 export type CircuitState = 'closed' | 'open' | 'half-open' | 'halted';
 const CIRCUIT_STATES: readonly CircuitState[] = ['closed', 'half-open', 'open', 'halted'];
 
+/** The outcomes a delivery is counted under: each starts at zero for every configured flow. */
+const OUTCOMES = ['accepted', 'rejected', 'duplicate'] as const;
+
 export class Metrics {
   readonly registry = new Registry();
-  private source?: { store: Store; config: Config };
+  private source?: { store: Store; config: Config; ready?: () => Promise<boolean> };
   private readonly circuitSet = new Map<string, CircuitState>();
   private defaults = false;
 
@@ -45,6 +48,15 @@ export class Metrics {
     const attached = () => this.source;
     const opened = () => this.open();
     const circuitStates = () => this.circuitSet;
+    const isReady = () => this.source?.ready?.();
+    new Gauge({
+      name: 'inboxd_ready', help: 'Whether the daemon is ready (1) or not (0): what /readyz answers', registers: [this.registry],
+      async collect() {
+        const ready = await isReady();
+        if (ready === undefined) this.reset();
+        else this.set(ready ? 1 : 0);
+      },
+    });
     new Gauge({
       name: 'inboxd_backlog_files', help: 'Data files of a flow waiting in the inbox', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
       async collect() {
@@ -98,9 +110,22 @@ export class Metrics {
     });
   }
 
-  /** Where scrape-time gauges read from (the daemon's store and config). */
-  attach(store: Store, config: Config): void {
-    this.source = { store, config };
+  /**
+   * Where scrape-time gauges read from (the daemon's store and config, and its readiness). Every
+   * configured partner and flow gets its counters at zero, so a rate sees the first delivery after a start.
+   */
+  attach(store: Store, config: Config, ready?: () => Promise<boolean>): void {
+    this.source = { store, config, ready };
+    for (const p of config.partners) {
+      for (const f of p.flows) {
+        const labels = { partner: p.id, flow: f.id };
+        this.rows.inc(labels, 0);
+        for (const outcome of OUTCOMES) {
+          this.deliveries.inc({ ...labels, outcome }, 0);
+          this.duration.zero({ ...labels, outcome });
+        }
+      }
+    }
   }
 
   /** Process metrics (CPU, memory, event loop lag), once the HTTP listener runs. */
@@ -108,6 +133,9 @@ export class Metrics {
     if (this.defaults) return;
     this.defaults = true;
     collectDefaultMetrics({ register: this.registry, prefix: 'inboxd_' });
+    // Gauges named `_total` (active handles, requests, resources) break Prometheus's naming rule
+    // (`promtool check metrics`); the same gauges without it, by type, sum to them.
+    for (const m of this.registry.getMetricsAsArray()) if (m instanceof Gauge && m.name.endsWith('_total')) this.registry.removeSingleMetric(m.name);
   }
 
   delivered(rec: DeliveryRecord, seconds: number): void {

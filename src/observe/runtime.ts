@@ -24,7 +24,7 @@ export interface OpsRuntime {
 
 /** `started`: startup recovery is done and the daemon is not stopping. */
 export async function startOps(config: Config, store: Store, log: Logger, started: () => boolean): Promise<OpsRuntime> {
-  metrics.attach(store, config);
+  metrics.attach(store, config, async () => (await readiness(config, store, started)).ready);
   let http: HttpServer | undefined;
   if (config.http) {
     metrics.enableDefaults();

@@ -12,7 +12,7 @@ import type { PartnerDirs } from '../config/config.js';
 import { crashPoint } from '../crashpoint.js';
 import { exists, fsyncDir, writeAtomic } from './fsx.js';
 import { stringifyExact } from '../json.js';
-import type { Exact, RowError } from './map.js';
+import { type Exact, fromMinorUnits, type RowError } from './map.js';
 
 export interface AnswerPlan {
   writes: { dir: 'outbox' | 'error'; name: string; content: string }[];
@@ -39,6 +39,8 @@ export interface AnswerFacts {
 export interface Accepted {
   records: number;
   sums: Record<string, Exact | undefined>;
+  /** decimal places of each control total (0 for integers): the ACK gives the sums as decimals too */
+  scales: Record<string, number>;
   badRows: number;
   errors: RowError[];
   errorCount: number;
@@ -74,7 +76,7 @@ export function planAccepted(f: AnswerFacts, a: Accepted, taken: Taken): AnswerP
   const status = a.badRows > 0 ? 'accepted_with_errors' : 'accepted';
   const ack = {
     status, file: f.file, partner: f.partner, flow: f.flow, sequence: f.seq, sha256: f.sha256,
-    records: a.records, rows_applied: a.records - a.badRows, rows_rejected: a.badRows, sums: a.sums,
+    records: a.records, rows_applied: a.records - a.badRows, rows_rejected: a.badRows, sums: a.sums, sums_decimal: decimalSums(a),
     processed_at: f.processedAt, delivery_id: f.id, ...(f.replayOf ? { replay_of: f.replayOf } : {}),
     ...(a.badRows > 0 ? { errors: a.errors, error_count: a.errorCount, errors_truncated: a.errorCount > a.errors.length } : {}),
   };
@@ -84,6 +86,9 @@ export function planAccepted(f: AnswerFacts, a: Accepted, taken: Taken): AnswerP
   if (a.badRows > 0) writes.push({ dir: 'outbox', name: `${base}.errors.csv`, content: errorsCsv(a.errors) });
   return { writes, moves: placeAll(f, taken.archive, 'archive', true) };
 }
+
+/** The sums as the partner writes them in its manifest: decimals for amounts, as strings (exact at any size). */
+const decimalSums = (a: Accepted) => Object.fromEntries(Object.entries(a.sums).map(([c, v]) => [c, v === undefined ? null : fromMinorUnits(v, a.scales[c] ?? 0)]));
 
 export function planRejected(f: AnswerFacts, r: Rejected, taken: Taken): AnswerPlan {
   const moves = placeAll(f, taken.error, 'error', false);
@@ -114,13 +119,18 @@ export function replayPlan(plan: AnswerPlan, accepted: boolean, originalIn: 'arc
 
 /**
  * Target names: the original name, or, when a file of that name is already there (`taken`: a delivery
- * rejected twice), the name with the delivery id appended, so no evidence is ever overwritten; shortened
- * to fit the file system (storedName).
+ * rejected twice), the name with the delivery id inserted before the data file's extension
+ * (`x_002.<id>.csv`, `x_002.<id>.csv.sha256`), so no evidence is ever overwritten and each file still
+ * opens by its extension; shortened to fit the file system (storedName).
  */
 function placeAll(f: AnswerFacts, taken: boolean, dir: 'archive' | 'error', readOnly: boolean): AnswerPlan['moves'] {
   const suffix = taken ? `.${f.id}` : '';
-  return f.files.map((from) => ({ from, dir, to: storedName(from, suffix), readOnly }));
+  const stem = f.file.replace(EXTENSION, '');
+  return f.files.map((from) => ({ from, dir, to: storedName(from, suffix, from.startsWith(stem) ? stem.length : from.length), readOnly }));
 }
+
+/** A file name's extensions: `.csv`, `.csv.gpg`; not a dotted date (`.20250916`). */
+const EXTENSION = /(\.[A-Za-z][A-Za-z0-9]{0,4})+$/;
 
 /**
  * NAME_MAX is 255 bytes (of UTF-8). An answer's name adds at most 11 (`.error.json`, `.errors.csv`) to
@@ -130,16 +140,17 @@ function placeAll(f: AnswerFacts, taken: boolean, dir: 'archive' | 'error', read
 const MAX_STORED_BYTES = 255 - 11 - 29;
 
 /**
- * `name` + `suffix`, or, when that is too long for the file system, the name shortened: its head, a hash
- * of the whole name (names that share a head stay apart) and its last bytes (the extension), then the
- * suffix. Reports and ACKs keep the full name in their `file` field.
+ * `name` with `suffix` inserted at `at` (the end by default), or, when that is too long for the file
+ * system, the name shortened: its head, a hash of the whole name (names that share a head stay apart),
+ * the suffix and its last bytes (the extension). Reports and ACKs keep the full name in their `file` field.
  */
-export function storedName(name: string, suffix = ''): string {
-  if (Buffer.byteLength(name + suffix) <= MAX_STORED_BYTES) return name + suffix;
+export function storedName(name: string, suffix = '', at = name.length): string {
+  const whole = name.slice(0, at) + suffix + name.slice(at);
+  if (Buffer.byteLength(whole) <= MAX_STORED_BYTES) return whole;
   const hash = createHash('sha256').update(name).digest('hex').slice(0, 16);
   const tail = utf8Slice(name, -32);
-  const room = MAX_STORED_BYTES - Buffer.byteLength(`~${hash}~${tail}${suffix}`);
-  return `${utf8Slice(name, room)}~${hash}~${tail}${suffix}`;
+  const room = MAX_STORED_BYTES - Buffer.byteLength(`~${hash}~${suffix}${tail}`);
+  return `${utf8Slice(name, room)}~${hash}~${suffix}${tail}`;
 }
 
 /** The first `n` bytes of `s` (the last -n when negative), never cutting a character in two. */
@@ -177,9 +188,13 @@ export async function carryOut(plan: AnswerPlan, dirs: PartnerDirs, workDir: str
   await fsp.rm(workDir, { recursive: true, force: true });
 }
 
-/** Line errors as CSV that is safe to open in a spreadsheet: no cell starts a formula. */
+/**
+ * Line errors as CSV that is safe to open in a spreadsheet: no cell starts a formula. The row's key
+ * columns (under the partner's names) follow the line number, so the partner can find the record.
+ */
 export function errorsCsv(errors: readonly RowError[]): string {
-  const rows = [['line', 'column', 'reason'], ...errors.map((e) => [String(e.line), e.column, e.reason])];
+  const keys = Object.keys(errors[0]?.key ?? {});
+  const rows = [['line', ...keys, 'column', 'reason'], ...errors.map((e) => [String(e.line), ...keys.map((k) => e.key?.[k] ?? ''), e.column, e.reason])];
   return `${rows.map((r) => r.map(csvCell).join(',')).join('\r\n')}\r\n`;
 }
 

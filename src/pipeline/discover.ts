@@ -56,11 +56,27 @@ export interface Stale {
   inPlace?: boolean;
 }
 
+/** A file seen but not ready yet: what it waits for, and until when (Date.now() ms). */
+export interface Waiting {
+  file: string;
+  /**
+   * why, stable (a log key): `companion` (sidecar or manifest), `settling`, `link`, `data_file` (a companion
+   * without one); and, from the sweep (ingest/pass.ts): `gap`, `backoff`, `behind` (an earlier delivery of its flow)
+   */
+  reason: 'companion' | 'settling' | 'link' | 'data_file' | 'gap' | 'backoff' | 'behind';
+  /** what it waits for, in words */
+  waitsFor: string;
+  /** unknown for `behind` */
+  untilMs?: number;
+}
+
 export interface Scan {
   ready: ReadyDelivery[];
   stale: Stale[];
   /** deliveries seen but not ready yet */
   waiting: number;
+  /** each of them, with what it waits for */
+  waits: Waiting[];
   /** when the first of them can become ready or stale (settled, or incomplete_after passed), on our clock */
   dueMs?: number;
 }
@@ -94,9 +110,10 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   const settled = (e: Entry) => opts.now - e.ctimeMs >= opts.settleMs;
   const tooOld = (e: Entry) => opts.now - e.ctimeMs >= opts.incompleteAfterMs;
   const linkLasted = (e: Entry) => opts.now - e.ctimeMs >= Math.max(opts.settleMs, LINK_GRACE_MS);
-  const scan: Scan = { ready: [], stale: [], waiting: 0 };
-  const wait = (untilMs: number) => {
+  const scan: Scan = { ready: [], stale: [], waiting: 0, waits: [] };
+  const wait = (untilMs: number, file: string, reason: Waiting['reason'], waitsFor: string) => {
     scan.waiting++;
+    scan.waits.push({ file, reason, waitsFor, untilMs });
     scan.dueMs = Math.min(scan.dueMs ?? untilMs, untilMs);
   };
   const claimed = new Set<string>();
@@ -107,7 +124,7 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   for (const e of listed) {
     if (e.bytes) {
       // Not UTF-8: no name of ours can match it, and Node cannot even name it as a string.
-      if (!settled(e)) wait(e.ctimeMs + opts.settleMs);
+      if (!settled(e)) wait(e.ctimeMs + opts.settleMs, e.name, 'settling', 'the file to settle (settle_time)');
       else scan.stale.push({ file: e.name, files: [e.name], bytes: new Map([[e.name, e.bytes]]), arrivedMs: at(e), code: 'BAD_FILE_NAME', reason: `the file name is not valid UTF-8; it is shown, and kept in error/, as "${visible(e.name)}" (each byte that is no UTF-8 character as %XX); it was not read` });
     } else if (e.kind === 'directory') {
       // Named like a data file (listEntries), so never silently ignored; but a directory is the partner's to remove.
@@ -131,18 +148,18 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
     const linked = present.map((n) => byName.get(n)!).filter((f) => f.links > 1);
     if (linked.length > 0) {
       if (linked.some(linkLasted)) stale('HARD_LINK', `${linked.map((f) => `${visible(f.name)} has ${f.links} links`).join(', ')}: a hard link shares the file with another name, perhaps outside the inbox; it was not read`);
-      else wait(Math.max(...linked.map((f) => f.ctimeMs)) + Math.max(opts.settleMs, LINK_GRACE_MS));
+      else wait(Math.max(...linked.map((f) => f.ctimeMs)) + Math.max(opts.settleMs, LINK_GRACE_MS), e.name, 'link', 'a rename by hard link to end');
       continue;
     }
     const missing = [flow.sidecarRequired && !byName.has(sidecar) ? sidecar : undefined, flow.manifestRequired && !byName.has(manifest) ? manifest : undefined].filter((n): n is string => !!n);
     if (missing.length > 0) {
-      if (!tooOld(e)) wait(e.ctimeMs + opts.incompleteAfterMs);
+      if (!tooOld(e)) wait(e.ctimeMs + opts.incompleteAfterMs, e.name, 'companion', `${missing.map(visible).join(' and ')} (incomplete_after)`);
       else if (name.problem) stale('BAD_FILE_NAME', `${name.problem}; and ${missing.map(visible).join(' and ')} did not arrive`);
       else stale('INCOMPLETE', `the delivery is incomplete: ${missing.map(visible).join(' and ')} did not arrive within ${Math.round(opts.incompleteAfterMs / 1000)} s`);
       continue;
     }
     if (!present.every((n) => settled(byName.get(n)!))) {
-      wait(Math.max(...present.map((n) => byName.get(n)!.ctimeMs)) + opts.settleMs);
+      wait(Math.max(...present.map((n) => byName.get(n)!.ctimeMs)) + opts.settleMs, e.name, 'settling', 'its files to settle (settle_time)');
       continue;
     }
     // Judged when it would have been taken: complete and settled, all its files in one report.
@@ -154,7 +171,7 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   for (const e of entries) {
     if (claimed.has(e.name)) continue;
     if (e.kind !== 'file') scan.stale.push({ file: e.name, files: [e.name], arrivedMs: arrival([e.name]), code: 'NOT_A_REGULAR_FILE', reason: `${visible(e.name)} is not a regular file; it was not read` });
-    else if (!tooOld(e)) wait(e.ctimeMs + opts.incompleteAfterMs);
+    else if (!tooOld(e)) wait(e.ctimeMs + opts.incompleteAfterMs, e.name, 'data_file', 'the data file it belongs to (incomplete_after)');
     else scan.stale.push({ file: e.name, files: [e.name], arrivedMs: arrival([e.name]), code: 'UNKNOWN_FILE', reason: `${visible(e.name)} is not a delivery of any configured flow, or the data file it belongs to never arrived` });
   }
   scan.ready.sort((a, b) => a.name.flow.localeCompare(b.name.flow) || a.name.seq - b.name.seq);

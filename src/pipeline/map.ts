@@ -11,6 +11,8 @@ export interface RowError {
   line: number;
   column: string;
   reason: string;
+  /** the row's key columns (partner name -> value), so the partner can find the record; personal data is never shown */
+  key?: Record<string, string>;
 }
 
 /** Integers and minor units: a number below 2^53, a bigint beyond it (within int64, what SQLite stores). */
@@ -38,13 +40,23 @@ export function convert(field: FieldSpec, raw: string): Converted {
 const NOT_AMOUNT = new Bad('is not a decimal amount');
 const NOT_INTEGER = new Bad('is not an integer');
 const NOT_DATETIME = new Bad('is not an ISO-8601 date-time with Z or an offset');
+/** well formed, but no day of the calendar (2025-11-31, 2025-02-29) */
+const NOT_REAL_DATE = new Bad('is not a real date');
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 /** What SQLite's INTEGER holds: 64 bits, for an amount in minor units. */
 function outOfRange(scale: number): Bad {
-  const at = (n: bigint) => (scale ? `${n}`.replace(new RegExp(`(\\d{${scale}})$`), '.$1') : `${n}`);
-  return new Bad(`is out of range (${at(INT64_MIN)} to ${at(INT64_MAX)})`);
+  return new Bad(`is out of range (${fromMinorUnits(INT64_MIN, scale)} to ${fromMinorUnits(INT64_MAX, scale)})`);
+}
+
+/** 1234 at scale 2 -> "12.34", exactly (toMinorUnits the other way round). */
+export function fromMinorUnits(n: Exact, scale: number): string {
+  const text = String(n);
+  if (scale === 0) return text;
+  const sign = text.startsWith('-') ? '-' : '';
+  const digits = text.slice(sign.length).padStart(scale + 1, '0');
+  return `${sign}${digits.slice(0, -scale)}.${digits.slice(-scale)}`;
 }
 
 /** A number while a double holds it exactly, a bigint beyond: one form per value, so `===` compares. */
@@ -93,7 +105,8 @@ function typedConverter(field: FieldSpec): (v: string) => Converted {
     case 'date':
       return (v) => {
         const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(v);
-        return m && validDate(+m[1]!, +m[2]!, +m[3]!) ? v : new Bad('is not a date (YYYY-MM-DD)');
+        if (!m) return new Bad('is not a date (YYYY-MM-DD)');
+        return validDate(+m[1]!, +m[2]!, +m[3]!) ? v : NOT_REAL_DATE;
       };
     case 'boolean':
       return (v) => {
@@ -186,7 +199,8 @@ function canonicalUtc(v: string): boolean {
 export function toUtc(v: string): string | Bad {
   if (canonicalUtc(v)) return v;
   const m = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/i.exec(v);
-  if (!m || !validDate(+m[1]!, +m[2]!, +m[3]!) || +m[4]! > 23 || +m[5]! > 59 || +(m[6] ?? 0) > 59) return NOT_DATETIME;
+  if (!m || +m[4]! > 23 || +m[5]! > 59 || +(m[6] ?? 0) > 59) return NOT_DATETIME;
+  if (!validDate(+m[1]!, +m[2]!, +m[3]!)) return NOT_REAL_DATE;
   const offset = m[8]!.toUpperCase() === 'Z' ? 'Z' : m[8]!.replace(/^([+-]\d{2})(\d{2})$/, '$1:$2');
   const ms = m[7] ? m[7].slice(0, 4).padEnd(4, '0') : '';
   const t = Date.parse(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6] ?? '00'}${ms}${offset}`);
@@ -232,13 +246,17 @@ export class RowMapper {
   private readonly totalIdx: number[];
   /** by control-total column, in `totals` order */
   private readonly sums: Array<Exact | undefined>;
+  /** the fields of the flow's key that are no personal data, by position in `fields` */
+  private readonly keyIdx: number[];
 
-  constructor(private readonly fields: readonly FieldSpec[], private readonly totals: readonly string[], private readonly maxReported: number) {
+  /** `keys`: the flow's key (our names), shown with each row error */
+  constructor(private readonly fields: readonly FieldSpec[], private readonly totals: readonly string[], private readonly maxReported: number, keys: readonly string[] = []) {
     // Without a header the mapping's partner column is a 1-based column number.
     this.index = fields.map((f) => Number(f.partner) - 1);
     this.convert = fields.map(converter);
     this.totalIdx = totals.map((t) => fields.findIndex((f) => f.ours === t));
     this.sums = totals.map(() => 0);
+    this.keyIdx = keys.map((k) => fields.findIndex((f) => f.ours === k)).filter((i) => i >= 0 && !fields[i]!.pii);
   }
 
   get stats(): MapStats {
@@ -246,8 +264,11 @@ export class RowMapper {
     return { rows: this.rows, badRows: this.badRows, errorCount: this.errorCount, errors: [...this.errors], sums };
   }
 
-  /** Resolves each mapped column by the partner's header name. A Map, so `__proto__` is just a name. */
-  header(record: readonly string[]): void {
+  /**
+   * Resolves each mapped column by the partner's header name. A Map, so `__proto__` is just a name.
+   * `delimiter`, the flow's, is named when the header looks split at another one.
+   */
+  header(record: readonly string[], delimiter?: string): void {
     const pos = new Map<string, number>();
     record.forEach((name, i) => {
       const key = name.trim();
@@ -255,7 +276,7 @@ export class RowMapper {
       pos.set(key, i);
     });
     const missing = this.fields.filter((f) => !pos.has(f.partner)).map((f) => f.partner);
-    if (missing.length) throw reject('MISSING_COLUMN', `line 1: the header lacks ${missing.map((m) => `"${m}"`).join(', ')}`, { line: 1, missing });
+    if (missing.length) throw reject('MISSING_COLUMN', `line 1: the header lacks ${missing.map((m) => `"${m}"`).join(', ')}${delimiterHint(record, delimiter)}`, { line: 1, missing });
     this.index = this.fields.map((f) => pos.get(f.partner)!);
   }
 
@@ -272,7 +293,7 @@ export class RowMapper {
       const v = raw === undefined ? new Bad('is missing') : this.convert[i]!(raw);
       if (v instanceof Bad) {
         bad = true;
-        this.addError(line, this.fields[i]!, raw, v.reason);
+        this.addError(line, this.fields[i]!, raw, v.reason, record);
         out.push(null);
       } else out.push(v);
     }
@@ -291,11 +312,23 @@ export class RowMapper {
     return false;
   }
 
-  private addError(line: number, field: FieldSpec, raw: string | undefined, reason: string): void {
+  private addError(line: number, field: FieldSpec, raw: string | undefined, reason: string, record: readonly string[]): void {
     this.errorCount++;
     if (this.errors.length >= this.maxReported) return;
     // PII values never leave this function: not in logs, not in reports.
-    const shown = raw === undefined || raw === '' ? '' : field.pii ? 'the value (hidden: personal data) ' : `"${visible(raw.length > 60 ? `${raw.slice(0, 60)}…` : raw)}" `;
-    this.errors.push({ line, column: field.partner, reason: `${shown}${reason}`.replace(/^./, (c) => c.toUpperCase()) });
+    const shown = raw === undefined || raw === '' ? '' : field.pii ? 'the value (hidden: personal data) ' : `"${short(raw)}" `;
+    const error: RowError = { line, column: field.partner, reason: `${shown}${reason}`.replace(/^./, (c) => c.toUpperCase()) };
+    if (this.keyIdx.length) error.key = Object.fromEntries(this.keyIdx.map((i) => [this.fields[i]!.partner, short(record[this.index[i]!] ?? '')]));
+    this.errors.push(error);
   }
+}
+
+const short = (raw: string) => visible(raw.length > 60 ? `${raw.slice(0, 60)}…` : raw);
+
+/** A header of one column holding another common delimiter: the file is likely delimited by that one. */
+function delimiterHint(record: readonly string[], delimiter: string | undefined): string {
+  const other = [';', ',', '\t', '|'].find((d) => d !== delimiter && record.length === 1 && record[0]!.includes(d));
+  if (!other || !delimiter) return '';
+  const name = (d: string) => (d === '\t' ? 'a tab' : `"${d}"`);
+  return `; the header is a single column: the file seems to be delimited by ${name(other)}, but this flow's csv.delimiter is ${name(delimiter)}`;
 }

@@ -33,6 +33,7 @@ export interface WorkerSpec {
   writer: string;
   fields: FieldSpec[];
   totals: string[];
+  keys: string[];
   maxReported: number;
   csv: CsvDialect;
   /** the partner's column names, or null for a file without a header line */
@@ -50,7 +51,7 @@ export type FromWorker =
 
 const spec = workerData as WorkerSpec;
 const columns = spec.fields.length;
-const mapper = new RowMapper(spec.fields, spec.totals, spec.maxReported);
+const mapper = new RowMapper(spec.fields, spec.totals, spec.maxReported, spec.keys);
 if (spec.header) mapper.header(spec.header);
 const reader = new RecordReader(spec.csv);
 const { openScratch } = (await import(spec.writer)) as { openScratch: OpenScratch };

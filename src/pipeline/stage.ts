@@ -28,6 +28,8 @@ export interface StageSpec {
   writer: string;
   fields: readonly FieldSpec[];
   totals: readonly string[];
+  /** the flow's key: shown with each row error */
+  keys: readonly string[];
   maxReported: number;
   csv: CsvDialect;
 }
@@ -80,7 +82,7 @@ export function stagingSink(stager: Pick<Stager, 'start' | 'add'>, spec: Omit<St
         if (!chunk.more) held = []; // empty lines only
         continue;
       }
-      if (spec.header) new RowMapper(spec.fields, spec.totals, 0).header(first); // a missing column fails here, before any thread starts
+      if (spec.header) new RowMapper(spec.fields, spec.totals, 0).header(first, spec.csv.delimiter); // a missing column fails here, before any thread starts
       stager.start(spec.header ? first : null, first.length);
       for (const [i, c] of held.entries()) await stager.add(c, i === 0 && spec.header);
       held = [];
@@ -164,7 +166,7 @@ export class Stager {
     if (!this.setup) throw new Error('Stager.start must come before the first chunk');
     const n = this.threads.length;
     const path = `${this.spec.base}-${n}.db`;
-    const data: WorkerSpec = { path, writer: this.spec.writer, fields: [...this.spec.fields], totals: [...this.spec.totals], maxReported: this.spec.maxReported, csv: this.spec.csv, ...this.setup };
+    const data: WorkerSpec = { path, writer: this.spec.writer, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, ...this.setup };
     const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data }), inFlight: 0 };
     thread.worker.on('message', (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };

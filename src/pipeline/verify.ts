@@ -65,6 +65,25 @@ export function parseManifest(text: string, dataFile: string): Manifest {
   return m;
 }
 
+/**
+ * The manifest's sums under our column names. A sum may be named by the partner's column instead
+ * (`Quantity` for our `qty`), when that name is no other control total of ours; one column named
+ * both ways is refused, since the two could differ.
+ */
+export function sumsByOurName(sums: Manifest['sums'], partnerNames: ReadonlyMap<string, string>): Manifest['sums'] {
+  const ours = new Set(partnerNames.keys());
+  const alias = new Map([...partnerNames].filter(([, p]) => !ours.has(p)).map(([o, p]) => [p, o]));
+  const seen = new Set<string>();
+  const entries = Object.entries(sums).map(([name, v]) => {
+    const column = ours.has(name) ? name : alias.get(name) ?? name;
+    if (seen.has(column)) throw reject('BAD_MANIFEST', `the manifest gives the sum of "${column}" twice, as "${column}" and as "${visible(partnerNames.get(column)!)}"; give it once`);
+    seen.add(column);
+    return [column, v] as const;
+  });
+  // fromEntries defines own properties: a key `__proto__` stays a key.
+  return Object.fromEntries(entries);
+}
+
 export interface Found {
   sha256: string;
   records: number;
@@ -85,7 +104,8 @@ export function checkTotals(manifest: Manifest, found: Found, toMinor: (column: 
   }
   for (const [column, expectedRaw] of Object.entries(manifest.sums)) {
     if (!Object.hasOwn(found.sums, column)) {
-      throw reject('BAD_MANIFEST', `the manifest has a sum for "${visible(column)}", which is not a control-total column of this flow`);
+      const totals = Object.keys(found.sums).map((c) => `"${c}"`).join(', ') || 'none';
+      throw reject('BAD_MANIFEST', `the manifest has a sum for "${visible(column)}", which is not a control-total column of this flow (its control totals: ${totals})`);
     }
     const expected = toMinor(column, expectedRaw);
     if (expected === undefined) throw reject('BAD_MANIFEST', `the manifest's sum for "${column}" is not a number: ${typeof expectedRaw === 'string' ? visible(JSON.stringify(expectedRaw)) : expectedRaw}`);
