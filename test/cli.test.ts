@@ -1,10 +1,11 @@
 /** The command line as a new user meets it: on the PATH, --version, where the configuration comes from, readable logs, signals. */
 import { execFile } from 'node:child_process';
-import { promises as fsp, readFileSync, statSync } from 'node:fs';
+import { promises as fsp, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { Gpg } from './helpers/gpg.js';
 import { testDaemon } from './helpers/daemon.js';
 import { CLI, fixture, row, runCli, SLOW } from './helpers/fixture.js';
 
@@ -128,6 +129,40 @@ describe.concurrent('helpers for partners and engineers', SLOW, () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(readFileSync(fx.path('outbox', `${d.name}.ack.json`), 'utf8'))).toMatchObject({ status: 'accepted', records: 2, sums: { qty: 23, unit_cost: 2115 } });
     expect(fx.rows().map((x) => x.unit_cost)).toEqual([105, 2010]);
+  });
+
+  it('pack --encrypt-to --sign-with: the .pgp file and its companions are accepted by a partner config that requires signatures', async (t) => {
+    const gpg = await Gpg.create();
+    t.onTestFinished(() => gpg.cleanup());
+    await gpg.genKey('inboxd@us', 'ed25519');
+    await gpg.genKey('partner@acme', 'ed25519');
+    const fx = await fixture(t);
+    const keys = { ours: join(fx.dir, 'ours.asc'), oursPublic: join(fx.dir, 'ours.pub.asc'), partner: join(fx.dir, 'acme.asc'), partnerSecret: join(fx.dir, 'acme.sec.asc') };
+    await fsp.writeFile(keys.ours, await gpg.exportSecret('inboxd@us'));
+    await fsp.writeFile(keys.oursPublic, await gpg.run(['--armor', '--export', '<inboxd@us>']));
+    await fsp.writeFile(keys.partner, await gpg.run(['--armor', '--export', '<partner@acme>']));
+    await fsp.writeFile(keys.partnerSecret, await gpg.exportSecret('partner@acme'));
+    const config = (await fsp.readFile(fx.configPath, 'utf8'))
+      .replace(/^partners:\n {2}acme:\n/m, 'pgp:\n  keys: [ours.asc]\npartners:\n  acme:\n    pgp:\n      verification_keys: [acme.asc]\n      require_signature: true\n      require_encryption: true\n');
+    await fsp.writeFile(fx.configPath, config);
+    const d = await fx.makeDelivery({ seq: 1, manifest: false, sidecar: false });
+    const plain = join(fx.dir, d.name);
+    await fsp.rename(fx.path('inbox', d.name), plain);
+    const out = join(fx.dir, 'packed');
+    await fsp.mkdir(out);
+    const packed = await runCli(['pack', plain, '--config', fx.configPath, '--partner', 'acme', '--flow', 'inventory', '--encrypt-to', keys.oursPublic, '--sign-with', keys.partnerSecret, '--out-dir', out]);
+    expect(packed.code, packed.stderr).toBe(0);
+    const name = `${d.name}.pgp`;
+    const files = [name, `${name}.sha256`, `${name}.manifest.json`];
+    expect(readdirSync(out).sort()).toEqual(files.sort());
+    expect(JSON.parse(readFileSync(join(out, `${name}.manifest.json`), 'utf8'))).toMatchObject({ file: name, records: 3, sums: { qty: 36 } });
+    for (const f of files) await fsp.rename(join(out, f), fx.path('inbox', f));
+    const r = await fx.runOnce();
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(fx.path('outbox', `${name}.ack.json`), 'utf8'))).toMatchObject({ status: 'accepted', records: 3 });
+    expect(fx.rows()).toHaveLength(3);
+    const [decrypted] = fx.query("SELECT detail FROM events WHERE step = 'decrypted'");
+    expect(decrypted?.detail).toBe(`signed by ${await gpg.fingerprint('partner@acme')}`);
   });
 
   it('pack without a configuration (--mapping, --totals) gives the same totals; a file with bad rows is refused', async (t) => {
