@@ -52,28 +52,7 @@ export class SqliteStore implements Store {
    * file behind when it is the only connection.
    */
   constructor(readonly path: string, opts: { readonly?: boolean } = {}) {
-    if (opts.readonly) {
-      this.db = naming(guard(path, () => openDatabase(path, { fileMustExist: true })), path);
-      this.db.pragma('query_only = ON');
-      this.db.pragma('busy_timeout = 10000');
-      schemaVersion(this.db, path);
-      this.remote = new SqliteRemoteLedger(this.db);
-      this.attempts = new SqliteAttempts(this.db);
-      this.audit = new SqliteAudit(this.db);
-      this.retention = new SqliteRetention(this.db);
-      return;
-    }
-    mkdirSync(dirname(path), { recursive: true });
-    assertWritable(path);
-    this.db = naming(guard(path, () => openDatabase(path)), path);
-    // Set before the first table exists (a new database only): big pages make the B-trees of wide keyed
-    // rows shallower, and a large delivery's upsert measurably faster (npm run bench).
-    this.db.pragma('page_size = 16384');
-    this.db.pragma('journal_mode = WAL');
-    // WAL with synchronous=NORMAL can lose the last commits on power loss; an ACK must never name those.
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('busy_timeout = 10000');
-    migrate(this.db, path);
+    this.db = opts.readonly ? openReadonly(path) : openWritable(path);
     this.remote = new SqliteRemoteLedger(this.db);
     this.attempts = new SqliteAttempts(this.db);
     this.audit = new SqliteAudit(this.db);
@@ -291,4 +270,29 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     this.db.close();
   }
+}
+
+/** The database must exist and be of a schema we know; it is only read. */
+function openReadonly(path: string): Db {
+  const db = naming(guard(path, () => openDatabase(path, { fileMustExist: true })), path);
+  db.pragma('query_only = ON');
+  db.pragma('busy_timeout = 10000');
+  schemaVersion(db, path);
+  return db;
+}
+
+/** Made if missing, brought to the current schema (migrations.ts). */
+function openWritable(path: string): Db {
+  mkdirSync(dirname(path), { recursive: true });
+  assertWritable(path);
+  const db = naming(guard(path, () => openDatabase(path)), path);
+  // Set before the first table exists (a new database only): big pages make the B-trees of wide keyed
+  // rows shallower, and a large delivery's upsert measurably faster (npm run bench).
+  db.pragma('page_size = 16384');
+  db.pragma('journal_mode = WAL');
+  // WAL with synchronous=NORMAL can lose the last commits on power loss; an ACK must never name those.
+  db.pragma('synchronous = FULL');
+  db.pragma('busy_timeout = 10000');
+  migrate(db, path);
+  return db;
 }
