@@ -66,37 +66,29 @@ export class Metrics {
         for (const p of src.config.partners) for (const [flow, n] of await backlog(p, src.config.tempPatterns)) this.set({ partner: p.id, flow }, n);
       },
     });
-    new Gauge({
-      name: 'inboxd_seconds_since_last_accepted', help: 'Seconds since the last accepted delivery of a flow (absent: none yet)', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
-      async collect() {
-        this.reset();
-        const db = opened();
-        if (!db) return;
-        for (const [key, at] of await db.store.audit.lastAccepted()) {
-          const [partner, flow] = key.split('/') as [string, string];
-          this.set({ partner, flow }, Math.max(0, (Date.now() - Date.parse(at)) / 1000));
-        }
-      },
+    /** A gauge filled at scrape time from the open database; empty while there is none. */
+    const fromDatabase = <L extends string>(name: string, help: string, labelNames: readonly L[], fill: (gauge: Gauge<L>, db: { store: Store; config: Config }) => Promise<void>) =>
+      new Gauge({
+        name, help, labelNames, registers: [this.registry],
+        async collect() {
+          this.reset();
+          const db = opened();
+          if (db) await fill(this, db);
+        },
+      });
+    fromDatabase('inboxd_seconds_since_last_accepted', 'Seconds since the last accepted delivery of a flow (absent: none yet)', ['partner', 'flow'], async (gauge, db) => {
+      for (const [key, at] of await db.store.audit.lastAccepted()) {
+        const [partner, flow] = key.split('/') as [string, string];
+        gauge.set({ partner, flow }, Math.max(0, (Date.now() - Date.parse(at)) / 1000));
+      }
     });
-    new Gauge({
-      name: 'inboxd_late_windows', help: 'Delivery windows that closed with no delivery and are not resolved yet', labelNames: ['partner', 'flow'] as const, registers: [this.registry],
-      async collect() {
-        this.reset();
-        const db = opened();
-        if (!db) return;
-        const late = await db.store.audit.lateCounts();
-        for (const p of db.config.partners) for (const f of p.flows) this.set({ partner: p.id, flow: f.id }, late.get(`${p.id}/${f.id}`) ?? 0);
-      },
+    fromDatabase('inboxd_late_windows', 'Delivery windows that closed with no delivery and are not resolved yet', ['partner', 'flow'], async (gauge, db) => {
+      const late = await db.store.audit.lateCounts();
+      for (const p of db.config.partners) for (const f of p.flows) gauge.set({ partner: p.id, flow: f.id }, late.get(`${p.id}/${f.id}`) ?? 0);
     });
-    new Gauge({
-      name: 'inboxd_open_errors', help: 'Rejected deliveries not dealt with yet (replayed, resolved or sent again)', labelNames: ['partner'] as const, registers: [this.registry],
-      async collect() {
-        this.reset();
-        const db = opened();
-        if (!db) return;
-        const open = await db.store.audit.openProblems();
-        for (const p of db.config.partners) this.set({ partner: p.id }, open.filter((d) => d.partner === p.id).length);
-      },
+    fromDatabase('inboxd_open_errors', 'Rejected deliveries not dealt with yet (replayed, resolved or sent again)', ['partner'], async (gauge, db) => {
+      const open = await db.store.audit.openProblems();
+      for (const p of db.config.partners) gauge.set({ partner: p.id }, open.filter((d) => d.partner === p.id).length);
     });
     new Gauge({
       name: 'inboxd_circuit_state', help: "A remote partner's circuit breaker: 1 for its current state", labelNames: ['partner', 'state'] as const, registers: [this.registry],
