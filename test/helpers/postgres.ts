@@ -9,9 +9,11 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './net.js';
+
+export { freePort };
 
 export interface Postgres {
   /** superuser `inboxd`, database `inboxd`, trust authentication on 127.0.0.1 */
@@ -55,17 +57,6 @@ function run(cmd: string, args: string[], allowFail = false): string {
 
 function ctl(dir: string, args: string[], allowFail = false): string {
   return run(join(postgresBin()!, 'pg_ctl'), ['-D', join(dir, 'data'), '-w', '-t', '60', ...args], allowFail);
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startPostgres(): Promise<Postgres> {
