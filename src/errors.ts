@@ -38,6 +38,8 @@ export const CODES = {
   SIGNATURE_KEY_EXPIRED: 'reject',
   SIGNATURE_KEY_REVOKED: 'reject',
   LIMIT_EXCEEDED: 'reject',
+  BAD_COMPRESSION: 'reject', // a .gz or .zip that cannot be unpacked, or a zip not holding exactly one regular file
+  BAD_TRAILER: 'reject', // a fixed-width file whose trailer record is missing or unreadable
   // ours, transient
   FILE_CHANGING: 'retry',
   IO_ERROR: 'retry',

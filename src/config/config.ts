@@ -11,7 +11,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 import { InboxdError } from '../errors.js';
-import { type FieldSpec, loadMapping, sameColumns } from './mapping.js';
+import { type CharRange, type FieldSpec, loadMapping, parseRange, sameColumns } from './mapping.js';
 import { parseRetryPolicy, type RetryPolicy } from '../retry.js';
 
 const ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
@@ -25,8 +25,31 @@ const size = z.union([z.number(), z.string()]).refine((v) => parseSize(v) !== un
 });
 const badRows = z.union([z.number().int().min(0), z.string().regex(/^\d+(\.\d+)?%$/, 'expected a count or a percentage such as "2%"')]);
 
+const range = z.string().refine((v) => parseRange(v) !== undefined, { message: 'expected a 1-based character range: start-end (1-10) or start+length (1+10)' });
+
+const fixedSchema = z.strictObject({
+  record_type: z.strictObject({
+    start: z.number().int().min(1),
+    length: z.number().int().min(1),
+    data: z.string().min(1).default('D'),
+    header: z.string().min(1).optional(),
+    trailer: z.string().min(1).optional(),
+  }).optional(),
+  trailer: z.strictObject({
+    count: range.optional(),
+    sums: z.record(z.string(), range).default({}),
+  }).optional(),
+});
+
 const flowSchema = z.strictObject({
   pattern: z.string().optional(),
+  format: z.enum(['csv', 'ndjson', 'fixed']).default('csv'),
+  compression: z.enum(['auto', 'gzip', 'zip', 'none']).default('auto'),
+  max_record_bytes: z.number().int().positive().default(1024 * 1024),
+  max_decompressed_size: size.default('4GiB'),
+  max_compression_ratio: z.number().positive().default(100),
+  fixed: fixedSchema.optional(),
+  totals_from: z.enum(['manifest', 'trailer']).default('manifest'),
   csv: z.strictObject({
     delimiter: z.string().min(1).max(4).default(','),
     quote: z.string().regex(/^[\x21-\x7e]$/, 'expected one ASCII character, such as \'"\'').default('"'),
@@ -164,10 +187,35 @@ export interface CsvDialect {
   maxRecordBytes: number;
 }
 
+export type RecordFormatName = 'csv' | 'ndjson' | 'fixed';
+export type Compression = 'auto' | 'gzip' | 'zip' | 'none';
+
+/** A fixed-width file's record-type column: which records are data, and which the header and trailer. */
+export interface FixedLayout {
+  recordType?: { start: number; length: number; data: string; header?: string; trailer?: string };
+  /** where the trailer record holds the record count and the control totals (our column -> range) */
+  trailer?: { count?: CharRange; sums: Record<string, CharRange> };
+}
+
+/** Limits on what a compressed data file may expand to (bombs), as for OpenPGP. */
+export interface DecompressionLimits {
+  maxBytes: number;
+  maxRatio: number;
+}
+
 export interface FlowConfig {
   partner: string;
   id: string;
   pattern: RegExp;
+  /** how the data file's bytes become records (formats/) */
+  format: RecordFormatName;
+  compression: Compression;
+  /** the longest record of a line format (ndjson, fixed) */
+  maxRecordBytes: number;
+  decompression: DecompressionLimits;
+  fixed: FixedLayout;
+  /** where the control totals come from: the manifest, or a fixed-width file's trailer record */
+  totalsFrom: 'manifest' | 'trailer';
   csv: CsvDialect;
   mappingPath: string;
   fields: readonly FieldSpec[];
@@ -507,7 +555,8 @@ function resolveFlow(file: string, base: string, partner: string, id: string, f:
     if (!field) throw configError(file, `${at}.totals[${i}]`, `"${t}" is not a column of the mapping`);
     if (field.type !== 'integer' && field.type !== 'amount') throw configError(file, `${at}.totals[${i}]`, `"${t}" is ${field.type}; only integer and amount columns can be summed`);
   });
-  if (!f.csv.header) {
+  checkFormat(file, at, f, fields);
+  if (f.format === 'csv' && !f.csv.header) {
     fields.forEach((x) => {
       if (!/^[1-9]\d*$/.test(x.partner)) throw configError(file, `${at}.mapping`, `with csv.header false, partner column "${x.partner}" must be a column number`);
     });
@@ -517,7 +566,13 @@ function resolveFlow(file: string, base: string, partner: string, id: string, f:
   return {
     partner,
     id,
-    pattern: compilePattern(file, `${at}.pattern`, f.pattern ?? defaultPattern(partner, id)),
+    pattern: compilePattern(file, `${at}.pattern`, f.pattern ?? defaultPattern(partner, id, f.format)),
+    format: f.format,
+    compression: f.compression,
+    maxRecordBytes: f.max_record_bytes,
+    decompression: { maxBytes: parseSize(f.max_decompressed_size)!, maxRatio: f.max_compression_ratio },
+    fixed: fixedLayout(f.fixed),
+    totalsFrom: f.totals_from,
     csv: { delimiter: f.csv.delimiter, quote: f.csv.quote, header: f.csv.header, encoding: checkEncoding(file, `${at}.csv.encoding`, f.csv.encoding), maxRecordBytes: f.csv.max_record_bytes },
     mappingPath,
     fields,
@@ -525,7 +580,8 @@ function resolveFlow(file: string, base: string, partner: string, id: string, f:
     key: f.key,
     totals: f.totals,
     sidecarRequired: f.sidecar === 'required',
-    manifestRequired: f.manifest === 'required',
+    // Totals from the trailer: the manifest is needed for nothing.
+    manifestRequired: f.manifest === 'required' && f.totals_from !== 'trailer',
     manifestName: f.manifest_name,
     maxBadRows: typeof f.max_bad_rows === 'number' ? { count: f.max_bad_rows } : { fraction: Number(f.max_bad_rows.slice(0, -1)) / 100 },
     maxReportedErrors: f.max_reported_errors,
@@ -544,9 +600,36 @@ function resolveFlow(file: string, base: string, partner: string, id: string, f:
  * The playbook's `partner_flow_YYYYMMDDThhmmssZ_seq.ext`; the partner prefix and the seconds are optional
  * so that its own example `inventory_20250916T0200Z_001.csv` parses too.
  */
-export function defaultPattern(partner: string, flow: string): string {
+export function defaultPattern(partner: string, flow: string, format: RecordFormatName = 'csv'): string {
   const lit = (s: string) => s.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
-  return `^(?:${lit(partner)}_)?${lit(flow)}_(?<ts>\\d{8}T\\d{4}(?:\\d{2})?Z)_(?<seq>\\d{1,18})\\.(?:csv|txt)(?:\\.(?:pgp|gpg|asc))?$`;
+  return `^(?:${lit(partner)}_)?${lit(flow)}_(?<ts>\\d{8}T\\d{4}(?:\\d{2})?Z)_(?<seq>\\d{1,18})\\.(?:${EXTENSIONS[format]})(?:\\.(?:gz|zip))?(?:\\.(?:pgp|gpg|asc))?$`;
+}
+
+/** The data file's extensions each format accepts in the default pattern. */
+const EXTENSIONS: Record<RecordFormatName, string> = { csv: 'csv|txt', ndjson: 'ndjson|jsonl|json', fixed: 'txt|dat|fix' };
+
+/** What the mapping's `partner` means for the flow's format, and the keys only some formats take. */
+function checkFormat(file: string, at: string, f: z.infer<typeof flowSchema>, fields: readonly FieldSpec[]): void {
+  if (f.format === 'fixed') {
+    fields.forEach((x) => {
+      if (!parseRange(x.partner)) throw configError(file, `${at}.mapping`, `with format fixed, partner "${x.partner}" of "${x.ours}" must be a character range: start-end (1-10) or start+length (1+10)`);
+    });
+  } else if (f.fixed) throw configError(file, `${at}.fixed`, 'only a flow with format fixed takes a fixed layout');
+  if (f.totals_from === 'trailer') {
+    if (f.format !== 'fixed' || !f.fixed?.trailer || !f.fixed.record_type?.trailer) throw configError(file, `${at}.totals_from`, 'totals from the trailer need format fixed with fixed.record_type.trailer and fixed.trailer');
+    if (!f.fixed.trailer.count) throw configError(file, `${at}.fixed.trailer.count`, 'totals from the trailer need where the trailer holds the record count');
+    const missing = f.totals.filter((t) => !Object.hasOwn(f.fixed!.trailer!.sums, t));
+    if (missing.length) throw configError(file, `${at}.fixed.trailer.sums`, `the trailer needs a range for each control total: ${missing.join(', ')} missing`);
+  }
+  for (const t of Object.keys(f.fixed?.trailer?.sums ?? {})) {
+    if (!f.totals.includes(t)) throw configError(file, `${at}.fixed.trailer.sums.${t}`, `"${t}" is not a control total of this flow (totals)`);
+  }
+}
+
+function fixedLayout(raw: z.infer<typeof fixedSchema> | undefined): FixedLayout {
+  if (!raw) return {};
+  const trailer = raw.trailer && { count: raw.trailer.count === undefined ? undefined : parseRange(raw.trailer.count), sums: Object.fromEntries(Object.entries(raw.trailer.sums).map(([k, v]) => [k, parseRange(v)!])) };
+  return { recordType: raw.record_type, trailer };
 }
 
 function compilePattern(file: string, path: string, source: string): RegExp {

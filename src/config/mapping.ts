@@ -5,7 +5,8 @@
  *   string[:maxLength]  integer  amount[:scale] (decimal -> integer minor units, default scale 2)
  *   datetime (ISO-8601 with Z or offset, stored as UTC Z)  date (YYYY-MM-DD)  boolean
  *   currency (ISO-4217)  enum:A|B|C
- * With `header: false` in the flow's CSV dialect, `partner` is a 1-based column number.
+ * With `header: false` in the flow's CSV dialect, `partner` is a 1-based column number. By format:
+ * ndjson: a JSON path (`item.sku`); fixed: a 1-based character range, `start-end` or `start+length`.
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
@@ -78,6 +79,20 @@ function parseField(row: Record<string, string>, line: number): FieldSpec {
   }
   if (field.type === 'amount') field.scale ??= 2;
   return field;
+}
+
+/** Characters [start, end) of a line, 0-based: `1-10` and `1+10` are both the first ten. */
+export interface CharRange {
+  start: number;
+  end: number;
+}
+
+export function parseRange(text: string): CharRange | undefined {
+  const m = /^\s*(\d+)\s*([-+])\s*(\d+)\s*$/.exec(text);
+  if (!m) return undefined;
+  const [start, n] = [Number(m[1]), Number(m[3])];
+  const end = m[2] === '+' ? start + n - 1 : n;
+  return start >= 1 && end >= start ? { start: start - 1, end } : undefined;
 }
 
 /** The same set of column names (a key), in any order. */

@@ -6,8 +6,8 @@
  * to max_attempts times; then it is given up on: answered INTERNAL_ERROR in error/, and alerted).
  */
 import { createHash, type Hash, randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
+import { createWriteStream, promises as fsp } from 'node:fs';
+import { basename, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Alert } from '../notify/alert.js';
@@ -25,6 +25,10 @@ import type { Logger } from '../log.js';
 import { type Exact, type MapStats, toMinorUnits } from '../pipeline/map.js';
 import { type DeliveryObserver, safeEmit } from '../observers.js';
 import { decoder } from '../formats/csv/parse.js';
+import { compressionError, gunzip, soleEntry, unpackOf } from '../formats/compression.js';
+import { readTrailer } from '../formats/fixed.js';
+import type { LineFormat } from '../formats/records.js';
+import { lineStagingSink } from '../pipeline/stage-lines.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, signerText, type Verdict } from '../pgp/decrypt.js';
 import { backoffDelay, type RetryPolicy } from '../retry.js';
 import { type StagedRows, Stager, stagingSink } from '../pipeline/stage.js';
@@ -230,9 +234,12 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
     if (sidecarHex && sidecarHex !== found.sha256) throw await checksumMismatch(join(dir, ready.file), found, sidecarHex);
     await store.event(facts.id, 'verified', `sha256 ${found.sha256}${sidecarHex ? ' matches the .sha256 file' : ' (no .sha256 file)'}`);
     if (found.stats) {
-      if (manifest) checkTotals({ ...manifest, sums: sumsByOurName(manifest.sums, partnerNames(flow)) }, { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums }, (c, v) => manifestSum(flow, c, v));
+      const foundTotals = { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums };
+      const trailer = flow.totalsFrom === 'trailer' ? readTrailer(found.lastLine, flow.fixed) : undefined;
+      if (trailer) checkTotals(trailer, foundTotals, (c, v) => manifestSum(flow, c, v), `the trailer (line ${trailer.line})`);
+      else if (manifest) checkTotals({ ...manifest, sums: sumsByOurName(manifest.sums, partnerNames(flow)) }, foundTotals, (c, v) => manifestSum(flow, c, v));
       checkBadRows(flow, found.stats);
-      await store.event(facts.id, 'parsed', `${found.stats.rows} rows read, ${found.stats.badRows} invalid${manifest ? '; control totals match the manifest' : ''}`);
+      await store.event(facts.id, 'parsed', `${found.stats.rows} rows read, ${found.stats.badRows} invalid${flow.totalsFrom === 'trailer' ? '; control totals match the trailer' : manifest ? '; control totals match the manifest' : ''}`);
     }
   } catch (err) {
     const e = classify(err);
@@ -277,6 +284,7 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
   let stats: MapStats | undefined;
   let staged: StagedRows | undefined;
   let verdict: Verdict = {};
+  let lastLine: { text: string; line: number } | undefined;
   let after: { size: number; mtimeMs: number };
   try {
     const before = await fh.stat();
@@ -284,28 +292,39 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
     if (!parse) await pipeline(source, tap(hash), async (chunks: AsyncIterable<Buffer>) => { for await (const _ of chunks); }, { signal });
     else {
       const { flow } = parse;
-      const spec = { base: parse.staging, writer: parse.writer, fields: flow.fields, totals: flow.totals, keys: flow.key, maxReported: flow.maxReportedErrors, csv: flow.csv };
+      const unpack = unpackOf(flow.compression, basename(path));
+      const spec = { base: parse.staging, writer: parse.writer, fields: flow.fields, totals: flow.totals, keys: flow.key, maxReported: flow.maxReportedErrors, csv: flow.csv, lines: lineFormat(flow) };
       const stager = new Stager(spec);
       // UTF-8 goes to the parsers as it is (checked chunk by chunk); other encodings are decoded to it first.
       const utf8 = new TextDecoder(flow.csv.encoding).encoding === 'utf-8';
       const text = () => (utf8 ? [] : [decoder(flow.csv.encoding)]);
-      const sink = stagingSink(stager, { ...spec, header: flow.csv.header, utf8Checked: !utf8 });
+      const sink = spec.lines
+        ? lineStagingSink(stager, { fields: flow.fields, maxRecordBytes: flow.maxRecordBytes, encoding: flow.csv.encoding, utf8Checked: !utf8, onLastLine: flow.totalsFrom === 'trailer' ? (l) => (lastLine = l) : undefined })
+        : stagingSink(stager, { ...spec, header: flow.csv.header, utf8Checked: !utf8 });
+      // After decryption, before parsing: the bytes unpacked (a zip spooled beside the staging files first).
+      const parseFrom = async (head: NodeJS.ReadableStream[]): Promise<void> => {
+        const tail = [...text(), sink];
+        if (unpack === 'gzip') return pipeline([...head, ...gunzip(flow.decompression), ...tail], { signal });
+        if (unpack !== 'zip') return pipeline([...head, ...tail], { signal });
+        await pipeline([...head, createWriteStream(`${parse.staging}.zip`)], { signal });
+        await pipeline([await soleEntry(`${parse.staging}.zip`, flow.decompression), ...tail], { signal });
+      };
       try {
-        if (!decrypt) await pipeline([source, tap(hash), ...text(), sink], { signal });
+        if (!decrypt) await parseFrom([source, tap(hash)]);
         else {
           // The sidecar covers the bytes delivered (ciphertext); the manifest's totals the records inside.
           const hashed = tap(hash);
           const feeding = pipeline(source, hashed, { signal });
           feeding.catch(() => {});
           const { plaintext, done } = await decryptStream(hashed, decrypt);
-          await Promise.all([pipeline([plaintext, ...text(), sink], { signal }), feeding]);
+          await Promise.all([parseFrom([plaintext]), feeding]);
           // Integrity (MDC/AEAD) and signature are known only now, at the end: nothing was committed before.
           verdict = await done;
         }
         ({ stats, rows: staged } = await stager.finish());
       } catch (failure) {
         // Chunks still in flight may hold an error earlier in the file: that one is the file's error.
-        const err = (signal?.aborted ? undefined : await stager.settle()) ?? failure;
+        const err = (signal?.aborted ? undefined : await stager.settle()) ?? compressionError(failure) ?? failure;
         await stager.abort();
         if (signal?.aborted) throw failure;
         // Tampered ciphertext decrypts to garbage that may break the CSV before the integrity check at
@@ -323,7 +342,13 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
   } finally {
     await fh.close();
   }
-  return { sha256: hash.digest('hex'), stats, staged, ...verdict, size: after.size, mtimeMs: after.mtimeMs };
+  return { sha256: hash.digest('hex'), stats, staged, lastLine, ...verdict, size: after.size, mtimeMs: after.mtimeMs };
+}
+
+/** How the staging threads read a line format; undefined for CSV. */
+function lineFormat(flow: FlowConfig): LineFormat | undefined {
+  if (flow.format === 'csv') return undefined;
+  return flow.format === 'ndjson' ? { kind: 'ndjson', maxLineBytes: flow.maxRecordBytes } : { kind: 'fixed', maxLineBytes: flow.maxRecordBytes, layout: flow.fixed };
 }
 
 export interface DataFound extends Verdict {
@@ -331,6 +356,8 @@ export interface DataFound extends Verdict {
   stats?: MapStats;
   /** where the rows are, in file order */
   staged?: StagedRows;
+  /** the last line that is not blank, when the flow's control totals come from a fixed-width trailer */
+  lastLine?: { text: string; line: number };
   size: number;
   mtimeMs: number;
 }

@@ -312,6 +312,18 @@ export class RowMapper {
     return false;
   }
 
+  /**
+   * A record that could not be read into fields at all (an NDJSON line that is not JSON): a bad row
+   * with its reason. Its values are unknown, so the control totals cannot be checked.
+   */
+  unreadable(line: number, reason: string): void {
+    this.rows++;
+    this.badRows++;
+    this.errorCount++;
+    if (this.errors.length < this.maxReported) this.errors.push({ line, column: '', reason });
+    this.sums.fill(undefined);
+  }
+
   private addError(line: number, field: FieldSpec, raw: string | undefined, reason: string, record: readonly string[]): void {
     this.errorCount++;
     if (this.errors.length >= this.maxReported) return;

@@ -13,6 +13,7 @@ import { classify, reject } from '../errors.js';
 import { RowMapper, type Value } from './map.js';
 import type { FieldSpec } from '../config/mapping.js';
 import { RecordReader } from '../formats/csv/parse.js';
+import { type LineFormat, lineReader } from '../formats/records.js';
 
 /**
  * What a backend's writer module exports as `openScratch`: `columns` values a row, rows numbered from 1
@@ -36,6 +37,8 @@ export interface WorkerSpec {
   keys: string[];
   maxReported: number;
   csv: CsvDialect;
+  /** a line format (ndjson, fixed) instead of CSV: its records come in mapping order */
+  lines?: LineFormat;
   /** the partner's column names, or null for a file without a header line */
   header: string[] | null;
   /** the number of columns every record must have */
@@ -54,6 +57,7 @@ const columns = spec.fields.length;
 const mapper = new RowMapper(spec.fields, spec.totals, spec.maxReported, spec.keys);
 if (spec.header) mapper.header(spec.header);
 const reader = new RecordReader(spec.csv);
+const lines = spec.lines && lineReader(spec.lines, spec.fields);
 const { openScratch } = (await import(spec.writer)) as { openScratch: OpenScratch };
 const scratch = outOfThread(() => openScratch(spec.path, columns));
 let staged = 0;
@@ -62,10 +66,19 @@ let skipping = false; // the header line is still to come, perhaps in a later ch
 /** Parses, maps and stores one chunk; returns the rowids its good rows got. */
 function stageChunk(chunk: Chunk, skipFirst: boolean): [number, number] {
   const values: Value[] = [];
+  // Buffers arrive as plain Uint8Arrays: the readers want a Buffer.
+  chunk = { ...chunk, bytes: Buffer.from(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength) };
+  if (lines) lines.read(chunk, (record, line) => mapper.map(record, line, values), (line, reason) => mapper.unreadable(line, reason));
+  else readCsv(chunk, skipFirst, values);
+  scratch.insert(values);
+  const from = staged + 1;
+  staged += values.length / columns;
+  return [from, staged];
+}
+
+function readCsv(chunk: Chunk, skipFirst: boolean, values: Value[]): void {
   if (skipFirst) skipping = true;
-  // Buffers arrive as plain Uint8Arrays: csv-parse wants a Buffer.
-  const bytes = Buffer.from(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength);
-  reader.read({ ...chunk, bytes }, (record, line) => {
+  reader.read(chunk, (record, line) => {
     if (record.length !== spec.width) {
       const what = spec.header ? 'the header has' : 'the first row has';
       throw reject('MALFORMED_CSV', `line ${line}: the row has ${record.length} columns, ${what} ${spec.width}`, { line, csvCode: 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' });
@@ -76,10 +89,6 @@ function stageChunk(chunk: Chunk, skipFirst: boolean): [number, number] {
     }
     mapper.map(record, line, values);
   });
-  scratch.insert(values);
-  const from = staged + 1;
-  staged += values.length / columns;
-  return [from, staged];
 }
 
 parentPort!.on('message', (msg: ToWorker) => {

@@ -15,11 +15,12 @@ import { type MapStats, mergeStats, RowMapper } from './map.js';
 import type { FieldSpec } from '../config/mapping.js';
 import { RecordReader, utf8ErrorLine } from '../formats/csv/parse.js';
 import type { FromWorker, ToWorker, WorkerSpec } from './stage-worker.js';
+import type { LineFormat } from '../formats/records.js';
 
 const THREADS = Math.max(1, Math.min(4, availableParallelism()));
 const IN_FLIGHT = 2;
 /** Big enough that per-chunk costs vanish, small enough that a few in flight per thread cost little memory. */
-const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 256 * 1024;
+export const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 256 * 1024;
 
 export interface StageSpec {
   /** scratch files are `<base>-<n>.db` */
@@ -32,6 +33,8 @@ export interface StageSpec {
   keys: readonly string[];
   maxReported: number;
   csv: CsvDialect;
+  /** a line format (ndjson, fixed) instead of CSV */
+  lines?: LineFormat;
 }
 
 /** Staged rows: in file order, rowid ranges of the scratch files. */
@@ -166,7 +169,7 @@ export class Stager {
     if (!this.setup) throw new Error('Stager.start must come before the first chunk');
     const n = this.threads.length;
     const path = `${this.spec.base}-${n}.db`;
-    const data: WorkerSpec = { path, writer: this.spec.writer, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, ...this.setup };
+    const data: WorkerSpec = { path, writer: this.spec.writer, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, lines: this.spec.lines, ...this.setup };
     const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data }), inFlight: 0 };
     thread.worker.on('message', (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };

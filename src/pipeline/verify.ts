@@ -91,16 +91,19 @@ export interface Found {
   sums: Record<string, Exact | undefined>;
 }
 
-/** The manifest's control totals against what was found. `toMinor` converts a manifest sum to our units, exactly. */
-export function checkTotals(manifest: Manifest, found: Found, toMinor: (column: string, v: number | bigint | string) => Exact | undefined): void {
+/**
+ * The manifest's control totals against what was found. `toMinor` converts a manifest sum to our units,
+ * exactly. `source`: what stated the totals, in the messages (a fixed-width file's trailer, say).
+ */
+export function checkTotals(manifest: Pick<Manifest, 'records' | 'sums' | 'sha256'>, found: Found, toMinor: (column: string, v: number | bigint | string) => Exact | undefined, source = 'the manifest'): void {
   if (manifest.sha256 && manifest.sha256.toLowerCase() !== found.sha256) {
     throw reject('MANIFEST_CHECKSUM_MISMATCH', `the manifest's sha256 ${manifest.sha256.toLowerCase()} does not match the file's ${found.sha256}`);
   }
   if (manifest.records !== found.records) {
-    throw reject('RECORD_COUNT_MISMATCH', `the manifest says ${manifest.records} records, the file has ${found.records}`, { expected: manifest.records, found: found.records });
+    throw reject('RECORD_COUNT_MISMATCH', `${source} says ${manifest.records} records, the file has ${found.records}`, { expected: manifest.records, found: found.records });
   }
   for (const column of Object.keys(found.sums)) {
-    if (!Object.hasOwn(manifest.sums, column)) throw reject('BAD_MANIFEST', `the manifest has no sum for "${column}"`);
+    if (!Object.hasOwn(manifest.sums, column)) throw reject('BAD_MANIFEST', `${source} has no sum for "${column}"`);
   }
   for (const [column, expectedRaw] of Object.entries(manifest.sums)) {
     if (!Object.hasOwn(found.sums, column)) {
@@ -108,10 +111,10 @@ export function checkTotals(manifest: Manifest, found: Found, toMinor: (column: 
       throw reject('BAD_MANIFEST', `the manifest has a sum for "${visible(column)}", which is not a control-total column of this flow (its control totals: ${totals})`);
     }
     const expected = toMinor(column, expectedRaw);
-    if (expected === undefined) throw reject('BAD_MANIFEST', `the manifest's sum for "${column}" is not a number: ${typeof expectedRaw === 'string' ? visible(JSON.stringify(expectedRaw)) : expectedRaw}`);
+    if (expected === undefined) throw reject('BAD_MANIFEST', `${source}'s sum for "${column}" is not a number: ${typeof expectedRaw === 'string' ? visible(JSON.stringify(expectedRaw)) : expectedRaw}`);
     const got = found.sums[column];
     if (got !== undefined && got !== expected) {
-      throw reject('CONTROL_TOTAL_MISMATCH', `the sum of "${column}" is ${got}, the manifest says ${expected}`, { column, expected, found: got });
+      throw reject('CONTROL_TOTAL_MISMATCH', `the sum of "${column}" is ${got}, ${source} says ${expected}`, { column, expected, found: got });
     }
   }
 }

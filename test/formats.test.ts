@@ -1,0 +1,255 @@
+/**
+ * Formats beyond CSV (issue 16), end to end with the real CLI: compressed files made with the gzip and
+ * zip command-line tools, NDJSON and fixed-width files as partners export them, and hostile ones (a zip
+ * bomb, a zip of two files or with a path out of its directory, a 10 MB line, a line that is not JSON,
+ * a trailer with the wrong count). Each rejection names the position, applies nothing, keeps the original.
+ */
+import { execFileSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { defaultPattern } from '../src/config/config.js';
+import { csvLine, type Fixture, fixture, HEADER, type Row, rowsOf, SLOW } from './helpers/fixture.js';
+
+const stamp = '20250916T0200Z';
+const csvOf = (rows: Row[]) => [HEADER, ...rows.map((r) => HEADER.map((h) => r[h] ?? ''))].map((c) => `${csvLine(c)}\n`).join('');
+const qtyOf = (rows: Row[]) => rows.reduce((s, r) => s + Number(r.Quantity), 0);
+
+/** Runs a partner's tool in a scratch directory of the fixture and returns the file it wrote. */
+async function made(fx: Fixture, inputs: Record<string, string | Buffer>, tool: (dir: string) => void, output: string): Promise<Buffer> {
+  const dir = await fsp.mkdtemp(join(fx.dir, 'partner-'));
+  for (const [name, content] of Object.entries(inputs)) await fsp.writeFile(join(dir, name), content);
+  tool(dir);
+  return fsp.readFile(join(dir, output));
+}
+const gzipped = (fx: Fixture, name: string, content: string | Buffer) => made(fx, { [name]: content }, (dir) => execFileSync('gzip', ['-k', name], { cwd: dir }), `${name}.gz`);
+const zipped = (fx: Fixture, files: Record<string, string | Buffer>, args: string[] = []) => made(fx, files, (dir) => execFileSync('zip', ['-q', ...args, 'out.zip', ...Object.keys(files)], { cwd: dir }), 'out.zip');
+
+/** A rejection as the partner and the operator see it: the code, nothing applied, the original in error/. */
+async function expectRejected(fx: Fixture, file: string, code: string): Promise<Record<string, any>> {
+  const run = await fx.runOnce();
+  expect(run.code).toBe(1);
+  const report = await fx.errorReport();
+  expect(report).toMatchObject({ status: 'rejected', code, file });
+  expect(fx.rows()).toEqual([]);
+  expect(fx.listDir('error')).toContain(file);
+  expect(fx.query('SELECT outcome, code FROM deliveries')).toEqual([{ outcome: 'rejected', code }]);
+  return report;
+}
+
+describe('the default file-name pattern', () => {
+  it('takes .gz or .zip after the data extension and before an OpenPGP one', () => {
+    const re = new RegExp(defaultPattern('acme', 'inventory'));
+    for (const ok of ['csv', 'csv.gz', 'csv.zip', 'csv.gz.pgp', 'txt.zip.asc']) expect(re.test(`inventory_${stamp}_001.${ok}`), ok).toBe(true);
+    for (const bad of ['gz', 'csv.pgp.gz', 'csv.gz.gz', 'ndjson']) expect(re.test(`inventory_${stamp}_001.${bad}`), bad).toBe(false);
+    expect(new RegExp(defaultPattern('acme', 'inventory', 'ndjson')).test(`inventory_${stamp}_001.ndjson.gz`)).toBe(true);
+    expect(new RegExp(defaultPattern('acme', 'inventory', 'fixed')).test(`inventory_${stamp}_001.dat`)).toBe(true);
+  });
+});
+
+describe.concurrent('compressed CSV', SLOW, () => {
+  it('a .csv.gz from gzip is unpacked and applied; the sidecar covers the .gz, the manifest the records', async (t) => {
+    const fx = await fixture(t);
+    const rows = rowsOf(500);
+    const name = `inventory_${stamp}_001.csv.gz`;
+    const data = await gzipped(fx, 'inventory.csv', csvOf(rows));
+    const d = await fx.makeDelivery({ name, csvText: data, rows, manifest: { records: 500, sums: { qty: qtyOf(rows) } } });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(0);
+    expect(fx.rows()).toHaveLength(500);
+    expect(await fx.readJson('outbox', `${name}.ack.json`)).toMatchObject({ status: 'accepted', records: 500, sha256: d.sha256 });
+  });
+
+  it('a .csv.zip from zip holding one file is applied', async (t) => {
+    const fx = await fixture(t);
+    const rows = rowsOf(20);
+    const name = `inventory_${stamp}_001.csv.zip`;
+    const data = await zipped(fx, { 'inventory.csv': csvOf(rows) });
+    await fx.makeDelivery({ name, csvText: data, rows });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(0);
+    expect(fx.rows()).toHaveLength(20);
+    expect(fx.listWork().flatMap((d) => d)).toEqual([]);
+  });
+
+  it('a zip bomb is refused by its ratio before it is unpacked', async (t) => {
+    const fx = await fixture(t);
+    const name = `inventory_${stamp}_001.csv.zip`;
+    const data = await zipped(fx, { 'inventory.csv': Buffer.alloc(50 * 1024 * 1024, '0') });
+    expect(data.length).toBeLessThan(200_000);
+    await fx.makeDelivery({ name, csvText: data });
+    const report = await expectRejected(fx, name, 'LIMIT_EXCEEDED');
+    expect(report.reason).toMatch(/inventory\.csv" expands more than 100 times/);
+  });
+
+  it('a gzip bomb is stopped while it streams', async (t) => {
+    const fx = await fixture(t);
+    const name = `inventory_${stamp}_001.csv.gz`;
+    const data = await gzipped(fx, 'inventory.csv', Buffer.concat([Buffer.from(`${HEADER.join(',')}\n`), Buffer.alloc(50 * 1024 * 1024, '0,0,0,0,0,0,0,0,0\n')]));
+    await fx.makeDelivery({ name, csvText: data });
+    const report = await expectRejected(fx, name, 'LIMIT_EXCEEDED');
+    expect(report.reason).toMatch(/expands more than 100 times/);
+  });
+
+  it('a zip of two files is rejected, naming both', async (t) => {
+    const fx = await fixture(t);
+    const name = `inventory_${stamp}_001.csv.zip`;
+    const data = await zipped(fx, { 'a.csv': csvOf(rowsOf(2)), 'b.csv': csvOf(rowsOf(2)) });
+    await fx.makeDelivery({ name, csvText: data, rows: rowsOf(2) });
+    const report = await expectRejected(fx, name, 'BAD_COMPRESSION');
+    expect(report.reason).toMatch(/more than one file \("a\.csv", "b\.csv"\)/);
+  });
+
+  it('a zip entry named with .. is rejected, naming it', async (t) => {
+    const fx = await fixture(t);
+    const name = `inventory_${stamp}_001.csv.zip`;
+    // The zip tool strips "../" itself; a hostile sender writes the name directly.
+    const script = "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1],'w'); z.writestr('../evil.csv', sys.argv[2]); z.close()";
+    const data = await made(fx, {}, (dir) => execFileSync('python3', ['-c', script, join(dir, 'out.zip'), csvOf(rowsOf(2))]), 'out.zip');
+    await fx.makeDelivery({ name, csvText: data, rows: rowsOf(2) });
+    const report = await expectRejected(fx, name, 'BAD_COMPRESSION');
+    expect(report.reason).toContain('../evil.csv');
+  });
+
+  it('a zip holding a symbolic link is rejected', async (t) => {
+    const fx = await fixture(t);
+    const name = `inventory_${stamp}_001.csv.zip`;
+    const data = await made(fx, {}, (dir) => {
+      execFileSync('ln', ['-s', '/etc/passwd', 'inventory.csv'], { cwd: dir });
+      execFileSync('zip', ['-q', '--symlinks', 'out.zip', 'inventory.csv'], { cwd: dir });
+    }, 'out.zip');
+    await fx.makeDelivery({ name, csvText: data, rows: rowsOf(2) });
+    const report = await expectRejected(fx, name, 'BAD_COMPRESSION');
+    expect(report.reason).toMatch(/"inventory\.csv" is not a regular file/);
+  });
+
+  it('a truncated .gz is rejected as BAD_COMPRESSION', async (t) => {
+    const fx = await fixture(t);
+    const name = `inventory_${stamp}_001.csv.gz`;
+    const whole = await gzipped(fx, 'inventory.csv', csvOf(rowsOf(2000)));
+    await fx.makeDelivery({ name, csvText: whole.subarray(0, whole.length >> 1), rows: rowsOf(2000) });
+    const report = await expectRejected(fx, name, 'BAD_COMPRESSION');
+    expect(report.reason).toMatch(/truncated/);
+  });
+});
+
+const NDJSON_MAPPING = `ours,partner,type,required
+sku,item.sku,string:64,yes
+warehouse,item.warehouse,string:16,yes
+qty,qty,integer,yes
+unit_cost,price.amount,amount:2,
+active,active,boolean,
+updated_at,updated,datetime,yes
+`;
+const ndjsonFlow = { flow: { format: 'ndjson', key: ['sku', 'warehouse'], totals: ['qty'] }, mapping: NDJSON_MAPPING };
+const jsonRow = (i: number, extra: Record<string, unknown> = {}) => JSON.stringify({ item: { sku: `A-${i}`, warehouse: 'BER1' }, qty: i, price: { amount: 1.5, currency: 'EUR' }, active: i % 2 === 0, updated: '2025-09-16T01:55:00Z', ...extra });
+const ndjsonName = (seq = 1, ext = 'ndjson') => `inventory_${stamp}_${String(seq).padStart(3, '0')}.${ext}`;
+
+describe.concurrent('NDJSON', SLOW, () => {
+  it('one object per line, nested values by path, blank lines and CRLF taken', async (t) => {
+    const fx = await fixture(t, ndjsonFlow);
+    const text = `${jsonRow(1)}\r\n\n${jsonRow(2, { price: { amount: '12.34' } })}\n${jsonRow(3, { active: null })}`;
+    await fx.makeDelivery({ name: ndjsonName(), csvText: text, manifest: { records: 3, sums: { qty: 6 } } });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(0);
+    expect(fx.rows().map(({ _delivery_id, _updated_at, ...r }) => r)).toEqual([
+      { sku: 'A-1', warehouse: 'BER1', qty: 1, unit_cost: 150, active: 0, updated_at: '2025-09-16T01:55:00Z' },
+      { sku: 'A-2', warehouse: 'BER1', qty: 2, unit_cost: 1234, active: 1, updated_at: '2025-09-16T01:55:00Z' },
+      { sku: 'A-3', warehouse: 'BER1', qty: 3, unit_cost: 150, active: null, updated_at: '2025-09-16T01:55:00Z' },
+    ]);
+  });
+
+  it('a gzip-compressed NDJSON file is applied', async (t) => {
+    const fx = await fixture(t, ndjsonFlow);
+    const lines = Array.from({ length: 1000 }, (_, i) => jsonRow(i + 1)).join('\n');
+    const data = await gzipped(fx, 'x.ndjson', lines);
+    await fx.makeDelivery({ name: ndjsonName(1, 'ndjson.gz'), csvText: data, manifest: { records: 1000, sums: { qty: 500500 } } });
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.rows()).toHaveLength(1000);
+  });
+
+  it('a line that is not JSON is a row error with its line', async (t) => {
+    const fx = await fixture(t, ndjsonFlow);
+    const text = `${jsonRow(1)}\n{"item": {"sku": "A-2",\n${jsonRow(3)}\n[1,2]\n`;
+    const name = ndjsonName();
+    await fx.makeDelivery({ name, csvText: text, manifest: { records: 4, sums: { qty: 4 } } });
+    const report = await expectRejected(fx, name, 'ROW_ERRORS');
+    expect(report.errors).toEqual([
+      expect.objectContaining({ line: 2, reason: expect.stringMatching(/^The line is not JSON/) }),
+      expect.objectContaining({ line: 4, reason: 'The line is not a JSON object' }),
+    ]);
+  });
+
+  it('a 10 MB line is read when max_record_bytes allows it, and rejected naming its line when not', async (t) => {
+    const big = jsonRow(2, { notes: 'x'.repeat(10 * 1024 * 1024) });
+    const text = `${jsonRow(1)}\n${big}\n${jsonRow(3)}\n`;
+    const roomy = await fixture(t, { ...ndjsonFlow, flow: { ...ndjsonFlow.flow, max_record_bytes: 16 * 1024 * 1024 } });
+    await roomy.makeDelivery({ name: ndjsonName(), csvText: text, manifest: { records: 3, sums: { qty: 6 } } });
+    expect((await roomy.runOnce()).code).toBe(0);
+    expect(roomy.rows().map((r) => r.sku)).toEqual(['A-1', 'A-2', 'A-3']);
+
+    const tight = await fixture(t, ndjsonFlow);
+    await tight.makeDelivery({ name: ndjsonName(), csvText: text, manifest: { records: 3, sums: { qty: 6 } } });
+    const report = await expectRejected(tight, ndjsonName(), 'LIMIT_EXCEEDED');
+    expect(report.reason).toBe(`line 2: a record longer than ${1024 * 1024} bytes (the flow's max_record_bytes)`);
+  });
+});
+
+const FIXED_MAPPING = `ours,partner,type,required
+sku,2-11,string:64,yes
+warehouse,12+4,string:16,yes
+qty,16-21,integer,yes
+unit_cost,22-31,amount:2,
+`;
+const fixedFlow = {
+  flow: {
+    format: 'fixed', key: ['sku', 'warehouse'], totals: ['qty', 'unit_cost'], totals_from: 'trailer',
+    fixed: { record_type: { start: 1, length: 1, data: 'D', header: 'H', trailer: 'T' }, trailer: { count: '2-10', sums: { qty: '11-20', unit_cost: '21-35' } } },
+  },
+  mapping: FIXED_MAPPING,
+};
+const fixedRow = (i: number) => `D${`B-${i}`.padEnd(10)}BER1${String(i).padStart(6, '0')}${(i * 1.25).toFixed(2).padStart(10)}`;
+function fixedFile(n: number, count = n): string {
+  const rows = Array.from({ length: n }, (_, i) => fixedRow(i + 1));
+  const qty = (n * (n + 1)) / 2;
+  const cost = rows.reduce((s, _r, i) => s + (i + 1) * 125, 0);
+  const trailer = `T${String(count).padStart(9, '0')}${String(qty).padStart(10, '0')}${(cost / 100).toFixed(2).padStart(15)}`;
+  return [`H ACME INVENTORY EXTRACT ${stamp}`, ...rows, trailer].join('\r\n') + '\r\n';
+}
+const fixedName = `inventory_${stamp}_001.dat`;
+
+describe.concurrent('fixed-width', SLOW, () => {
+  it('positions from the mapping; header skipped; the trailer is the control totals, no manifest needed', async (t) => {
+    const fx = await fixture(t, fixedFlow);
+    await fx.makeDelivery({ name: fixedName, csvText: fixedFile(3), manifest: false });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(0);
+    expect(fx.rows().map(({ _delivery_id, _updated_at, ...r }) => r)).toEqual([
+      { sku: 'B-1', warehouse: 'BER1', qty: 1, unit_cost: 125 },
+      { sku: 'B-2', warehouse: 'BER1', qty: 2, unit_cost: 250 },
+      { sku: 'B-3', warehouse: 'BER1', qty: 3, unit_cost: 375 },
+    ]);
+    expect(await fx.readJson('outbox', `${fixedName}.ack.json`)).toMatchObject({ status: 'accepted', records: 3, sums: { qty: 6 } });
+  });
+
+  it('a trailer with the wrong count is rejected, naming the trailer line', async (t) => {
+    const fx = await fixture(t, fixedFlow);
+    await fx.makeDelivery({ name: fixedName, csvText: fixedFile(3, 4), manifest: false });
+    const report = await expectRejected(fx, fixedName, 'RECORD_COUNT_MISMATCH');
+    expect(report.reason).toBe('the trailer (line 5) says 4 records, the file has 3');
+  });
+
+  it('a file without its trailer is rejected', async (t) => {
+    const fx = await fixture(t, fixedFlow);
+    await fx.makeDelivery({ name: fixedName, csvText: fixedFile(3).split('\r\n').slice(0, 4).join('\r\n'), manifest: false });
+    const report = await expectRejected(fx, fixedName, 'BAD_TRAILER');
+    expect(report.reason).toBe('line 4: the last record is of type "D", not the trailer "T"');
+  });
+
+  it('a record of an unknown type is a row error with its line', async (t) => {
+    const fx = await fixture(t, fixedFlow);
+    await fx.makeDelivery({ name: fixedName, csvText: fixedFile(3).replace('\r\nD', '\r\nX'), manifest: false });
+    const report = await expectRejected(fx, fixedName, 'ROW_ERRORS');
+    expect(report.errors).toEqual([expect.objectContaining({ line: 2, reason: 'The record type "X" (characters 1-1) is none of "D", "H", "T"' })]);
+  });
+});
