@@ -9,7 +9,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { defaultPattern } from '../src/config/config.js';
-import { csvLine, type Fixture, fixture, HEADER, type Row, rowsOf, SLOW } from './helpers/fixture.js';
+import { csvLine, type Fixture, fixture, HEADER, type Row, rowsOf, runCli, SLOW } from './helpers/fixture.js';
 
 const stamp = '20250916T0200Z';
 const csvOf = (rows: Row[]) => [HEADER, ...rows.map((r) => HEADER.map((h) => r[h] ?? ''))].map((c) => `${csvLine(c)}\n`).join('');
@@ -251,5 +251,29 @@ describe.concurrent('fixed-width', SLOW, () => {
     await fx.makeDelivery({ name: fixedName, csvText: fixedFile(3).replace('\r\nD', '\r\nX'), manifest: false });
     const report = await expectRejected(fx, fixedName, 'ROW_ERRORS');
     expect(report.errors).toEqual([expect.objectContaining({ line: 2, reason: 'The record type "X" (characters 1-1) is none of "D", "H", "T"' })]);
+  });
+});
+
+describe.concurrent('the configuration and inboxd check', SLOW, () => {
+  it.for([
+    ['a fixed-width mapping whose partner is no range', { ...fixedFlow, mapping: FIXED_MAPPING.replace('12+4', 'Warehouse') }, /flows\.inventory\.mapping: with format fixed, partner "Warehouse" of "warehouse" must be a character range/],
+    ['totals from a trailer the layout does not describe', { flow: { ...fixedFlow.flow, fixed: { record_type: { start: 1, length: 1 } } }, mapping: FIXED_MAPPING }, /flows\.inventory\.totals_from: totals from the trailer need format fixed/],
+    ['a bad range in the trailer', { flow: { ...fixedFlow.flow, fixed: { ...fixedFlow.flow.fixed, trailer: { count: '10-2' } } }, mapping: FIXED_MAPPING }, /flows\.inventory\.fixed\.trailer\.count: expected a 1-based character range/],
+    ['an unknown format', { flow: { format: 'xml' } }, /flows\.inventory\.format/],
+  ] as const)('%s is refused naming the key', async ([, opts, message], t) => {
+    const fx = await fixture(t, opts);
+    const run = await runCli(['check-config', '--config', fx.configPath]);
+    expect(run.code).toBe(78);
+    expect(run.stderr).toMatch(message);
+  });
+
+  it('check names the format and the compression, and checks the trailer totals', async (t) => {
+    const fx = await fixture(t, fixedFlow);
+    const sample = join(fx.dir, fixedName.replace('.dat', '.dat.gz'));
+    await fsp.writeFile(sample, await gzipped(fx, 'x.dat', fixedFile(4)));
+    const run = await runCli(['check', '--partner', 'acme', '--flow', 'inventory', sample, '--json', '--config', fx.configPath], { cwd: fx.dir });
+    const checks = JSON.parse(run.stdout).deliveries[0].checks as Array<{ check: string; status: string; message: string }>;
+    expect(checks.find((c) => c.check === 'fixed')).toMatchObject({ status: 'ok', message: 'format fixed, gzip-compressed: 4 records' });
+    expect(checks.find((c) => c.check === 'control totals')).toMatchObject({ status: 'ok', message: "the trailer's record count and sums (qty, unit_cost) match" });
   });
 });

@@ -19,6 +19,8 @@ import { isTempName, manifestName, matchName, parseName, sidecarName } from '../
 import { signerText } from '../pgp/decrypt.js';
 import { databaseExists, openStore, stagingFor } from '../store/open.js';
 import { table } from './table.js';
+import { unpackOf } from '../formats/compression.js';
+import { readTrailer } from '../formats/fixed.js';
 import { visible } from '../visible.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from '../pipeline/verify.js';
 
@@ -148,13 +150,13 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
     if (checks.some((c) => c.check === 'decryption' && c.status !== 'fail') || !ENCRYPTED.test(file)) {
       try {
         found = await readData(path, { flow, staging, writer: stagingFor(config).writer }, undefined, undefined, decrypt);
-        ok('csv', `${found.stats!.rows} records; the header has every mapped column`);
+        ok(flow.format, `${formatText(flow, file)}: ${found.stats!.rows} records${flow.format === 'csv' ? '; the header has every mapped column' : ''}`);
         if (decrypt) ok('signature', signerText(found));
       } catch (err) {
         const e = classify(err);
-        fail(e.code === 'MISSING_COLUMN' ? 'mapping' : e.code.startsWith('SIGNATURE') || e.code === 'DECRYPT_FAILED' ? 'decryption' : 'csv', e);
+        fail(e.code === 'MISSING_COLUMN' ? 'mapping' : e.code.startsWith('SIGNATURE') || e.code === 'DECRYPT_FAILED' ? 'decryption' : flow.format, e);
       }
-    } else checks.push({ check: 'csv', status: 'skip', message: 'not checked: the file could not be decrypted' });
+    } else checks.push({ check: flow.format, status: 'skip', message: 'not checked: the file could not be decrypted' });
     const sha = found?.sha256 ?? (await hashFile(path));
     if (sidecarHex) {
       if (sidecarHex === sha) ok('checksum', `SHA-256 ${sha} matches the .sha256 file`);
@@ -170,7 +172,15 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
       } catch (err) {
         fail('mapping', err, 'Every invalid value is listed below by line and column');
       }
-      if (manifest) {
+      if (flow.totalsFrom === 'trailer') {
+        try {
+          const trailer = readTrailer(found!.lastLine, flow.fixed);
+          checkTotals(trailer, { sha256: sha, records: stats.rows, sums: stats.sums }, (c, v) => manifestSum(flow, c, v), `the trailer (line ${trailer.line})`);
+          ok('control totals', `the trailer's record count and sums (${Object.keys(trailer.sums).join(', ') || 'none'}) match`);
+        } catch (err) {
+          fail('control totals', err);
+        }
+      } else if (manifest) {
         try {
           checkTotals(manifest, { sha256: sha, records: stats.rows, sums: stats.sums }, (c, v) => manifestSum(flow, c, v));
           ok('control totals', `the manifest's record count${Object.keys(manifest.sums).length ? ` and sums (${Object.keys(manifest.sums).join(', ')})` : ''}${manifest.sha256 ? ' and sha256' : ''} match`);
@@ -212,6 +222,12 @@ async function stagedSample(config: Config, staged: StagedRows | undefined, flow
   // Integers beyond 2^53 are shown exactly, not as the nearest double.
   const value = (v: unknown) => (typeof v === 'bigint' ? exact(v) : v);
   return rows.map((r) => Object.fromEntries(flow.fields.map((f, i) => [f.ours, f.pii && r[i] !== null ? '(hidden: personal data)' : value(r[i])])));
+}
+
+/** The flow's format as the operator configured it, and the compression this file gets. */
+function formatText(flow: FlowConfig, file: string): string {
+  const unpack = unpackOf(flow.compression, file);
+  return `format ${flow.format}${unpack ? `, ${unpack}-compressed` : ''}`;
 }
 
 function describeAllowed(flow: FlowConfig): string {
