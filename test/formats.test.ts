@@ -7,8 +7,9 @@
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultPattern } from '../src/config/config.js';
+import { Gpg } from './helpers/gpg.js';
 import { csvLine, type Fixture, fixture, HEADER, type Row, rowsOf, runCli, SLOW } from './helpers/fixture.js';
 
 const stamp = '20250916T0200Z';
@@ -275,5 +276,35 @@ describe.concurrent('the configuration and inboxd check', SLOW, () => {
     const checks = JSON.parse(run.stdout).deliveries[0].checks as Array<{ check: string; status: string; message: string }>;
     expect(checks.find((c) => c.check === 'fixed')).toMatchObject({ status: 'ok', message: 'format fixed, gzip-compressed: 4 records' });
     expect(checks.find((c) => c.check === 'control totals')).toMatchObject({ status: 'ok', message: "the trailer's record count and sums (qty, unit_cost) match" });
+  });
+});
+
+describe('compressed, then encrypted', SLOW, () => {
+  let gpg: Gpg;
+  beforeAll(async () => {
+    gpg = await Gpg.create();
+    await gpg.genKey('inboxd@us', 'ed25519');
+    await gpg.genKey('partner@acme', 'ed25519');
+  }, 120_000);
+  afterAll(async () => {
+    await gpg?.cleanup();
+  });
+
+  it.for(['gz', 'zip'])('a .csv.%s.pgp made with the tool and gpg is decrypted, verified, unpacked and applied; the sidecar covers the .pgp', async (ext, t) => {
+    const fx = await fixture(t);
+    await fsp.writeFile(join(fx.dir, 'ours.asc'), await gpg.exportSecret('inboxd@us'));
+    await fsp.writeFile(join(fx.dir, 'acme.asc'), await gpg.exportPublic('partner@acme'));
+    const config = (await fsp.readFile(fx.configPath, 'utf8')).replace(/^partners:\n {2}acme:\n/m, 'pgp:\n  keys: [ours.asc]\npartners:\n  acme:\n    pgp:\n      verification_keys: [acme.asc]\n');
+    await fsp.writeFile(fx.configPath, config);
+    const rows = rowsOf(300);
+    const packed = join(fx.dir, `inventory.csv.${ext}`);
+    await fsp.writeFile(packed, ext === 'gz' ? await gzipped(fx, 'inventory.csv', csvOf(rows)) : await zipped(fx, { 'inventory.csv': csvOf(rows) }));
+    await gpg.run(['-u', '<partner@acme>', '-r', '<inboxd@us>', '--compress-algo', 'none', '--sign', '--encrypt', '-o', `${packed}.pgp`, packed]);
+    const name = `inventory_${stamp}_001.csv.${ext}.pgp`;
+    const d = await fx.makeDelivery({ name, csvText: await fsp.readFile(`${packed}.pgp`), rows, manifest: { records: 300, sums: { qty: qtyOf(rows) } } });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(0);
+    expect(fx.rows()).toHaveLength(300);
+    expect(await fx.readJson('outbox', `${name}.ack.json`)).toMatchObject({ status: 'accepted', records: 300, sha256: d.sha256 });
   });
 });
