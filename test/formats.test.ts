@@ -10,6 +10,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultPattern } from '../src/config/config.js';
 import { Gpg } from './helpers/gpg.js';
+import { parseRange } from '../src/config/mapping.js';
+import { LineChunker } from '../src/formats/lines.js';
+import { ndjsonReader } from '../src/formats/ndjson.js';
+import type { FieldSpec } from '../src/config/mapping.js';
 import { csvLine, type Fixture, fixture, HEADER, type Row, rowsOf, runCli, SLOW } from './helpers/fixture.js';
 
 const stamp = '20250916T0200Z';
@@ -37,6 +41,31 @@ async function expectRejected(fx: Fixture, file: string, code: string): Promise<
   expect(fx.query('SELECT outcome, code FROM deliveries')).toEqual([{ outcome: 'rejected', code }]);
   return report;
 }
+
+describe('line formats, unit by unit', () => {
+  it('the chunker cuts at newlines only, keeps line numbers across reads, and stops a line over the limit', () => {
+    const chunker = new LineChunker(8, 20);
+    const chunks = [...chunker.push(Buffer.from('\uFEFFaaaa\nbb')), ...chunker.push(Buffer.from('bb\r\ncc\n\ndd')), ...chunker.end()];
+    expect(chunks.map((c) => [c.bytes.toString(), c.firstLine])).toEqual([['aaaa\n', 1], ['bbbb\r\ncc\n\n', 2], ['dd', 5]]);
+    const tight = new LineChunker(8, 20);
+    tight.push(Buffer.from('ok\n'));
+    expect(() => tight.push(Buffer.from('x'.repeat(21)))).toThrow('line 2: a record longer than 20 bytes');
+  });
+
+  it('NDJSON numbers reach the mapping as written, exactly, beyond what a double holds', () => {
+    const fields = ['a', 'b.c', 'd', 'e', 'missing'].map((partner) => ({ partner }) as FieldSpec);
+    const records: string[][] = [];
+    const text = '{"a": 9007199254740993, "b": {"c": 12.345678901234567891}, "d": 1.5, "e": true}\n{"a": null, "b": 1, "d": "x", "e": {"f": 1}}';
+    ndjsonReader(fields, 1 << 20).read({ bytes: Buffer.from(text), firstLine: 1, more: false }, (r) => records.push(r), () => {});
+    expect(records).toEqual([['9007199254740993', '12.345678901234567891', '1.5', 'true', ''], ['', '', 'x', '{"f":1}', '']]);
+  });
+
+  it('a character range is start-end or start+length, 1-based', () => {
+    expect(parseRange('1-10')).toEqual({ start: 0, end: 10 });
+    expect(parseRange('11+4')).toEqual({ start: 10, end: 14 });
+    for (const bad of ['0-3', '5-4', '3', 'a-b', '2+0']) expect(parseRange(bad), bad).toBeUndefined();
+  });
+});
 
 describe('the default file-name pattern', () => {
   it('takes .gz or .zip after the data extension and before an OpenPGP one', () => {

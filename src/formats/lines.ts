@@ -72,7 +72,7 @@ export function eachLine(chunk: Chunk, maxLineBytes: number, fn: (text: string, 
     // A line whole within one read passed the chunker's check unmeasured: a UTF-16 unit is 1-3 bytes.
     const record = text.slice(start, end);
     if (record.length > maxLineBytes / 3 && Buffer.byteLength(record) > maxLineBytes) throw tooLong(line, maxLineBytes);
-    if (record.trim() !== '') fn(record, line);
+    if (record.charCodeAt(0) > 0x20 || record.trim() !== '') fn(record, line);
     start = next;
   }
 }

@@ -22,7 +22,8 @@ export function ndjsonReader(fields: readonly FieldSpec[], maxLineBytes: number)
           return onBad(line, `The line is not JSON: ${visible((err as Error).message)}`);
         }
         if (typeof value !== 'object' || value === null || Array.isArray(value)) return onBad(line, 'The line is not a JSON object');
-        let record = paths.map((p) => cell(at(value, p)));
+        let record = new Array<string>(paths.length);
+        for (let i = 0; i < paths.length; i++) record[i] = cell(at(value, paths[i]!));
         // A number a double cannot hold exactly is read again from the text, digit for digit.
         if (record.some((c) => c === INEXACT)) record = paths.map((p) => cell(at(parseExact(text), p), true));
         onRecord(record, line);
@@ -50,7 +51,9 @@ function cell(v: unknown, exact = false): string {
       return v;
     case 'number': {
       const t = String(v);
-      return !exact && (t.includes('e') || t.replace(/[-.]/g, '').replace(/^0+/, '').length > 15) ? INEXACT : t;
+      // Fifteen characters hold at most fifteen digits: exact in a double, the common case, no regex.
+      if (exact || Number.isSafeInteger(v) || (t.length <= 15 && !t.includes('e'))) return t;
+      return t.includes('e') || t.replace(/[-.]/g, '').replace(/^0+/, '').length > 15 ? INEXACT : t;
     }
     case 'bigint':
     case 'boolean':
