@@ -15,6 +15,7 @@ import { type MapStats, mergeStats, RowMapper } from './map.js';
 import type { FieldSpec } from '../config/mapping.js';
 import { RecordReader, utf8ErrorLine } from '../formats/csv/parse.js';
 import type { FromWorker, ToWorker, WorkerSpec } from './stage-worker.js';
+import type { StagingWriter } from '../store/types.js';
 
 const THREADS = Math.max(1, Math.min(4, availableParallelism()));
 const IN_FLIGHT = 2;
@@ -22,10 +23,10 @@ const IN_FLIGHT = 2;
 const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 256 * 1024;
 
 export interface StageSpec {
-  /** scratch files are `<base>-<n>.db` */
+  /** where the delivery stages: each thread's scratch storage is named from it (StagingWriter.scratchName) */
   base: string;
-  /** the database backend's writer module the threads load (Staging.writer): the pipeline knows no driver */
-  writer: string;
+  /** the database backend's writer the threads load (Staging.writer): the pipeline knows no driver */
+  writer: StagingWriter;
   fields: readonly FieldSpec[];
   totals: readonly string[];
   /** the flow's key: shown with each row error */
@@ -34,7 +35,7 @@ export interface StageSpec {
   csv: CsvDialect;
 }
 
-/** Staged rows: in file order, rowid ranges of the scratch files. */
+/** Staged rows: in file order, row number ranges of the threads' scratch storage (files, or tables). */
 export interface StagedRows {
   files: string[];
   runs: Array<{ file: number; from: number; to: number }>;
@@ -165,8 +166,9 @@ export class Stager {
   private spawn(): Thread {
     if (!this.setup) throw new Error('Stager.start must come before the first chunk');
     const n = this.threads.length;
-    const path = `${this.spec.base}-${n}.db`;
-    const data: WorkerSpec = { path, writer: this.spec.writer, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, ...this.setup };
+    const { module, options } = this.spec.writer;
+    const path = this.spec.writer.scratchName(this.spec.base, n);
+    const data: WorkerSpec = { path, writer: { module, options }, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, ...this.setup };
     const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data }), inFlight: 0 };
     thread.worker.on('message', (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };
