@@ -13,6 +13,7 @@ import { parseDuration, parseSize } from './units.js';
 import { InboxdError } from '../errors.js';
 import { type CharRange, type FieldSpec, loadMapping, parseRange, sameColumns } from './mapping.js';
 import { parseRetryPolicy, type RetryPolicy } from '../retry.js';
+import { type DatabaseConfig, DatabaseKeyError, databaseName, databaseSchema, resolveDatabase } from './database.js';
 
 const ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -134,7 +135,7 @@ export const NOTIFY_EVENTS = ['delivery.accepted', 'delivery.rejected', 'deliver
 
 const configSchema = z.strictObject({
   root: z.string(),
-  database: z.string(),
+  database: databaseSchema,
   work_dir: z.string().optional(),
   settle_time: duration.default('500ms'),
   incomplete_after: duration.default('15m'),
@@ -330,7 +331,10 @@ export interface PartnerConfig {
 export interface Config {
   file: string;
   root: string;
+  /** the SQLite file's path, or the PostgreSQL URL: for messages (never with a password) */
   database: string;
+  /** what `database` resolved to (config/database.ts) */
+  db: DatabaseConfig;
   /** the partners' working directories are below it (`<work_dir>/<partner>`) */
   workDir: string;
   settleMs: number;
@@ -447,11 +451,20 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
     return { ...resolveAction(file, `notify[${i}]`, n), events: n.events, partners: n.partners };
   }));
   const http = raw.http && gather(errors, () => resolveListen(file, raw.http!.listen, raw.http!.allow_remote));
-  if (errors.length > 0) throw configErrors(file, errors);
+  const db = gather(errors, () => {
+    try {
+      return resolveDatabase(base, raw.database);
+    } catch (err) {
+      if (err instanceof DatabaseKeyError) throw configError(file, 'database', err.message);
+      throw err;
+    }
+  });
+  if (errors.length > 0 || !db) throw configErrors(file, errors);
   return {
     file,
     root,
-    database: resolve(base, raw.database),
+    database: databaseName(db),
+    db,
     workDir: workRoot,
     settleMs: parseDuration(raw.settle_time)!,
     incompleteAfterMs: parseDuration(raw.incomplete_after)!,

@@ -32,7 +32,7 @@ import { lineStagingSink } from '../pipeline/stage-lines.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, signerText, type Verdict } from '../pgp/decrypt.js';
 import { backoffDelay, type RetryPolicy } from '../retry.js';
 import { type StagedRows, Stager, stagingSink } from '../pipeline/stage.js';
-import type { Applied, Attempts, DeliveryRecord, Store } from '../store/types.js';
+import type { Applied, Attempts, DeliveryRecord, StagingWriter, Store } from '../store/types.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar, sumsByOurName } from '../pipeline/verify.js';
 
 export interface DeliveryContext {
@@ -278,7 +278,7 @@ function totalsJson(manifest: Manifest | undefined, stats: MapStats): string {
  * without following symlinks, and a file that changed while being read is retried, not rejected.
  * Exported for inboxd check, which runs the same pass over a sample without committing anything.
  */
-export async function readData(path: string, parse: { flow: FlowConfig; staging: string; writer: string } | undefined, sidecarHex: string | undefined, signal?: AbortSignal, decrypt?: DecryptOptions): Promise<DataFound> {
+export async function readData(path: string, parse: { flow: FlowConfig; staging: string; writer: StagingWriter } | undefined, sidecarHex: string | undefined, signal?: AbortSignal, decrypt?: DecryptOptions): Promise<DataFound> {
   const fh = await openRegular(path);
   const hash = createHash('sha256');
   let stats: MapStats | undefined;

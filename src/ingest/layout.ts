@@ -90,16 +90,17 @@ async function firstExisting(path: string): Promise<string> {
 }
 
 async function checkPlacement(config: Config): Promise<void> {
-  const db = await realish(config.database);
+  // A PostgreSQL database lives on its server: no file of ours to place.
+  const db = config.db.kind === 'sqlite' ? await realish(config.db.path) : undefined;
   const work = await realish(config.workDir);
   for (const p of config.partners) {
     const tree = await realish(p.dirs.root);
     const whose = `partner ${p.id}'s directory ${tree}`;
-    if (inside(db, tree)) throw configError(config.file, 'database', `${config.database} is inside ${whose}: the partner could read, move or replace it; put it outside every partner's directory`);
+    if (db && inside(db, tree)) throw configError(config.file, 'database', `${config.database} is inside ${whose}: the partner could read, move or replace it; put it outside every partner's directory`);
     if (inside(work, tree)) throw configError(config.file, 'work_dir', `${config.workDir} is inside ${whose}: the partner could take files out of it; put it outside every partner's directory`);
     if (inside(tree, work)) throw configError(config.file, 'work_dir', `${config.workDir} holds ${whose}; put the work directory beside the partners' directories, not above them`);
   }
-  if (inside(db, work)) throw configError(config.file, 'database', `${config.database} is inside the work directory ${config.workDir}, which recovery clears; put it elsewhere`);
+  if (db && inside(db, work)) throw configError(config.file, 'database', `${config.database} is inside the work directory ${config.workDir}, which recovery clears; put it elsewhere`);
 }
 
 /**

@@ -82,15 +82,20 @@ function readTls(config: Config, key: 'cert' | 'key', file: string): Promise<Buf
 /** Less free space than this on the database's file system and a commit may not fit: not ready. */
 const MIN_FREE_BYTES = 8 * 1024 * 1024;
 
+/** The embedded database's file system has room for a commit. */
+async function roomFor(path: string): Promise<string> {
+  const dir = dirname(path);
+  const { bavail, bsize } = await fsp.statfs(dir);
+  return bavail * bsize >= MIN_FREE_BYTES ? 'ok' : `disk full: ${bavail * bsize} bytes free on the file system of ${dir}; at least ${MIN_FREE_BYTES} are needed`;
+}
+
 /** Ready only when every part of the work can be done: no guessing from the process being alive. */
 export async function readiness(config: Config, store: Store, started: () => boolean): Promise<Readiness> {
   const checks: Record<string, string> = {};
   checks.startup = started() ? 'ok' : 'startup recovery not finished, or stopping';
   try {
     await store.ping();
-    const dir = dirname(config.database);
-    const { bavail, bsize } = await fsp.statfs(dir);
-    checks.database = bavail * bsize >= MIN_FREE_BYTES ? 'ok' : `disk full: ${bavail * bsize} bytes free on the file system of ${dir}; at least ${MIN_FREE_BYTES} are needed`;
+    checks.database = config.db.kind === 'sqlite' ? await roomFor(config.db.path) : 'ok';
   } catch (err) {
     checks.database = `not usable: ${(err as Error).message}`;
   }

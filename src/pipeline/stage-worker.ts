@@ -16,22 +16,24 @@ import { RecordReader } from '../formats/csv/parse.js';
 import { type LineFormat, lineReader } from '../formats/records.js';
 
 /**
- * What a backend's writer module exports as `openScratch`: `columns` values a row, rows numbered from 1
- * in the order inserted. Synchronous: a thread's chunks are staged one after the other, in order.
+ * What a backend's writer module exports as `openScratch`: `name` is the thread's scratch storage (a
+ * file for SQLite, a table for PostgreSQL), `options` the backend's (Staging.writer.options). A thread's
+ * chunks are staged one after the other, in order; `chunk` is the chunk's index in the file, and rows
+ * are numbered from 1 in the order inserted.
  */
-export type OpenScratch = (path: string, columns: number) => ScratchWriter;
+export type OpenScratch = (name: string, fields: readonly FieldSpec[], options: unknown) => ScratchWriter | Promise<ScratchWriter>;
 
 export interface ScratchWriter {
-  /** Rows, `columns` values each, one after the other; all or none. */
-  insert(values: Value[]): void;
-  close(): void;
+  /** Rows, one value per field each, one after the other; all or none. */
+  insert(values: Value[], chunk: number): void | Promise<void>;
+  close(): void | Promise<void>;
 }
 
 export interface WorkerSpec {
-  /** the scratch storage of this thread (a file, for SQLite) */
+  /** the scratch storage of this thread (a file for SQLite, a table for PostgreSQL) */
   path: string;
-  /** the URL of the backend's writer module (Staging.writer) */
-  writer: string;
+  /** the URL of the backend's writer module and its options (Staging.writer) */
+  writer: { module: string; options?: unknown };
   fields: FieldSpec[];
   totals: string[];
   keys: string[];
@@ -58,27 +60,19 @@ const mapper = new RowMapper(spec.fields, spec.totals, spec.maxReported, spec.ke
 if (spec.header) mapper.header(spec.header);
 const reader = new RecordReader(spec.csv);
 const lines = spec.lines && lineReader(spec.lines, spec.fields);
-const { openScratch } = (await import(spec.writer)) as { openScratch: OpenScratch };
-const scratch = outOfThread(() => openScratch(spec.path, columns));
+const { openScratch } = (await import(spec.writer.module)) as { openScratch: OpenScratch };
+let scratch: ScratchWriter | undefined; // opened with the first chunk, so an opening error is that chunk's
 let staged = 0;
 let skipping = false; // the header line is still to come, perhaps in a later chunk of a `more` run
 
-/** Parses, maps and stores one chunk; returns the rowids its good rows got. */
-function stageChunk(chunk: Chunk, skipFirst: boolean): [number, number] {
+/** Parses, maps and stores one chunk; returns the row numbers its good rows got. */
+async function stageChunk(chunk: Chunk, index: number, skipFirst: boolean): Promise<[number, number]> {
   const values: Value[] = [];
-  // Buffers arrive as plain Uint8Arrays: the readers want a Buffer.
-  chunk = { ...chunk, bytes: Buffer.from(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength) };
-  if (lines) lines.read(chunk, (record, line) => mapper.map(record, line, values), (line, reason) => mapper.unreadable(line, reason));
-  else readCsv(chunk, skipFirst, values);
-  scratch.insert(values);
-  const from = staged + 1;
-  staged += values.length / columns;
-  return [from, staged];
-}
-
-function readCsv(chunk: Chunk, skipFirst: boolean, values: Value[]): void {
   if (skipFirst) skipping = true;
-  reader.read(chunk, (record, line) => {
+  // Buffers arrive as plain Uint8Arrays: the readers want a Buffer.
+  const bytes = Buffer.from(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength);
+  if (lines) lines.read({ ...chunk, bytes }, (record, line) => mapper.map(record, line, values), (line, reason) => mapper.unreadable(line, reason));
+  else reader.read({ ...chunk, bytes }, (record, line) => {
     if (record.length !== spec.width) {
       const what = spec.header ? 'the header has' : 'the first row has';
       throw reject('MALFORMED_CSV', `line ${line}: the row has ${record.length} columns, ${what} ${spec.width}`, { line, csvCode: 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' });
@@ -89,29 +83,40 @@ function readCsv(chunk: Chunk, skipFirst: boolean, values: Value[]): void {
     }
     mapper.map(record, line, values);
   });
+  scratch ??= await outOfThread(() => openScratch(spec.path, spec.fields, spec.writer.options));
+  await outOfThread(() => scratch!.insert(values, index));
+  const from = staged + 1;
+  staged += values.length / columns;
+  return [from, staged];
 }
 
-parentPort!.on('message', (msg: ToWorker) => {
+/** One message after the other: a chunk's rows are stored before the next chunk's. */
+async function handle(msg: ToWorker): Promise<void> {
   if ('end' in msg) {
-    outOfThread(() => scratch.close());
+    if (scratch) await outOfThread(() => scratch!.close());
     parentPort!.postMessage({ done: mapper.stats } satisfies FromWorker);
     return;
   }
   try {
-    parentPort!.postMessage({ ack: msg.index, rows: stageChunk(msg.chunk, msg.skipFirst) } satisfies FromWorker);
+    parentPort!.postMessage({ ack: msg.index, rows: await stageChunk(msg.chunk, msg.index, msg.skipFirst) } satisfies FromWorker);
   } catch (err) {
     const e = classify(err);
     parentPort!.postMessage({ index: msg.index, error: { code: e.code, message: e.message, details: e.details } } satisfies FromWorker);
   }
+}
+
+let queue = Promise.resolve();
+parentPort!.on('message', (msg: ToWorker) => {
+  queue = queue.then(() => handle(msg));
 });
 
 /**
  * What this thread throws uncaught reaches the main thread cloned, and a driver's error (a SqliteError)
  * arrives as a bare `{ code }`, its message lost: thrown as a plain Error with the same message and code instead.
  */
-function outOfThread<T>(fn: () => T): T {
+async function outOfThread<T>(fn: () => T | Promise<T>): Promise<T> {
   try {
-    return fn();
+    return await fn();
   } catch (err) {
     const e = err as { message?: string; code?: unknown };
     throw Object.assign(new Error(e.message ?? String(err)), { code: e.code });

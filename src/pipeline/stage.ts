@@ -16,6 +16,7 @@ import type { FieldSpec } from '../config/mapping.js';
 import { RecordReader, utf8ErrorLine } from '../formats/csv/parse.js';
 import type { FromWorker, ToWorker, WorkerSpec } from './stage-worker.js';
 import type { LineFormat } from '../formats/records.js';
+import type { StagingWriter } from '../store/types.js';
 
 const THREADS = Math.max(1, Math.min(4, availableParallelism()));
 const IN_FLIGHT = 2;
@@ -23,10 +24,10 @@ const IN_FLIGHT = 2;
 export const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 256 * 1024;
 
 export interface StageSpec {
-  /** scratch files are `<base>-<n>.db` */
+  /** where the delivery stages: each thread's scratch storage is named from it (StagingWriter.scratchName) */
   base: string;
-  /** the database backend's writer module the threads load (Staging.writer): the pipeline knows no driver */
-  writer: string;
+  /** the database backend's writer the threads load (Staging.writer): the pipeline knows no driver */
+  writer: StagingWriter;
   fields: readonly FieldSpec[];
   totals: readonly string[];
   /** the flow's key: shown with each row error */
@@ -37,7 +38,7 @@ export interface StageSpec {
   lines?: LineFormat;
 }
 
-/** Staged rows: in file order, rowid ranges of the scratch files. */
+/** Staged rows: in file order, row number ranges of the threads' scratch storage (files, or tables). */
 export interface StagedRows {
   files: string[];
   runs: Array<{ file: number; from: number; to: number }>;
@@ -168,8 +169,9 @@ export class Stager {
   private spawn(): Thread {
     if (!this.setup) throw new Error('Stager.start must come before the first chunk');
     const n = this.threads.length;
-    const path = `${this.spec.base}-${n}.db`;
-    const data: WorkerSpec = { path, writer: this.spec.writer, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, lines: this.spec.lines, ...this.setup };
+    const { module, options } = this.spec.writer;
+    const path = this.spec.writer.scratchName(this.spec.base, n);
+    const data: WorkerSpec = { path, writer: { module, options }, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, lines: this.spec.lines, ...this.setup };
     const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data }), inFlight: 0 };
     thread.worker.on('message', (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };

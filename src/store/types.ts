@@ -296,10 +296,21 @@ export interface Store extends DeliveryLedger, TargetWriter, Windows {
  * the backend's (SQLite: one scratch file per thread), which the commit then applies.
  */
 export interface Staging {
-  /** The module (file URL) a staging thread loads to write its rows: it exports `openScratch` (pipeline/stage-worker.ts). */
-  readonly writer: string;
+  readonly writer: StagingWriter;
   /** The first `n` rows staged, in file order, as stored (integers beyond 2^53 as bigint). */
   sample(rows: StagedRows, n: number): Promise<unknown[][]>;
+  /** Removes what a delivery staged under `base`, committed or not (SQLite: nothing, the files go with the work directory). */
+  discard(base: string): Promise<void>;
+}
+
+/** How staging threads write: what each loads, with what, into what. */
+export interface StagingWriter {
+  /** The module (file URL) a staging thread loads: it exports `openScratch` (pipeline/stage-worker.ts). */
+  readonly module: string;
+  /** Handed to openScratch as they are (copied into the thread). */
+  readonly options?: unknown;
+  /** Thread n's scratch storage for a delivery staging under `base` (a file, a table). */
+  scratchName(base: string, n: number): string;
 }
 
 export interface InstanceLock {

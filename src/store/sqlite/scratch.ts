@@ -9,7 +9,8 @@ import type { Value } from '../../pipeline/map.js';
 import type { StagedRows } from '../../pipeline/stage.js';
 import type { Staging } from '../types.js';
 
-export const openScratch: OpenScratch = (path, columns) => {
+export const openScratch: OpenScratch = (path, fields) => {
+  const columns = fields.length;
   const cols = Array.from({ length: columns }, (_, i) => `c${i}`);
   const db = openDatabase(path);
   db.pragma('journal_mode = MEMORY'); // OFF is refused in the defensive mode better-sqlite3 opens with
@@ -26,7 +27,7 @@ export const openScratch: OpenScratch = (path, columns) => {
     for (; i + width <= values.length; i += width) many.run(values.slice(i, i + width));
     for (; i < values.length; i += columns) single.run(values.slice(i, i + columns));
   });
-  return { insert, close: () => db.close() };
+  return { insert: (values) => insert(values), close: () => void db.close() };
 };
 
 /** The first `n` rows of the first run, read back (inboxd check's preview). */
@@ -42,4 +43,8 @@ async function sample(staged: StagedRows, n: number): Promise<unknown[][]> {
   }
 }
 
-export const sqliteStaging: Staging = { writer: import.meta.url, sample };
+export const sqliteStaging: Staging = {
+  writer: { module: import.meta.url, scratchName: (base, n) => `${base}-${n}.db` },
+  sample,
+  discard: async () => {},
+};
