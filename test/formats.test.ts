@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultPattern } from '../src/config/config.js';
 import { Gpg } from './helpers/gpg.js';
+import ExcelJS from 'exceljs';
 import { parseRange } from '../src/config/mapping.js';
 import { LineChunker } from '../src/formats/lines.js';
 import { ndjsonReader } from '../src/formats/ndjson.js';
@@ -335,5 +336,82 @@ describe('compressed, then encrypted', SLOW, () => {
     expect(run.code).toBe(0);
     expect(fx.rows()).toHaveLength(300);
     expect(await fx.readJson('outbox', `${name}.ack.json`)).toMatchObject({ status: 'accepted', records: 300, sha256: d.sha256 });
+  });
+});
+
+/** A workbook as ExcelJS's streaming writer makes it: `sheets` of rows, each row an array of cell values. */
+async function workbook(fx: Fixture, sheets: Record<string, ExcelJS.CellValue[][]>, emptyRowsAfter = 0): Promise<Buffer> {
+  const path = join(fx.dir, `book-${Math.random().toString(36).slice(2)}.xlsx`);
+  const wb = new ExcelJS.stream.xlsx.WorkbookWriter({ filename: path, useSharedStrings: true, useStyles: true });
+  for (const [name, rows] of Object.entries(sheets)) {
+    const ws = wb.addWorksheet(name);
+    rows.forEach((values, i) => {
+      const row = ws.getRow(i + 1);
+      row.values = values;
+      row.commit();
+    });
+    // Rows with a height and no cell, as a sheet formatted far beyond its data has them.
+    for (let i = 1; i <= emptyRowsAfter; i++) {
+      const row = ws.getRow(rows.length + i);
+      row.height = 15;
+      row.commit();
+    }
+  }
+  await wb.commit();
+  return fsp.readFile(path);
+}
+const xlsxName = `inventory_${stamp}_001.xlsx`;
+const when = new Date(Date.UTC(2025, 8, 16, 1, 55));
+
+describe.concurrent('Excel (.xlsx)', SLOW, () => {
+  it('the named sheet, header row, values as Excel stores them, formulas by their cached result', async (t) => {
+    const fx = await fixture(t, { flow: { format: 'xlsx', xlsx: { sheet: 'Stock' } } });
+    const data = await workbook(fx, {
+      Notes: [['not this sheet']],
+      Stock: [
+        HEADER,
+        ['A-1', 'BER1', { formula: '5+6', result: 11 }, 12.5, 'EUR', 'NEW', true, 'buyer1@example.com', when],
+        [],
+        ['A-2', 'BER1', 12, { formula: 'D2/2', result: 6.25 }, 'EUR', 'USED', false, { richText: [{ text: 'buyer2' }, { text: '@example.com' }] }, when],
+      ],
+    });
+    await fx.makeDelivery({ name: xlsxName, csvText: data, manifest: { records: 2, sums: { qty: 23 } } });
+    const run = await fx.runOnce();
+    expect(run.code).toBe(0);
+    expect(fx.rows().map(({ _delivery_id, _updated_at, ...r }) => r)).toEqual([
+      { sku: 'A-1', warehouse: 'BER1', qty: 11, unit_cost: 1250, currency: 'EUR', condition: 'NEW', active: 1, contact: 'buyer1@example.com', updated_at: '2025-09-16T01:55:00Z' },
+      { sku: 'A-2', warehouse: 'BER1', qty: 12, unit_cost: 625, currency: 'EUR', condition: 'USED', active: 0, contact: 'buyer2@example.com', updated_at: '2025-09-16T01:55:00Z' },
+    ]);
+  });
+
+  it('a bad value is a row error naming the sheet row', async (t) => {
+    const fx = await fixture(t, { flow: { format: 'xlsx' } });
+    const data = await workbook(fx, { Sheet1: [HEADER, ['A-1', 'BER1', 3, 1, 'EUR', 'NEW', true, '', when], [], ['A-2', 'BER1', 'many', 1, 'EUR', 'NEW', true, '', when]] });
+    await fx.makeDelivery({ name: xlsxName, csvText: data, manifest: { records: 2, sums: { qty: 3 } } });
+    const report = await expectRejected(fx, xlsxName, 'ROW_ERRORS');
+    expect(report.errors).toEqual([expect.objectContaining({ line: 4, column: 'Quantity', reason: '"many" is not an integer' })]);
+  });
+
+  it('a header without a mapped column is rejected naming the row', async (t) => {
+    const fx = await fixture(t, { flow: { format: 'xlsx' } });
+    const data = await workbook(fx, { Sheet1: [HEADER.filter((h) => h !== 'Quantity'), ['A-1']] });
+    await fx.makeDelivery({ name: xlsxName, csvText: data, rows: [] });
+    const report = await expectRejected(fx, xlsxName, 'MISSING_COLUMN');
+    expect(report.reason).toBe('row 1: the header lacks "Quantity"');
+  });
+
+  it('a sheet with a million empty rows is stopped at max_rows, naming the row', async (t) => {
+    const fx = await fixture(t, { flow: { format: 'xlsx', xlsx: { max_rows: 500_000 } } });
+    const data = await workbook(fx, { Sheet1: [HEADER, ['A-1', 'BER1', 3, 1, 'EUR', 'NEW', true, '', when]] }, 1_000_000);
+    await fx.makeDelivery({ name: xlsxName, csvText: data, rows: [] });
+    const report = await expectRejected(fx, xlsxName, 'LIMIT_EXCEEDED');
+    expect(report.reason).toBe("row 500001: the sheet has more than 500000 rows (the flow's xlsx.max_rows)");
+  });
+
+  it('a file that is no workbook is rejected', async (t) => {
+    const fx = await fixture(t, { flow: { format: 'xlsx' } });
+    await fx.makeDelivery({ name: xlsxName, csvText: csvOf(rowsOf(2)), rows: rowsOf(2) });
+    const report = await expectRejected(fx, xlsxName, 'BAD_COMPRESSION');
+    expect(report.reason).toMatch(/^the file is not an xlsx workbook/);
   });
 });

@@ -44,12 +44,17 @@ const fixedSchema = z.strictObject({
 
 const flowSchema = z.strictObject({
   pattern: z.string().optional(),
-  format: z.enum(['csv', 'ndjson', 'fixed']).default('csv'),
+  format: z.enum(['csv', 'ndjson', 'fixed', 'xlsx']).default('csv'),
   compression: z.enum(['auto', 'gzip', 'zip', 'none']).default('auto'),
   max_record_bytes: z.number().int().positive().default(1024 * 1024),
   max_decompressed_size: size.default('4GiB'),
   max_compression_ratio: z.number().positive().default(100),
   fixed: fixedSchema.optional(),
+  xlsx: z.strictObject({
+    sheet: z.string().min(1).optional(),
+    max_rows: z.number().int().positive().default(1_048_576),
+    max_cells: z.number().int().positive().default(50_000_000),
+  }).prefault({}),
   totals_from: z.enum(['manifest', 'trailer']).default('manifest'),
   csv: z.strictObject({
     delimiter: z.string().min(1).max(4).default(','),
@@ -188,7 +193,14 @@ export interface CsvDialect {
   maxRecordBytes: number;
 }
 
-export type RecordFormatName = 'csv' | 'ndjson' | 'fixed';
+export type RecordFormatName = 'csv' | 'ndjson' | 'fixed' | 'xlsx';
+
+/** A workbook's sheet (the first unless named) and the limits on what it may hold. */
+export interface XlsxOptions {
+  sheet?: string;
+  maxRows: number;
+  maxCells: number;
+}
 export type Compression = 'auto' | 'gzip' | 'zip' | 'none';
 
 /** A fixed-width file's record-type column: which records are data, and which the header and trailer. */
@@ -215,6 +227,7 @@ export interface FlowConfig {
   maxRecordBytes: number;
   decompression: DecompressionLimits;
   fixed: FixedLayout;
+  xlsx: XlsxOptions;
   /** where the control totals come from: the manifest, or a fixed-width file's trailer record */
   totalsFrom: 'manifest' | 'trailer';
   csv: CsvDialect;
@@ -585,6 +598,7 @@ function resolveFlow(file: string, base: string, partner: string, id: string, f:
     maxRecordBytes: f.max_record_bytes,
     decompression: { maxBytes: parseSize(f.max_decompressed_size)!, maxRatio: f.max_compression_ratio },
     fixed: fixedLayout(f.fixed),
+    xlsx: { sheet: f.xlsx.sheet, maxRows: f.xlsx.max_rows, maxCells: f.xlsx.max_cells },
     totalsFrom: f.totals_from,
     csv: { delimiter: f.csv.delimiter, quote: f.csv.quote, header: f.csv.header, encoding: checkEncoding(file, `${at}.csv.encoding`, f.csv.encoding), maxRecordBytes: f.csv.max_record_bytes },
     mappingPath,
@@ -619,7 +633,7 @@ export function defaultPattern(partner: string, flow: string, format: RecordForm
 }
 
 /** The data file's extensions each format accepts in the default pattern. */
-const EXTENSIONS: Record<RecordFormatName, string> = { csv: 'csv|txt', ndjson: 'ndjson|jsonl|json', fixed: 'txt|dat|fix' };
+const EXTENSIONS: Record<RecordFormatName, string> = { csv: 'csv|txt', ndjson: 'ndjson|jsonl|json', fixed: 'txt|dat|fix', xlsx: 'xlsx' };
 
 /** What the mapping's `partner` means for the flow's format, and the keys only some formats take. */
 function checkFormat(file: string, at: string, f: z.infer<typeof flowSchema>, fields: readonly FieldSpec[]): void {

@@ -8,8 +8,13 @@ import type { FixedLayout } from '../config/config.js';
 import type { Chunk } from './csv/chunk.js';
 import { fixedReader } from './fixed.js';
 import { ndjsonReader } from './ndjson.js';
+import { rowsReader } from './xlsx.js';
 
-export type LineFormat = { kind: 'ndjson'; maxLineBytes: number } | { kind: 'fixed'; maxLineBytes: number; layout: FixedLayout };
+export type LineFormat =
+  | { kind: 'ndjson'; maxLineBytes: number }
+  | { kind: 'fixed'; maxLineBytes: number; layout: FixedLayout }
+  /** rows of a workbook, read in the main thread (xlsx.ts): JSON arrays in mapping order */
+  | { kind: 'rows'; maxLineBytes: number };
 
 export interface LineReader {
   /**
@@ -20,5 +25,12 @@ export interface LineReader {
 }
 
 export function lineReader(format: LineFormat, fields: readonly FieldSpec[]): LineReader {
-  return format.kind === 'ndjson' ? ndjsonReader(fields, format.maxLineBytes) : fixedReader(fields, format.layout, format.maxLineBytes);
+  switch (format.kind) {
+    case 'ndjson':
+      return ndjsonReader(fields, format.maxLineBytes);
+    case 'fixed':
+      return fixedReader(fields, format.layout, format.maxLineBytes);
+    case 'rows':
+      return rowsReader(format.maxLineBytes);
+  }
 }

@@ -8,7 +8,7 @@
 import { createHash, type Hash, randomBytes } from 'node:crypto';
 import { createWriteStream, promises as fsp } from 'node:fs';
 import { basename, join } from 'node:path';
-import { Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Alert } from '../notify/alert.js';
 import { type AnswerFacts, type AnswerPlan, carryOut, planAccepted, planRejected, replayPlan, type Taken, takenNames } from '../pipeline/answer.js';
@@ -28,6 +28,7 @@ import { decoder } from '../formats/csv/parse.js';
 import { compressionError, gunzip, soleEntry, unpackOf } from '../formats/compression.js';
 import { readTrailer } from '../formats/fixed.js';
 import type { LineFormat } from '../formats/records.js';
+import { checkXlsxSize, sheetLines } from '../formats/xlsx.js';
 import { lineStagingSink } from '../pipeline/stage-lines.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, signerText, type Verdict } from '../pgp/decrypt.js';
 import { backoffDelay, type RetryPolicy } from '../retry.js';
@@ -302,12 +303,19 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
         ? lineStagingSink(stager, { fields: flow.fields, maxRecordBytes: flow.maxRecordBytes, encoding: flow.csv.encoding, utf8Checked: !utf8, onLastLine: flow.totalsFrom === 'trailer' ? (l) => (lastLine = l) : undefined })
         : stagingSink(stager, { ...spec, header: flow.csv.header, utf8Checked: !utf8 });
       // After decryption, before parsing: the bytes unpacked (a zip spooled beside the staging files first).
+      // A workbook is spooled too (it is a zip), then read sheet row by sheet row.
+      const workbook = `${parse.staging}.xlsx`;
       const parseFrom = async (head: NodeJS.ReadableStream[]): Promise<void> => {
-        const tail = [...text(), sink];
-        if (unpack === 'gzip') return pipeline([...head, ...gunzip(flow.decompression), ...tail], { signal });
-        if (unpack !== 'zip') return pipeline([...head, ...tail], { signal });
-        await pipeline([...head, createWriteStream(`${parse.staging}.zip`)], { signal });
-        await pipeline([await soleEntry(`${parse.staging}.zip`, flow.decompression), ...tail], { signal });
+        const tail = flow.format === 'xlsx' ? [createWriteStream(workbook)] : [...text(), sink];
+        if (unpack === 'gzip') await pipeline([...head, ...gunzip(flow.decompression), ...tail], { signal });
+        else if (unpack !== 'zip') await pipeline([...head, ...tail], { signal });
+        else {
+          await pipeline([...head, createWriteStream(`${parse.staging}.zip`)], { signal });
+          await pipeline([await soleEntry(`${parse.staging}.zip`, flow.decompression), ...tail], { signal });
+        }
+        if (flow.format !== 'xlsx') return;
+        await checkXlsxSize(workbook, flow.decompression);
+        await pipeline([Readable.from(sheetLines(workbook, flow.fields, flow.xlsx), { objectMode: false }), sink], { signal });
       };
       try {
         if (!decrypt) await parseFrom([source, tap(hash)]);
@@ -347,8 +355,17 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
 
 /** How the staging threads read a line format; undefined for CSV. */
 function lineFormat(flow: FlowConfig): LineFormat | undefined {
-  if (flow.format === 'csv') return undefined;
-  return flow.format === 'ndjson' ? { kind: 'ndjson', maxLineBytes: flow.maxRecordBytes } : { kind: 'fixed', maxLineBytes: flow.maxRecordBytes, layout: flow.fixed };
+  const maxLineBytes = flow.maxRecordBytes;
+  switch (flow.format) {
+    case 'csv':
+      return undefined;
+    case 'ndjson':
+      return { kind: 'ndjson', maxLineBytes };
+    case 'fixed':
+      return { kind: 'fixed', maxLineBytes, layout: flow.fixed };
+    case 'xlsx':
+      return { kind: 'rows', maxLineBytes };
+  }
 }
 
 export interface DataFound extends Verdict {
