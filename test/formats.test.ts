@@ -154,6 +154,16 @@ describe.concurrent('compressed CSV', SLOW, () => {
     expect(report.reason).toMatch(/"inventory\.csv" is not a regular file/);
   });
 
+  it('a zip whose entry is password-protected, or a .zip that is no zip, is rejected', async (t) => {
+    const name = `inventory_${stamp}_001.csv.zip`;
+    const locked = await fixture(t);
+    await locked.makeDelivery({ name, csvText: await zipped(locked, { 'inventory.csv': csvOf(rowsOf(2)) }, ['-P', 'secret']), rows: rowsOf(2) });
+    expect((await expectRejected(locked, name, 'BAD_COMPRESSION')).reason).toMatch(/entry "inventory\.csv" is encrypted/);
+    const fake = await fixture(t);
+    await fake.makeDelivery({ name, csvText: csvOf(rowsOf(2)), rows: rowsOf(2) });
+    expect((await expectRejected(fake, name, 'BAD_COMPRESSION')).reason).toMatch(/^the zip file cannot be read/);
+  });
+
   it('a truncated .gz is rejected as BAD_COMPRESSION', async (t) => {
     const fx = await fixture(t);
     const name = `inventory_${stamp}_001.csv.gz`;
