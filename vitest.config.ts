@@ -1,13 +1,22 @@
 import { defineConfig } from 'vitest/config';
 
+/** The contract suites: run against SQLite with everything else, and again against PostgreSQL. */
+const CONTRACT = ['test/ingest.test.ts', 'test/crash.test.ts', 'test/ops.test.ts', 'test/postgres*.test.ts'];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    // Tests spawn real processes (the CLI, sshd, gpg): give them room, and keep the two cores busy, not swamped.
+    // Tests spawn real processes (the CLI, sshd, gpg, postgres): give them room, and keep the two cores busy, not swamped.
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     reporters: ['default'],
+    projects: [
+      { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts'], exclude: ['test/postgres*.test.ts'] } },
+      {
+        extends: true,
+        test: { name: 'postgres', include: CONTRACT, env: { INBOXD_TEST_BACKEND: 'postgres' }, globalSetup: ['test/helpers/postgres-setup.ts'] },
+      },
+    ],
   },
 });

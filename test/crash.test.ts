@@ -70,7 +70,7 @@ describe.concurrent('crash recovery', SLOW, () => {
     expect(fx.listDir('outbox')).toEqual([`${d.name}.ack.json`]);
     expect(fx.listDir('archive')).toEqual([...d.files].sort());
     expect(await fx.errorReport()).toMatchObject({ code: 'DUPLICATE' });
-    expect(fx.query('SELECT outcome FROM deliveries ORDER BY decided_at, rowid').map((x) => x.outcome)).toEqual(['accepted', 'duplicate']);
+    expect(fx.query('SELECT outcome FROM deliveries ORDER BY decided_at, id').map((x) => x.outcome)).toEqual(['accepted', 'duplicate']);
     expect(fx.listWork()).toEqual([]);
   });
 

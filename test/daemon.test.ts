@@ -90,7 +90,7 @@ describe('sequence order and the gap policy', () => {
     await fx.makeDelivery({ seq: 1, rows: rowsOf(2, 10) });
     const d = await daemon(t, fx);
     await d.waitForCount(msg('delivery accepted'), 2, 'accepted deliveries');
-    const applied = fx.query('SELECT d.seq FROM dedupe d JOIN deliveries x ON x.id = d.delivery_id ORDER BY x.decided_at, x.rowid').map((r) => r.seq);
+    const applied = fx.query('SELECT d.seq FROM dedupe d JOIN deliveries x ON x.id = d.delivery_id ORDER BY x.decided_at, x.id').map((r) => r.seq);
     expect(applied).toEqual([1, 2]);
     expect(d.logs.filter(msg('delivery accepted')).map((l) => l.seq)).toEqual([1, 2]);
     expect(fx.listDir('error')).toEqual([]);

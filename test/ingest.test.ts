@@ -82,7 +82,7 @@ describe.concurrent('B-101: the same delivery resent', SLOW, () => {
     expect(report.reason).toMatch(/already applied/);
     expect(fx.listDir('error')).toEqual([...first.files, `${first.name}.error.json`].sort());
 
-    const deliveries = fx.query('SELECT id, outcome, code, answered_at FROM deliveries ORDER BY decided_at, rowid');
+    const deliveries = fx.query('SELECT id, outcome, code, answered_at FROM deliveries ORDER BY decided_at, id');
     expect(deliveries.map((x) => [x.outcome, x.code])).toEqual([['accepted', null], ['duplicate', 'DUPLICATE']]);
     expect(deliveries.every((x) => x.answered_at)).toBe(true);
     expect(fx.query('SELECT seq, delivery_id FROM dedupe')).toEqual([{ seq: 1, delivery_id: deliveries[0]!.id }]);
@@ -202,7 +202,7 @@ describe.concurrent('resending after a rejection', SLOW, () => {
     expect(fx.listDir('archive')).toEqual([...good.files].sort());
     expect(fx.listDir('error')).toEqual([...bad.files, `${bad.name}.error.json`].sort());
     expect(await fx.readFile('error', bad.name)).toEqual(bad.data);
-    expect(fx.query('SELECT outcome, code FROM deliveries ORDER BY decided_at, rowid')).toEqual([{ outcome: 'rejected', code: 'CHECKSUM_MISMATCH' }, { outcome: 'accepted', code: null }]);
+    expect(fx.query('SELECT outcome, code FROM deliveries ORDER BY decided_at, id')).toEqual([{ outcome: 'rejected', code: 'CHECKSUM_MISMATCH' }, { outcome: 'accepted', code: null }]);
   });
 
   it('the same broken file sent twice keeps both reports: nothing in error/ is overwritten', async (t) => {
@@ -444,7 +444,7 @@ describe.concurrent('sequence order', SLOW, () => {
     await fx.makeDelivery({ seq: 2, rows: [row(1, { Quantity: '222' })] });
     await fx.makeDelivery({ seq: 1, rows: [row(1, { Quantity: '111' }), row(2)] });
     expect((await fx.runOnce()).code).toBe(0);
-    const deliveries = fx.query('SELECT id, seq FROM deliveries ORDER BY decided_at, rowid');
+    const deliveries = fx.query('SELECT id, seq FROM deliveries ORDER BY decided_at, id');
     expect(deliveries.map((x) => x.seq)).toEqual([1, 2]);
     const rows = fx.rows();
     expect(rows.map((r) => [r.sku, r.qty, r._delivery_id])).toEqual([['A-101', 222, deliveries[1]!.id], ['A-102', 12, deliveries[0]!.id]]);
@@ -513,7 +513,7 @@ describe.concurrent('one inboxd at a time', SLOW, () => {
     expect(runs.filter((r) => r.code === 0).length).toBeGreaterThanOrEqual(1);
     // Whatever the interleaving: every delivery accepted once, in order, nothing in error/.
     await fx.runOnce();
-    expect(fx.query('SELECT seq, outcome FROM deliveries ORDER BY decided_at, rowid')).toEqual([1, 2, 3, 4].map((seq) => ({ seq, outcome: 'accepted' })));
+    expect(fx.query('SELECT seq, outcome FROM deliveries ORDER BY decided_at, id')).toEqual([1, 2, 3, 4].map((seq) => ({ seq, outcome: 'accepted' })));
     expect(fx.listDir('error')).toEqual([]);
     expect(fx.listDir('outbox')).toHaveLength(4);
     expect(fx.listDir('archive')).toHaveLength(12);

@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { openDatabase } from '../src/store/sqlite/driver.js';
+import { databaseBytes } from './helpers/backend.js';
 import { describe, expect, it } from 'vitest';
 import { CLI, csvLine, type Fixture, fixture, HEADER, MAPPING, nameFor, row, rowsOf, runCli, sha256, SLOW } from './helpers/fixture.js';
 import { Gpg } from './helpers/gpg.js';
@@ -88,12 +88,7 @@ function snapshot(dir: string): Record<string, string> {
 }
 
 function write(fx: Fixture, sql: string, ...params: unknown[]): void {
-  const db = openDatabase(fx.database);
-  try {
-    db.prepare(sql).run(...params);
-  } finally {
-    db.close();
-  }
+  fx.execute(sql, ...params);
 }
 
 const PII_VALUE = 'very.long.secret.person.name@private-example.com';
@@ -197,7 +192,7 @@ describe.concurrent('status and deliveries on a database made by real runs', { t
     expect((await ops(fx, 'deliveries', 'show', '20990101T000000Z-000000')).code).toBe(64);
 
     // The audit trail never holds a PII value, in any column of any row.
-    const db = readFileSync(fx.database);
+    const db = databaseBytes(fx.database);
     expect(db.includes(PII_VALUE)).toBe(false);
     expect(JSON.stringify(fx.query('SELECT * FROM events'))).not.toContain('private-example');
 

@@ -16,7 +16,8 @@ import { parseRetryPolicy, type RetryPolicy } from '../retry.js';
 import { type DatabaseConfig, DatabaseKeyError, databaseName, databaseSchema, resolveDatabase } from './database.js';
 
 const ID = /^[a-z0-9][a-z0-9_-]{0,63}$/;
-const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** A table, schema-qualified or not (`sales.inventory`: PostgreSQL only). */
+const TABLE = /^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$/;
 
 const duration = z.union([z.number(), z.string()]).refine((v) => parseDuration(v) !== undefined, {
   message: 'expected a duration: milliseconds, or a number with ms, s, m, h or d (e.g. "30s")',
@@ -64,7 +65,7 @@ const flowSchema = z.strictObject({
     max_record_bytes: z.number().int().positive().default(1024 * 1024),
   }).prefault({}),
   mapping: z.string(),
-  table: z.string().regex(IDENT, 'expected a table name (letters, digits, _)'),
+  table: z.string().regex(TABLE, 'expected a table name (letters, digits, _), or schema.table with PostgreSQL'),
   key: z.array(z.string()).min(1),
   totals: z.array(z.string()).default([]),
   sidecar: z.enum(['required', 'optional']).default('required'),
@@ -472,6 +473,9 @@ function resolveConfig(file: string, raw: z.infer<typeof configSchema>): Config 
       throw err;
     }
   });
+  if (db?.kind === 'sqlite') {
+    for (const p of partners) for (const f of p.flows) if (f.table.includes('.')) errors.push(configError(file, `partners.${p.id}.flows.${f.id}.table`, `"${f.table}": a schema-qualified table needs PostgreSQL; with SQLite, name the table alone`));
+  }
   if (errors.length > 0 || !db) throw configErrors(file, errors);
   return {
     file,

@@ -19,7 +19,7 @@ const postgresSchema = z.strictObject({
   password_env: z.string().optional(),
   /** true: TLS, the server's certificate checked against the system's CAs; or a CA file for a private CA */
   ssl: z.union([z.boolean(), z.strictObject({ ca_file: z.string(), reject_unauthorized: z.boolean().default(true) })]).default(false),
-  statement_timeout: z.union([z.number(), z.string()]).refine((v) => parseDuration(v) !== undefined, 'expected a duration such as "60s"').default('5m'),
+  statement_timeout: z.union([z.number(), z.string()]).refine((v) => parseDuration(v) !== undefined, 'expected a duration such as "60s"').default('15m'),
 }).refine((p) => !(p.password_file && p.password_env), 'give password_file or password_env, not both');
 
 export const databaseSchema = z.union([z.string().min(1), postgresSchema]);

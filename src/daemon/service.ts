@@ -7,6 +7,7 @@
  * flight get `shutdown_timeout` to finish, then are aborted (rolled back: their files go back to the
  * inbox), and the database is closed last.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import cron from 'node-cron';
 import { type Alert, sendLogged } from '../notify/alert.js';
 import { notifyAll } from '../notify/notify.js';
@@ -68,6 +69,8 @@ export class Daemon {
   private slots: number;
   private readonly queue: Array<() => void> = [];
   private stopping?: Promise<void>;
+  /** a start waiting for the database gives up when we are stopped */
+  private readonly startAbort = new AbortController();
   /** totals since start */
   readonly tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
 
@@ -93,7 +96,7 @@ export class Daemon {
   private async begin(): Promise<void> {
     const held = this.held;
     // Our keys, the tree, the instance lock (database, work directory, root), the database: as `run --once`.
-    const { keyring, store } = await openAll(this.config, this.log, held);
+    const { keyring, store } = await this.openWaiting(held);
     this.keyring = keyring;
     this.store = store;
     this.ops = await startOps(this.config, this.store, this.log, () => this.recovered && !this.stopping);
@@ -126,6 +129,27 @@ export class Daemon {
     held.add('key check', () => keyCheck.stop());
     this.log.info({ partners: this.config.partners.length, max_parallel: this.config.maxParallel, watch: this.config.watch, sweep: this.config.sweep }, 'inboxd started');
     this.kickAll();
+  }
+
+  /**
+   * openAll, waiting for a database server that cannot be reached (DB_UNAVAILABLE: PostgreSQL down or
+   * restarting): tried again with a growing pause (1 s doubling to 30 s), logged each time, until it
+   * answers or we are stopped. Not ready meanwhile: nothing listens yet. Anything else ends the start.
+   */
+  private async openWaiting(held: Releasers): Promise<Awaited<ReturnType<typeof openAll>>> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await openAll(this.config, this.log, held);
+      } catch (err) {
+        const e = classify(err);
+        if (e.code !== 'DB_UNAVAILABLE' || this.stopping) throw err;
+        await held.releaseAll((resource, failure) => this.log.error({ err: failure, resource }, 'release failed'));
+        const waitMs = Math.min(30_000, 1000 * 2 ** (attempt - 1));
+        this.log.warn({ code: e.code, attempt, retry_in_ms: waitMs }, `${e.message}; waiting for the database, trying again in ${Math.round(waitMs / 1000)} s`);
+        const stopped = await sleep(waitMs, false, { signal: this.startAbort.signal }).catch(() => true);
+        if (stopped) throw err;
+      }
+    }
   }
 
   /** Runs every releaser once, newest first; nothing new is started meanwhile. */
@@ -280,6 +304,7 @@ export class Daemon {
   }
 
   stop(): Promise<void> {
+    this.startAbort.abort();
     this.stopping ??= this.shutdown();
     return this.stopping;
   }

@@ -146,8 +146,10 @@ async function failed(ctx: DeliveryContext, facts: AnswerFacts, receivedAt: stri
   }
   // A replay's copies never go to the inbox: they are dropped, the evidence is where it was.
   const stuck = replay ? await fsp.rm(dir, { recursive: true, force: true }).then(() => []) : await release(ctx.partner.dirs.inbox, dir);
-  await ctx.store.event(facts.id, 'retry', `${e.code}: ${e.message}`);
-  const retryAt = attempts?.nextAt ?? Date.now();
+  // Best effort: with the database out of reach (the cause, often) the delivery is back in the inbox all the same.
+  await ctx.store.event(facts.id, 'retry', `${e.code}: ${e.message}`).catch((failure: unknown) => logFailure(ctx.log, failure, 'the retry could not be recorded in the audit trail', {}, 'warn'));
+  // Not counted though it should be (the database is away): still not taken again at once, but after the first backoff.
+  const retryAt = attempts?.nextAt ?? Date.now() + (counts ? (ctx.retry?.baseMs ?? 0) : 0);
   const what = replay ? 'replay rolled back; run it again' : 'delivery put back to be tried again';
   logFailure(ctx.log, err, what, { stuck, attempt: attempts?.attempts, max_attempts: ctx.retry?.maxAttempts, retry_in_ms: retryAt - Date.now() }, counts ? 'warn' : 'info');
   return { status: 'retry', error: e, retryAt };
@@ -216,11 +218,23 @@ function observe(ctx: DeliveryContext, rec: DeliveryRecord, started: number): vo
   if (observer) safeEmit(ctx.log, 'delivered', () => observer.delivered(rec, (performance.now() - started) / 1000));
 }
 
+/** Where a delivery's rows are staged: named for its working directory (the delivery id). */
+export const stagingBase = (dir: string) => join(dir, `${INTERNAL_PREFIX}staging`);
+
+/** The delivery's staged rows go once it is decided, whatever the decision (with PostgreSQL: its staging tables). */
 async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, dir: string, facts: AnswerFacts, receivedAt: string, replay?: ReplayMarker): Promise<DeliveryRecord> {
+  try {
+    return await stageAndCommit(ctx, flow, ready, dir, facts, receivedAt, replay);
+  } finally {
+    await ctx.store.staging.discard(stagingBase(dir)).catch((err: unknown) => ctx.log.warn({ err }, 'staged rows could not be removed; the next start of recovery removes them'));
+  }
+}
+
+async function stageAndCommit(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, dir: string, facts: AnswerFacts, receivedAt: string, replay?: ReplayMarker): Promise<DeliveryRecord> {
   const { store, partner } = ctx;
   const seqKey = { partner: partner.id, flow: flow.id, seq: ready.name.seq };
   let found: DataFound | undefined;
-  const staging = join(dir, `${INTERNAL_PREFIX}staging`);
+  const staging = stagingBase(dir);
   let manifest: Manifest | undefined;
   try {
     const sidecarHex = ready.sidecar ? parseSidecar(await readSmall(join(dir, ready.sidecar), 4096), ready.file) : undefined;

@@ -12,7 +12,7 @@ import { databaseExists, openStore } from '../store/open.js';
 export async function preflight(config: Config): Promise<void> {
   await loadKeyring(config);
   await prepareTree(config, { create: false });
-  if (!databaseExists(config)) return;
+  if (!(await databaseExists(config))) return;
   const store = await openStore(config, { readonly: true });
   try {
     for (const p of config.partners) for (const f of p.flows) await store.checkTable(f);

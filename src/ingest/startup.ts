@@ -7,7 +7,7 @@ import { type Dirent, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { isReplayCopy, release } from '../pipeline/claim.js';
 import type { Config, PartnerConfig } from '../config/config.js';
-import { finish, logFailure } from './delivery.js';
+import { finish, logFailure, stagingBase } from './delivery.js';
 import { lockInstance, openStore } from '../store/open.js';
 import { prepareTree } from './layout.js';
 import { expiringKeys, type Keyring, loadKeyring } from '../pgp/keyring.js';
@@ -76,6 +76,7 @@ async function recoverDir(store: Store, partner: PartnerConfig, log: Logger, ent
     await fsp.rm(dir, { force: true });
     return false;
   }
+  await store.staging.discard(stagingBase(dir)); // rows a crash left staged (PostgreSQL's staging tables)
   const rec = await store.delivery(id);
   if (rec) {
     // Answered: what is left is ours. Not answered yet (its answer failed just now): its files are still to go out.

@@ -149,7 +149,7 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
     const staging = join(scratch, 'staging');
     if (checks.some((c) => c.check === 'decryption' && c.status !== 'fail') || !ENCRYPTED.test(file)) {
       try {
-        found = await readData(path, { flow, staging, writer: stagingFor(config).writer }, undefined, undefined, decrypt);
+        found = await readData(path, { flow, staging, writer: stagingFor().writer }, undefined, undefined, decrypt);
         ok(flow.format, `${formatText(flow, file)}: ${found.stats!.rows} records${flow.format === 'csv' ? '; the header has every mapped column' : ''}`);
         if (decrypt) ok('signature', signerText(found));
       } catch (err) {
@@ -200,7 +200,7 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
 
 /** What the dedupe table says of this sequence now: read-only, and only if the database exists. */
 async function sequenceCheck(config: Config, flow: FlowConfig, seq: number, sha256: string): Promise<CheckItem> {
-  if (!databaseExists(config)) return { check: 'sequence', status: 'skip', message: 'no database yet: nothing applied, any sequence is new' };
+  if (!(await databaseExists(config))) return { check: 'sequence', status: 'skip', message: 'no database yet: nothing applied, any sequence is new' };
   const store = await openStore(config, { readonly: true });
   try {
     const applied = await store.applied(flow.partner, flow.id, seq);
@@ -218,7 +218,7 @@ async function sequenceCheck(config: Config, flow: FlowConfig, seq: number, sha2
 /** The first rows staged, by our column names; PII columns are hidden as they are in logs. */
 async function stagedSample(config: Config, staged: StagedRows | undefined, flow: FlowConfig, n: number): Promise<Record<string, unknown>[]> {
   if (!staged) return [];
-  const rows = await stagingFor(config).sample(staged, n);
+  const rows = await stagingFor().sample(staged, n);
   // Integers beyond 2^53 are shown exactly, not as the nearest double.
   const value = (v: unknown) => (typeof v === 'bigint' ? exact(v) : v);
   return rows.map((r) => Object.fromEntries(flow.fields.map((f, i) => [f.ours, f.pii && r[i] !== null ? '(hidden: personal data)' : value(r[i])])));

@@ -9,7 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Chunk } from '../formats/csv/chunk.js';
 import type { CsvDialect } from '../config/config.js';
-import { classify, reject } from '../errors.js';
+import { classify, InboxdError, reject } from '../errors.js';
 import { RowMapper, type Value } from './map.js';
 import type { FieldSpec } from '../config/mapping.js';
 import { RecordReader } from '../formats/csv/parse.js';
@@ -118,6 +118,7 @@ async function outOfThread<T>(fn: () => T | Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
+    if (err instanceof InboxdError) throw err; // ours already: its code and details go across as they are
     const e = err as { message?: string; code?: unknown };
     throw Object.assign(new Error(e.message ?? String(err)), { code: e.code });
   }

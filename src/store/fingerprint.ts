@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import type { Attempts, Failure } from './types.js';
 
 /** The fingerprint of a delivery's files in `dir` (the inbox, or its working directory: the same inodes). */
 export async function fingerprint(dir: string, files: readonly string[]): Promise<string> {
@@ -18,4 +19,14 @@ export async function fingerprint(dir: string, files: readonly string[]): Promis
     hash.update(`${name}\0${st.ino}\0${st.size}\0${st.mtimeNs}\n`);
   }
   return hash.digest('hex');
+}
+
+/** The count after a failed attempt: another fingerprint than the one stored is another file, counted afresh. */
+export function nextAttempts(before: Attempts | undefined, fingerprint: string, failure: Failure, delayMs: (attempts: number) => number, now: Date): Attempts {
+  const same = before?.fingerprint === fingerprint;
+  const attempts = same ? before.attempts + 1 : 1;
+  return {
+    fingerprint, attempts, nextAt: now.getTime() + delayMs(attempts), code: failure.code, error: failure.error,
+    deliveryIds: [...(same ? before.deliveryIds : []), failure.deliveryId],
+  };
 }

@@ -1,33 +1,44 @@
 /**
- * The backend, picked from the configuration: today always SQLite (store/sqlite/). A second backend is
- * one more branch in each of these, and its own folder implementing types.ts.
+ * The backend, picked from the configuration: SQLite (store/sqlite/) for a path, PostgreSQL
+ * (store/postgres/) for a postgres:// URL. Each implements types.ts.
  */
 import { existsSync } from 'node:fs';
 import type { Config } from '../config/config.js';
+import { lockPostgres } from './postgres/instance.js';
+import { openPostgres } from './postgres/store.js';
 import { lockInstance as lockSqlite } from './sqlite/instance.js';
 import { sqliteStaging } from './sqlite/scratch.js';
 import { SqliteStore } from './sqlite/store.js';
 import type { InstanceLock, Staging, Store } from './types.js';
 
 /** `readonly`: for commands that promise to change nothing; the database must exist. */
-export async function openStore(config: Pick<Config, 'database'>, opts: { readonly?: boolean } = {}): Promise<Store> {
-  return new SqliteStore(config.database, opts);
+export async function openStore(config: Pick<Config, 'db'>, opts: { readonly?: boolean } = {}): Promise<Store> {
+  return config.db.kind === 'postgres' ? openPostgres(config.db, opts) : new SqliteStore(config.db.path, opts);
 }
 
-/** Staging without an open database (inboxd check, inboxd pack; without a configuration: the embedded default). */
-export function stagingFor(_config?: Pick<Config, 'database'>): Staging {
+/**
+ * Staging without an open database (inboxd check, inboxd pack): always a scratch SQLite file, whatever
+ * the backend, as nothing staged there is ever committed.
+ */
+export function stagingFor(): Staging {
   return sqliteStaging;
 }
 
 /**
- * One inboxd at a time per database, per work directory and per root (sqlite/instance.ts). A DB_BUSY
- * means an inboxd of this very configuration is running (replay hands over to it).
+ * One inboxd at a time per database, per work directory and per root (sqlite/instance.ts,
+ * postgres/instance.ts). A DB_BUSY means an inboxd of this very configuration is running (replay hands over to it).
  */
-export function lockInstance(config: Pick<Config, 'file' | 'database' | 'root' | 'workDir'>): Promise<InstanceLock> {
-  return lockSqlite(config);
+export function lockInstance(config: Pick<Config, 'file' | 'database' | 'db' | 'root' | 'workDir'>): Promise<InstanceLock> {
+  return config.db.kind === 'postgres' ? lockPostgres(config.db, config) : lockSqlite(config);
 }
 
 /** Whether the database exists at all: read-only commands open none that does not, and create none. */
-export function databaseExists(config: Pick<Config, 'database'>): boolean {
-  return existsSync(config.database);
+export async function databaseExists(config: Pick<Config, 'db'>): Promise<boolean> {
+  if (config.db.kind === 'sqlite') return existsSync(config.db.path);
+  const store = await openPostgres(config.db, { readonly: true });
+  try {
+    return await store.initialized();
+  } finally {
+    await store.close();
+  }
 }

@@ -9,7 +9,7 @@ import { existsSync, promises as fsp, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openDatabase } from '../../src/store/sqlite/driver.js';
+import { executeBackend, freshDatabase, onPostgres, queryBackend } from './backend.js';
 import { stringify } from 'yaml';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -143,12 +143,13 @@ function checkBuilt(): void {
 export class Fixture {
   readonly configPath: string;
   readonly root: string;
-  readonly database: string;
+  /** the SQLite file, or the PostgreSQL URL (a test may point it at a server of its own before writing the configuration) */
+  database: string;
 
   constructor(readonly dir: string) {
     this.configPath = join(dir, 'inboxd.yaml');
     this.root = join(dir, 'partners');
-    this.database = join(dir, 'var', 'inboxd.db');
+    this.database = onPostgres ? freshDatabase() : join(dir, 'var', 'inboxd.db');
   }
 
   async writeConfig(opts: FixtureOptions = {}): Promise<void> {
@@ -159,7 +160,7 @@ export class Fixture {
       ...flowRest, csv: { delimiter: ',', header: true, encoding: 'utf-8', ...(csv as object | undefined) },
     };
     const config = {
-      root: 'partners', database: 'var/inboxd.db', settle_time: opts.settle_time ?? '0s', incomplete_after: opts.incomplete_after ?? '15m',
+      root: 'partners', database: onPostgres ? { url: this.database } : 'var/inboxd.db', settle_time: opts.settle_time ?? '0s', incomplete_after: opts.incomplete_after ?? '15m',
       log_level: 'info', partners: { acme: { flows: { inventory: flow } } }, ...opts.config,
     };
     await fsp.writeFile(this.configPath, `# written by test/helpers/fixture.ts\n${stringify(config)}`);
@@ -224,14 +225,14 @@ export class Fixture {
     return this.query(`SELECT * FROM "${table}" ORDER BY ${orderBy}`);
   }
 
+  /** Rows of a query (`?` placeholders) on the fixture's database, SQLite or PostgreSQL (helpers/backend.ts). */
   query(sql: string, ...params: unknown[]): Record<string, any>[] {
-    if (!existsSync(this.database)) return [];
-    const db = openDatabase(this.database, { readonly: true, fileMustExist: true });
-    try {
-      return db.prepare(sql).all(...params) as Record<string, any>[];
-    } finally {
-      db.close();
-    }
+    return queryBackend(this.database, sql, params);
+  }
+
+  /** Changes rows behind inboxd's back (a test setting the scene), on either backend. */
+  execute(sql: string, ...params: unknown[]): void {
+    executeBackend(this.database, sql, params);
   }
 
   listDir(which: PartnerDir, partner = 'acme'): string[] {

@@ -8,6 +8,7 @@
  */
 import type Database from 'better-sqlite3';
 import type { AttemptLedger, Attempts, Failure } from '../types.js';
+import { nextAttempts } from '../fingerprint.js';
 
 
 interface Row {
@@ -34,14 +35,8 @@ export class SqliteAttempts implements AttemptLedger {
 
   async failed(partner: string, file: string, fingerprint: string, failure: Failure, delayMs: (attempts: number) => number): Promise<Attempts> {
     return this.db.transaction(() => {
-      const before = this.getNow(partner, file);
-      const same = before?.fingerprint === fingerprint;
       const now = new Date();
-      const after: Attempts = {
-        fingerprint, attempts: same ? before.attempts + 1 : 1, nextAt: 0, code: failure.code, error: failure.error,
-        deliveryIds: [...(same ? before.deliveryIds : []), failure.deliveryId],
-      };
-      after.nextAt = now.getTime() + delayMs(after.attempts);
+      const after = nextAttempts(this.getNow(partner, file), fingerprint, failure, delayMs, now);
       this.db.prepare(`INSERT INTO attempts (partner, file, fingerprint, attempts, first_at, last_at, next_at, code, error, delivery_ids)
         VALUES (@partner, @file, @fingerprint, @attempts, @now, @now, @next, @code, @error, @ids)
         ON CONFLICT (partner, file) DO UPDATE SET fingerprint = excluded.fingerprint, attempts = excluded.attempts, last_at = excluded.last_at,

@@ -36,14 +36,26 @@ export async function lockInstance(config: Pick<Config, 'file' | 'database' | 'r
   const release = () => held.splice(0).reverse().forEach((fn) => fn());
   try {
     held.push(lockFile(`${config.database}.lock`, (path) => new InboxdError('DB_BUSY', `another inboxd is running on ${config.database} (it holds ${path}); try again when it has finished`)));
-    const work = join(config.workDir, WORK_LOCK);
-    held.push(lockFile(work, (path) => new InboxdError('INSTANCE_BUSY', `another inboxd works in ${config.workDir} (it holds ${path}); two on one work directory put back each other's deliveries: stop it, or give this configuration a work_dir of its own`)));
-    held.push(await lockRoot(config.root, { pid: process.pid, config: config.file, lock: work }));
+    const local = await lockLocal(config);
+    held.push(() => local.release());
   } catch (err) {
     release();
     throw err;
   }
   return { release };
+}
+
+/** The work directory and the root, whatever the database. */
+export async function lockLocal(config: Pick<Config, 'file' | 'root' | 'workDir'>): Promise<InstanceLock> {
+  const work = join(config.workDir, WORK_LOCK);
+  const releaseWork = lockFile(work, (path) => new InboxdError('INSTANCE_BUSY', `another inboxd works in ${config.workDir} (it holds ${path}); two on one work directory put back each other's deliveries: stop it, or give this configuration a work_dir of its own`));
+  try {
+    const releaseRoot = await lockRoot(config.root, { pid: process.pid, config: config.file, lock: work });
+    return { release: () => (releaseRoot(), releaseWork()) };
+  } catch (err) {
+    releaseWork();
+    throw err;
+  }
 }
 
 function lockFile(path: string, busy: (path: string) => InboxdError): () => void {
