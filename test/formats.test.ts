@@ -418,6 +418,14 @@ describe.concurrent('Excel (.xlsx)', SLOW, () => {
     expect(report.reason).toBe("row 500001: the sheet has more than 500000 rows (the flow's xlsx.max_rows)");
   });
 
+  it('a workbook whose parts unpack beyond max_decompressed_size is refused before it is read', async (t) => {
+    const fx = await fixture(t, { flow: { format: 'xlsx', max_decompressed_size: '4KB' } });
+    const data = await workbook(fx, { Sheet1: [HEADER, ...rowsOf(200).map((r) => HEADER.map((h) => r[h] ?? ''))] });
+    await fx.makeDelivery({ name: xlsxName, csvText: data, rows: rowsOf(200) });
+    const report = await expectRejected(fx, xlsxName, 'LIMIT_EXCEEDED');
+    expect(report.reason).toMatch(/^the decompressed file is too large: the workbook unpacks to \d+ bytes, more than 4000$/);
+  });
+
   it('a file that is no workbook is rejected', async (t) => {
     const fx = await fixture(t, { flow: { format: 'xlsx' } });
     await fx.makeDelivery({ name: xlsxName, csvText: csvOf(rowsOf(2)), rows: rowsOf(2) });

@@ -14,7 +14,7 @@ import { visible } from '../visible.js';
 export type Unpack = 'gzip' | 'zip';
 
 /** Lets a small file with a large header or a short, highly repetitive CSV through the ratio guard. */
-const RATIO_SLACK = 1024 * 1024;
+export const RATIO_SLACK = 1024 * 1024;
 const ENCRYPTED_NAME = /\.(pgp|gpg|asc)$/i;
 
 /** The flow's setting applied to a file name: `auto` goes by the extension before any OpenPGP one. */
@@ -25,7 +25,7 @@ export function unpackOf(setting: Compression, file: string): Unpack | undefined
   return /\.gz$/i.test(name) ? 'gzip' : /\.zip$/i.test(name) ? 'zip' : undefined;
 }
 
-const tooBig = (why: string) => reject('LIMIT_EXCEEDED', `the decompressed file is too large: ${why}`);
+export const tooBig = (why: string) => reject('LIMIT_EXCEEDED', `the decompressed file is too large: ${why}`);
 
 /** Passes bytes on, counting them; `packed()` is how many compressed bytes they came from. */
 function meter(limits: DecompressionLimits, packed: () => number): Transform {

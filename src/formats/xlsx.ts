@@ -12,11 +12,11 @@ import type { DecompressionLimits, XlsxOptions } from '../config/config.js';
 import type { FieldSpec } from '../config/mapping.js';
 import type { Chunk } from './csv/chunk.js';
 import { eachLine } from './lines.js';
+import { RATIO_SLACK, tooBig } from './compression.js';
 import type { LineReader } from './records.js';
 import { reject } from '../errors.js';
 import { visible } from '../visible.js';
 
-const RATIO_SLACK = 1024 * 1024;
 const BATCH = 64 * 1024;
 
 /** An xlsx is a zip: its parts may not declare more than the decompression limits allow, checked before reading. */
@@ -39,8 +39,8 @@ export async function checkXlsxSize(path: string, limits: DecompressionLimits): 
     zip.on('error', (err: Error) => fail(reject('BAD_COMPRESSION', `the xlsx workbook is damaged: ${visible(err.message)}`)));
     zip.readEntry();
   });
-  if (unpacked > limits.maxBytes) throw reject('LIMIT_EXCEEDED', `the workbook is too large: it unpacks to ${unpacked} bytes, more than ${limits.maxBytes}`);
-  if (unpacked > limits.maxRatio * packed + RATIO_SLACK) throw reject('LIMIT_EXCEEDED', `the workbook is too large: it expands more than ${limits.maxRatio} times`);
+  if (unpacked > limits.maxBytes) throw tooBig(`the workbook unpacks to ${unpacked} bytes, more than ${limits.maxBytes}`);
+  if (unpacked > limits.maxRatio * packed + RATIO_SLACK) throw tooBig(`the workbook expands more than ${limits.maxRatio} times`);
 }
 
 /** The sheet's rows as lines of JSON arrays (mapping order), a blank line for each row skipped or empty. */
