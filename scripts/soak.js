@@ -1,4 +1,5 @@
 // npm run soak -- [KILLS=500] [--round 50] [--seed N] [--dir DIR]
+// npm run soak -- --postgres [KILLS=30] [--instances 3] [--partners 8]   (several instances: scripts/soak-instances.ts)
 //
 // The long SIGKILL campaign: rounds of `--round` kills (test/helpers/campaign.js, the same campaign
 // test/crash-campaign.test.ts runs briefly) until KILLS kills have been made. Each round feeds a fresh
@@ -8,7 +9,14 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { runCampaign } from '../test/helpers/campaign.js';
+
+// Several instances on PostgreSQL: a campaign of its own (scripts/soak-instances.ts, TypeScript, run by vite-node).
+if (process.argv.includes('--postgres')) {
+  const r = spawnSync('npx', ['vite-node', 'scripts/soak-instances.ts', '--', ...process.argv.slice(2)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
 
 const args = process.argv.slice(2);
 const option = (name, fallback) => {

@@ -44,7 +44,8 @@ export const CODES = {
   FILE_CHANGING: 'retry',
   IO_ERROR: 'retry',
   DB_BUSY: 'retry',
-  DB_UNAVAILABLE: 'retry', // the database server cannot be reached, or lost the connection (PostgreSQL)
+  DB_UNAVAILABLE: 'retry',
+  LEASE_LOST: 'retry', // another instance took the partner over: this one's delivery is rolled back and put back // the database server cannot be reached, or lost the connection (PostgreSQL)
   INSTANCE_BUSY: 'retry', // another inboxd works on the same root or work directory
   REMOTE_UNAVAILABLE: 'retry',
   REMOTE_TIMEOUT: 'retry',

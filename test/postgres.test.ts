@@ -181,7 +181,7 @@ describe('PostgreSQL faults', () => {
   });
 
   it('statement timeouts, deadlocks and serialization failures are retried by SQLSTATE', async () => {
-    const open = (timeoutMs: number) => new PgDb('faults', 'inboxd', connectOptions({ url: pg.database('sqlstate'), schema: 'inboxd', poolSize: 4, ssl: false, statementTimeoutMs: timeoutMs }), 4);
+    const open = (timeoutMs: number) => new PgDb('faults', 'inboxd', connectOptions({ url: pg.database('sqlstate'), schema: 'inboxd', poolSize: 4, ssl: false, statementTimeoutMs: timeoutMs, leaseTtlMs: 15_000 }), 4);
     const quick = open(200);
     const db = open(30_000);
     try {

@@ -19,6 +19,8 @@ const postgresSchema = z.strictObject({
   password_env: z.string().optional(),
   /** true: TLS, the server's certificate checked against the system's CAs; or a CA file for a private CA */
   ssl: z.union([z.boolean(), z.strictObject({ ca_file: z.string(), reject_unauthorized: z.boolean().default(true) })]).default(false),
+  /** several instances: a partner's lease lapses this long after its holder's last heartbeat */
+  lease_ttl: z.union([z.number(), z.string()]).refine((v) => (parseDuration(v) ?? 0) >= 1000, 'expected a duration of at least 1s, such as "15s"').default('15s'),
   statement_timeout: z.union([z.number(), z.string()]).refine((v) => parseDuration(v) !== undefined, 'expected a duration such as "60s"').default('15m'),
 }).refine((p) => !(p.password_file && p.password_env), 'give password_file or password_env, not both');
 
@@ -33,6 +35,7 @@ export interface PostgresConfig {
   passwordEnv?: string;
   ssl: false | true | { caFile: string; rejectUnauthorized: boolean };
   statementTimeoutMs: number;
+  leaseTtlMs: number;
 }
 
 /** What `database` resolves to: the SQLite file's path, or PostgreSQL's settings. */
@@ -61,6 +64,7 @@ export function resolveDatabase(base: string, raw: z.infer<typeof databaseSchema
     passwordEnv: p.password_env,
     ssl: typeof p.ssl === 'boolean' ? p.ssl : { caFile: resolve(base, p.ssl.ca_file), rejectUnauthorized: p.ssl.reject_unauthorized },
     statementTimeoutMs: parseDuration(p.statement_timeout)!,
+    leaseTtlMs: parseDuration(p.lease_ttl)!,
   };
 }
 

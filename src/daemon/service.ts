@@ -24,6 +24,7 @@ import type { Keyring } from '../pgp/keyring.js';
 import { Releasers } from '../releasers.js';
 import { logWaiting, soonest, sweepPartner, type Tally } from '../ingest/pass.js';
 import { openAll, openKeyring, recover } from '../ingest/startup.js';
+import { LeaseKeeper } from '../ingest/leases.js';
 import type { Store } from '../store/types.js';
 import { watchInboxes } from './watch.js';
 
@@ -69,6 +70,8 @@ export class Daemon {
   private slots: number;
   private readonly queue: Array<() => void> = [];
   private stopping?: Promise<void>;
+  /** which partners this instance works (all of them, unless several instances share a PostgreSQL) */
+  private leases?: LeaseKeeper;
   /** a start waiting for the database gives up when we are stopped */
   private readonly startAbort = new AbortController();
   /** totals since start */
@@ -101,12 +104,20 @@ export class Daemon {
     this.store = store;
     this.ops = await startOps(this.config, this.store, this.log, () => this.recovered && !this.stopping);
     held.add('operations', () => this.ops?.stop());
+    // Given back once the deliveries in flight are done (releasers run newest first).
+    const leases = new LeaseKeeper(store, this.config.partners.map((p) => p.id), 'share', this.log, {
+      gained: (p) => this.took(p),
+      busy: (p) => !!this.states.get(p)?.running,
+    });
+    this.leases = leases;
+    held.add('leases', () => leases.stop());
+    await leases.start();
     held.add('deliveries in flight', () => this.drain());
     held.add('timers', () => this.states.forEach((st) => clearTimeout(st.timer)));
     // Interrupted work first: nothing new is taken before it is finished or put back.
     for (const partner of this.config.partners) {
       if (this.stopping) return;
-      await recover(this.store, partner, this.log);
+      if (leases.holds(partner.id)) await recover(this.store, partner, this.log);
     }
     if (this.stopping) return;
     this.recovered = true;
@@ -173,9 +184,11 @@ export class Daemon {
         transferError: (operation) => countRemoteError(partner.id, operation),
       });
       this.links.set(partner.id, link);
-      const task = cron.schedule(partner.remote.schedule, () => void link.kick(this.abort.signal), { name: `inboxd-remote-${partner.id}` });
+      // Pulled by the instance that holds the partner's lease only.
+      const pull = () => void (this.holds(partner.id) && link.kick(this.abort.signal));
+      const task = cron.schedule(partner.remote.schedule, pull, { name: `inboxd-remote-${partner.id}` });
       this.held.add(`remote schedule ${partner.id}`, () => task.stop());
-      void link.kick(this.abort.signal);
+      pull();
     }
   }
 
@@ -218,8 +231,20 @@ export class Daemon {
     }, at - Date.now());
   }
 
+  /** A partner's lease was taken (another instance died, or gave it back): its sweep recovers its work directory first. */
+  private took(partner: string): void {
+    if (!this.recovered) return; // the start's own recovery and first sweep follow
+    this.kick(partner, 0);
+    void this.links.get(partner)?.kick(this.abort.signal);
+  }
+
+  private holds(partner: string): boolean {
+    return this.leases?.holds(partner) ?? false;
+  }
+
   /** One sweep of one partner; returns when to sweep it again at the latest (see sweepPartner). Never throws. */
   private async sweep(st: PartnerState): Promise<number | undefined> {
+    if (!this.holds(st.partner.id)) return undefined; // another instance works it
     await this.acquire();
     const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
     let due: number | undefined;

@@ -134,7 +134,8 @@ async function answer(ctx: DeliveryContext, record: DeliveryRecord, dir: string,
 async function failed(ctx: DeliveryContext, facts: AnswerFacts, receivedAt: string, dir: string, err: unknown, started: number, replay?: ReplayMarker): Promise<Result> {
   const e = classify(err);
   if (e.kind !== 'retry' || !(await fsp.stat(dir).catch(() => undefined))) throw err;
-  const counts = !replay && !ctx.signal?.aborted && e.code !== 'FILE_CHANGING';
+  // Not a failed attempt: a file still being written, a roll back because we stop, a partner another instance took over.
+  const counts = !replay && !ctx.signal?.aborted && e.code !== 'FILE_CHANGING' && e.code !== 'LEASE_LOST';
   const attempts = counts ? await countAttempt(ctx, facts, dir, e) : undefined;
   const last = attempts && ctx.retry && attempts.attempts >= ctx.retry.maxAttempts;
   if (last) {

@@ -17,6 +17,7 @@ import type { ParsedName } from '../pipeline/naming.js';
 import { Releasers } from '../releasers.js';
 import { deliveryRetry } from '../retry.js';
 import { openAll, recover } from './startup.js';
+import { LeaseKeeper } from './leases.js';
 
 export interface Tally {
   accepted: number;
@@ -182,11 +183,17 @@ export async function runOnce(config: Config, log: Logger, waits: Wait[] = []): 
   const decided = (rec: DeliveryRecord) => void alerts.push(...notifyAll(config.notify, rec, log));
   try {
     const { keyring, store } = await openAll(config, log, held);
+    // With instances sharing a PostgreSQL, this run works the partners no live instance holds.
+    const leases = new LeaseKeeper(store, config.partners.map((p) => p.id), 'all', log);
+    held.add('leases', () => leases.stop());
+    await leases.start();
+    const mine = config.partners.filter((p) => leases.holds(p.id));
+    for (const p of config.partners) if (!mine.includes(p)) log.info({ partner: p.id }, `partner ${p.id} is worked by another instance: not swept by this run`);
     let putBack = 0;
-    for (const partner of config.partners) putBack += await recover(store, partner, log, tally);
+    for (const partner of mine) putBack += await recover(store, partner, log, tally);
     // A delivery put back has just changed in the inbox, as if just uploaded: this run still takes it.
     if (putBack > 0) await sleep(config.settleMs);
-    for (const partner of config.partners) await sweepPartner({ store, log, partner, keyring, alert }, config, tally, { decided, waiting: (w) => waits.push({ ...w, partner: partner.id }) });
+    for (const partner of mine) await sweepPartner({ store, log, partner, keyring, alert }, config, tally, { decided, waiting: (w) => waits.push({ ...w, partner: partner.id }) });
     waits.forEach((w) => logWaiting(log, w));
   } finally {
     await Promise.all(alerts);

@@ -20,6 +20,7 @@ import { evidenceOf } from './audit.js';
 import { claimCopies } from '../pipeline/claim.js';
 import type { Config, PartnerConfig } from '../config/config.js';
 import { ingestDir, newDeliveryId, type Result } from '../ingest/delivery.js';
+import { LeaseKeeper } from '../ingest/leases.js';
 import type { ReadyDelivery } from '../pipeline/discover.js';
 import { classify, type ErrorCode, InboxdError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -59,6 +60,17 @@ export async function replay(config: Config, log: Logger, id: string): Promise<R
     return replayByDaemon(config, log, id);
   }
   try {
+    // With instances sharing a PostgreSQL: the partner's holder carries it out, or this command takes the lease.
+    const partner = (await opened.store.delivery(id))?.partner;
+    if (opened.store.leases && partner) {
+      const leases = new LeaseKeeper(opened.store, [partner], 'all', log);
+      held.add('leases', () => leases.stop());
+      await leases.start();
+      if (!leases.holds(partner)) {
+        await release();
+        return replayByDaemon(config, log, id);
+      }
+    }
     return await replayWith(opened.store, config, log, id, opened.keyring);
   } finally {
     await release();

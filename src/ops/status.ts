@@ -29,6 +29,8 @@ export interface Status {
   openErrors: { id: string; partner: string; flow: string | null; file: string; seq: number | null; code: string | null; reason: string | null; decidedAt: string }[];
   /** something needs a person: an open error, an open late window, or an open circuit */
   attention: boolean;
+  /** where several instances share a PostgreSQL: each one, the partners it holds and since when */
+  instances?: { id: string; host: string; pid: number; startedAt: string; heartbeatAt: string; live: boolean; partners: { partner: string; since: string | null }[] }[];
 }
 
 export async function status(store: Store, config: Config): Promise<Status> {
@@ -53,7 +55,12 @@ export async function status(store: Store, config: Config): Promise<Status> {
   }
   const openErrors = (await store.audit.openProblems()).map((d: Listed) => ({ id: d.id, partner: d.partner, flow: d.flow, file: d.file, seq: d.seq, code: d.code, reason: d.reason, decidedAt: d.decidedAt }));
   const attention = openErrors.length > 0 || flows.some((f) => f.lateWindows.length > 0 || (f.circuit !== null && f.circuit !== 'closed'));
-  return { generatedAt: new Date().toISOString(), flows, openErrors, attention };
+  return { generatedAt: new Date().toISOString(), flows, openErrors, attention, ...(store.leases ? { instances: await instances(store) } : {}) };
+}
+
+async function instances(store: Store): Promise<NonNullable<Status['instances']>> {
+  const leases = await store.leases!.leases();
+  return (await store.leases!.instances()).map((i) => ({ ...i, partners: leases.filter((l) => l.holder === i.id).map((l) => ({ partner: l.partner, since: l.since })) }));
 }
 
 /** Flows whose first ready delivery waits for a missing sequence: what the sweep would do now. */
@@ -94,5 +101,11 @@ export function formatStatus(s: Status): string {
     out.push(table(['DELIVERY ID', 'PARTNER', 'FLOW', 'SEQ', 'FILE', 'CODE', 'DECIDED'], s.openErrors.map((e) => [e.id, e.partner, e.flow, e.seq, e.file, e.code, when(e.decidedAt)])));
     out.push('Next: inboxd deliveries show ID; after a fix, inboxd replay ID; or inboxd deliveries resolve ID --note "why"');
   } else out.push('', 'No rejected delivery waiting to be dealt with.');
+  if (s.instances) {
+    out.push('', `Instances (${s.instances.filter((i) => i.live).length} live):`);
+    out.push(table(['INSTANCE', 'STARTED', 'HEARTBEAT', 'PARTNERS HELD (SINCE)'], s.instances.map((i) => [
+      `${i.id}${i.live ? '' : ' (silent)'}`, when(i.startedAt), ago(i.heartbeatAt), i.partners.map((p) => `${p.partner} (${p.since ? when(p.since) : '?'})`).join(', ') || '-',
+    ])));
+  }
   return `${out.join('\n')}\n`;
 }

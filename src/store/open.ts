@@ -4,7 +4,6 @@
  */
 import { existsSync } from 'node:fs';
 import type { Config } from '../config/config.js';
-import { lockPostgres } from './postgres/instance.js';
 import { openPostgres } from './postgres/store.js';
 import { lockInstance as lockSqlite } from './sqlite/instance.js';
 import { sqliteStaging } from './sqlite/scratch.js';
@@ -12,8 +11,8 @@ import { SqliteStore } from './sqlite/store.js';
 import type { InstanceLock, Staging, Store } from './types.js';
 
 /** `readonly`: for commands that promise to change nothing; the database must exist. */
-export async function openStore(config: Pick<Config, 'db'>, opts: { readonly?: boolean } = {}): Promise<Store> {
-  return config.db.kind === 'postgres' ? openPostgres(config.db, opts) : new SqliteStore(config.db.path, opts);
+export async function openStore(config: Pick<Config, 'db' | 'file'>, opts: { readonly?: boolean } = {}): Promise<Store> {
+  return config.db.kind === 'postgres' ? openPostgres(config.db, { ...opts, owner: config.file }) : new SqliteStore(config.db.path, opts);
 }
 
 /**
@@ -25,11 +24,13 @@ export function stagingFor(): Staging {
 }
 
 /**
- * One inboxd at a time per database, per work directory and per root (sqlite/instance.ts,
- * postgres/instance.ts). A DB_BUSY means an inboxd of this very configuration is running (replay hands over to it).
+ * SQLite: one inboxd at a time per database, per work directory and per root (sqlite/instance.ts); a
+ * DB_BUSY means an inboxd of this very configuration is running (replay hands over to it).
+ * PostgreSQL: several instances may share the database and the root; each partner is worked by the
+ * holder of its lease (postgres/leases.ts, Store.leases), so there is nothing to lock as a whole.
  */
-export function lockInstance(config: Pick<Config, 'file' | 'database' | 'db' | 'root' | 'workDir'>): Promise<InstanceLock> {
-  return config.db.kind === 'postgres' ? lockPostgres(config.db, config) : lockSqlite(config);
+export async function lockInstance(config: Pick<Config, 'file' | 'database' | 'db' | 'root' | 'workDir'>): Promise<InstanceLock> {
+  return config.db.kind === 'postgres' ? { release: () => {} } : lockSqlite(config);
 }
 
 /** Whether the database exists at all: read-only commands open none that does not, and create none. */

@@ -277,6 +277,47 @@ export interface Retention {
   prune(cutoffs: readonly { partner: string; before: string }[], orphansBefore: string, dryRun: boolean): Promise<PrunedRows>;
 }
 
+/** A partner's lease as `inboxd status` shows it. */
+export interface LeaseRow {
+  partner: string;
+  holder: string | null;
+  since: string | null;
+  expiresAt: string | null;
+}
+
+export interface InstanceRow {
+  id: string;
+  host: string;
+  pid: number;
+  startedAt: string;
+  heartbeatAt: string;
+  /** whether its heartbeat is recent (within the lease time) */
+  live: boolean;
+}
+
+/**
+ * Several instances on one database (PostgreSQL, postgres/leases.ts): each partner is worked by one
+ * instance at a time, the holder of its lease. A commit checks the lease in its own transaction (a
+ * fence), so an instance that lost it cannot commit for that partner.
+ */
+export interface Leases {
+  /** this process's instance id */
+  readonly instance: string;
+  readonly ttlMs: number;
+  /**
+   * Heartbeat; renews the leases held; takes free or expired ones up to a fair share of `partners`
+   * (`all`: as many as it can); gives back held ones above the share that are not `busy`.
+   */
+  tick(partners: readonly string[], mode: 'share' | 'all', busy?: (partner: string) => boolean): Promise<{ gained: string[]; lost: string[] }>;
+  holds(partner: string): boolean;
+  /** Gives the leases back (all of them, or these): another instance may take them at once. */
+  release(partners?: readonly string[]): Promise<void>;
+  /** Who holds a partner now, if a live instance does. */
+  holderOf(partner: string): Promise<string | undefined>;
+  leases(): Promise<LeaseRow[]>;
+  instances(): Promise<InstanceRow[]>;
+}
+
 export interface Store extends DeliveryLedger, TargetWriter, Windows {
   readonly attempts: AttemptLedger;
   readonly remote: RemoteLedger;
@@ -284,6 +325,8 @@ export interface Store extends DeliveryLedger, TargetWriter, Windows {
   readonly audit: Audit;
   readonly retention: Retention;
   readonly staging: Staging;
+  /** Present where several instances share the database (PostgreSQL); absent, this process works every partner. */
+  readonly leases?: Leases;
   /** Throws when the database cannot be used now (readiness). */
   ping(): Promise<void>;
   /** false once closed: scrape-time metrics then read nothing */

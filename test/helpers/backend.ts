@@ -7,7 +7,6 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { inject } from 'vitest';
 import { openDatabase } from '../../src/store/sqlite/driver.js';
 import { postgresBin } from './postgres.js';
 
@@ -18,11 +17,11 @@ let made = 0;
 
 /** A database of its own on the run's server, for one fixture: its URL. */
 export function freshDatabase(): string {
-  const server = inject('pgServer');
+  const server = process.env.INBOXD_TEST_PG_URL; // set by helpers/postgres-setup.ts, inherited by the test processes
   if (!server) throw new Error('no PostgreSQL server: run the postgres project (vitest --project postgres)');
   const name = `t${process.pid}_${++made}_${Date.now() % 1e6}`;
-  psql(server.url, `CREATE DATABASE "${name}"`);
-  return server.url.replace(/\/[^/]*$/, `/${name}`);
+  psql(server, `CREATE DATABASE "${name}"`);
+  return server.replace(/\/[^/]*$/, `/${name}`);
 }
 
 /** A statement's rows as JSON, through psql (synchronous, as the SQLite reads are). */

@@ -64,6 +64,15 @@ CREATE TABLE {S}.attempts (
   first_at timestamptz NOT NULL, last_at timestamptz NOT NULL, next_at timestamptz NOT NULL, code text NOT NULL, error text,
   delivery_ids text NOT NULL, PRIMARY KEY (partner, file)
 );`,
+  // 2: several instances on one database (leases.ts): who runs, and which partner each works.
+  `
+CREATE TABLE {S}.instances (
+  id text PRIMARY KEY, host text NOT NULL, pid integer NOT NULL, config text NOT NULL,
+  started_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL
+);
+CREATE TABLE {S}.leases (
+  partner text PRIMARY KEY, holder text, epoch bigint NOT NULL DEFAULT 0, since timestamptz, expires_at timestamptz
+);`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

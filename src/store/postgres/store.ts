@@ -9,12 +9,14 @@
  * advisory lock on the flow, as SQLite's single writer does), so two of them in flight can never both
  * read "sequence 7 is new"; the dedupe table's primary key stays the last line. A connection lost
  * mid-transaction rolls all of it back on the server: the delivery is retried, nothing half-applied.
+ * Where several instances share the database, the commit is fenced by the partner's lease (leases.ts).
  */
 import type { PostgresConfig } from '../../config/database.js';
 import type { Applied, Decide, DeliveryRecord, RemoteAnswer, SeqKey, Staged, Store, TargetTable, WindowRecord } from '../types.js';
 import { PgAudit, PgRetention } from './audit.js';
 import { connectOptions, ident, PgDb, type Tx } from './db.js';
 import { PgAttempts, PgRemoteLedger, PgReplayQueue } from './ledgers.js';
+import { PgLeases } from './leases.js';
 import { pgMigrate, pgSchemaVersion } from './migrations.js';
 import { PgStaging } from './staging.js';
 import { checkTable, ensureTable, keptSql, upsertSql } from './tables.js';
@@ -25,7 +27,7 @@ const AS_CAMEL = COLUMNS.map((c) => `${c} AS "${camel(c)}"`).join(', ');
 const WINDOW_COLUMNS = ['partner', 'flow', 'opens_at', 'closes_at', 'status', 'at_risk_at', 'late_at', 'resolved_at', 'resolved_by'].map((c) => `${c} AS "${camel(c)}"`).join(', ');
 
 /** Opens the pool and brings inboxd's schema up to date (or, read-only, checks it is one we know). */
-export async function openPostgres(c: PostgresConfig, opts: { readonly?: boolean } = {}): Promise<PostgresStore> {
+export async function openPostgres(c: PostgresConfig, opts: { readonly?: boolean; owner?: string } = {}): Promise<PostgresStore> {
   const connect = connectOptions(c);
   const db = new PgDb(c.url, c.schema, opts.readonly ? { ...connect, readOnly: true } : connect, c.poolSize);
   try {
@@ -35,7 +37,7 @@ export async function openPostgres(c: PostgresConfig, opts: { readonly?: boolean
     await db.close();
     throw err;
   }
-  return new PostgresStore(db, connect);
+  return new PostgresStore(db, connect, new PgLeases(db, ident(c.schema), c.leaseTtlMs, opts.owner ?? ''));
 }
 
 export class PostgresStore implements Store {
@@ -48,7 +50,7 @@ export class PostgresStore implements Store {
   /** inboxd's schema, quoted */
   private readonly s: string;
 
-  constructor(readonly db: PgDb, connect: ReturnType<typeof connectOptions>) {
+  constructor(readonly db: PgDb, connect: ReturnType<typeof connectOptions>, readonly leases: PgLeases) {
     this.s = ident(db.schema);
     this.remote = new PgRemoteLedger(db, this.s);
     this.attempts = new PgAttempts(db, this.s);
@@ -101,6 +103,7 @@ export class PostgresStore implements Store {
     return this.db.tx(async (c) => {
       if (seqKey) await c.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`inboxd flow ${seqKey.partner}/${seqKey.flow}`]);
       const rec = seqKey ? decide(await this.appliedIn(c, seqKey.partner, seqKey.flow, seqKey.seq), await this.lastSeqIn(c, seqKey.partner, seqKey.flow)) : decide(undefined, undefined);
+      if (this.leases.active) await this.leases.fence(c, rec.partner);
       let written = '';
       if (rec.outcome === 'accepted') {
         if (!staged) throw new Error('an accepted delivery needs its staged rows');
@@ -170,11 +173,12 @@ export class PostgresStore implements Store {
     [partner, flow, opensAt, closesAt, new Date().toISOString()])) === 1;
   }
 
+  /** The UPDATE's own rows say what this call resolved: two instances resolving at once never both report it. */
   async resolveLate(partner: string, flow: string, deliveryId: string): Promise<WindowRecord[]> {
     return this.db.tx(async (c) => {
-      const late = await this.lateWindowsIn(c, partner, flow);
+      const late = (await c.query<WindowRecord>(`UPDATE ${this.s}.windows SET status = 'resolved', resolved_at = $1, resolved_by = $2 WHERE partner = $3 AND flow = $4 AND status = 'late' RETURNING ${WINDOW_COLUMNS}`,
+        [new Date().toISOString(), deliveryId, partner, flow])).rows.sort((a, b) => a.opensAt.localeCompare(b.opensAt));
       if (late.length === 0) return late;
-      await c.query(`UPDATE ${this.s}.windows SET status = 'resolved', resolved_at = $1, resolved_by = $2 WHERE partner = $3 AND flow = $4 AND status = 'late'`, [new Date().toISOString(), deliveryId, partner, flow]);
       await c.query(`UPDATE ${this.s}.deliveries SET late = 1 WHERE id = $1`, [deliveryId]);
       await this.eventIn(c, deliveryId, 'late', `resolves the window${late.length > 1 ? 's' : ''} opened ${late.map((w) => w.opensAt).join(', ')}`);
       return late;
