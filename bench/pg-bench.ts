@@ -104,7 +104,8 @@ async function twoInstances(rows: number): Promise<{ seconds: number; peakMb: nu
   const runs = [0, 1].map(() => spawnMeasured([CLI, 'run', '--config', cfg]));
   const split = "SELECT count(DISTINCT holder) FROM inboxd.leases WHERE holder IS NOT NULL AND expires_at > now()";
   for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 200))) {
-    if (Number(execFileSync(psql, [url, '-X', '-A', '-t', '-c', split]).toString().trim() || 0) === 2) break;
+    const r = spawnSync(psql, [url, '-X', '-A', '-t', '-c', split], { encoding: 'utf8' }); // fails until the schema is made
+    if (Number(r.stdout.trim() || 0) === 2) break;
   }
   const t0 = process.hrtime.bigint();
   for (const p of ['p1', 'p2']) for (const f of readdirSync(join(dir, 'held', p)).sort().reverse()) renameSync(join(dir, 'held', p, f), join(dir, 'partners', p, 'inbox', f));

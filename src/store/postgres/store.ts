@@ -126,7 +126,15 @@ export class PostgresStore implements Store {
     if (staged.rows.runs.length === 0) return `0 rows written to ${t.table}`;
     const k = staged.keepNewer;
     const kept = k ? Number((await c.query<{ n: number }>(keptSql(t, this.db.schema, tables), [k.partner, k.flow, k.seq])).rows[0]!.n) : 0;
-    const r = await c.query(upsertSql(t, this.db.schema, tables, k), k ? [deliveryId, at, k.partner, k.flow, k.seq] : [deliveryId, at]);
+    const params = k ? [deliveryId, at, k.partner, k.flow, k.seq] : [deliveryId, at];
+    // Most files name each key once: upserted as they are, with no sort. A key twice makes PostgreSQL
+    // refuse the statement (21000, an upsert touching a row twice); then the last row of each key is kept.
+    await c.query('SAVEPOINT upsert');
+    const r = await c.query(upsertSql(t, this.db.schema, tables, k, false), params).catch(async (err: unknown) => {
+      if ((err as { code?: unknown }).code !== '21000') throw err; // cardinality_violation
+      await c.query('ROLLBACK TO SAVEPOINT upsert');
+      return c.query(upsertSql(t, this.db.schema, tables, k, true), params);
+    });
     const written = r.rowCount ?? 0;
     const rows = staged.rows.runs.reduce((n, run) => n + run.to - run.from + 1, 0);
     const same = rows - written - kept;

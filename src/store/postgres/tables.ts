@@ -68,12 +68,13 @@ export async function checkTable(c: Tx, t: TargetTable, where: string): Promise<
 
 /**
  * One INSERT … SELECT … ON CONFLICT from the staging tables. The last row of a key in file order wins
- * (DISTINCT ON, ordered by chunk and row: an upsert may touch a row once per statement); a row whose
+ * (`distinct`: DISTINCT ON, ordered by chunk and row: an upsert may touch a row once per statement;
+ * without it, for a file whose keys are all different, no sort is needed); a row whose
  * values did not change is not rewritten (IS DISTINCT FROM), so a resent snapshot writes little; and a
  * replay (keepNewer) leaves rows a later sequence of the flow wrote.
  * Parameters: $1 delivery id, $2 decided at; with keepNewer $3 partner, $4 flow, $5 seq.
  */
-export function upsertSql(t: TargetTable, schema: string, staging: readonly string[], keepNewer?: SeqKey): string {
+export function upsertSql(t: TargetTable, schema: string, staging: readonly string[], keepNewer?: SeqKey, distinct = true): string {
   const cols = t.fields.map((f) => ident(f.ours));
   const keys = t.key.map((k) => ident(k));
   const vals = t.fields.map((f, i) => `c${i} AS ${ident(f.ours)}`);
@@ -84,8 +85,8 @@ export function upsertSql(t: TargetTable, schema: string, staging: readonly stri
   const changed = values.length ? [`(${values.map((v) => `${target}.${v}`).join(', ')}) IS DISTINCT FROM (${values.map((v) => `excluded.${v}`).join(', ')})`] : ['false'];
   const keep = keepNewer ? [`NOT EXISTS (SELECT 1 FROM ${ident(schema)}.deliveries w WHERE w.id = ${target}._delivery_id AND w.partner = $3 AND w.flow = $4 AND w.seq > $5)`] : [];
   return `INSERT INTO ${target} (${cols.join(', ')}, _delivery_id, _updated_at)
-    SELECT DISTINCT ON (${keys.join(', ')}) ${cols.join(', ')}, $1, $2::timestamptz FROM (SELECT chunk, "row", ${vals.join(', ')} FROM (${union}) u) s
-    ORDER BY ${keys.join(', ')}, chunk DESC, "row" DESC
+    SELECT ${distinct ? `DISTINCT ON (${keys.join(', ')}) ` : ''}${cols.join(', ')}, $1, $2::timestamptz FROM (SELECT chunk, "row", ${vals.join(', ')} FROM (${union}) u) s
+    ${distinct ? `ORDER BY ${keys.join(', ')}, chunk DESC, "row" DESC` : ''}
     ON CONFLICT (${keys.join(', ')}) DO UPDATE SET ${set.join(', ')} WHERE ${[...changed, ...keep].join(' AND ')}`;
 }
 
