@@ -27,9 +27,13 @@ describe('several instances on one database and one root', () => {
     const fx = await instancesFixture(t);
     const daemons: DaemonProcess[] = [];
     for (let i = 0; i < 3; i++) daemons.push(await testDaemon(t, fx));
-    // The partners spread: three live instances, a fair share of four at most each.
-    await until(() => held(fx).reduce((n, r) => n + Number(r.n), 0) === PARTNERS.length && held(fx).length === 3 && held(fx), 'ten leases over three instances', 30_000, 100);
-    expect(Math.max(...held(fx).map((r) => Number(r.n)))).toBeLessThanOrEqual(4);
+    // The partners spread: the first to start takes them all, and gives back what is above its share
+    // as the others join, until each of the three holds its fair share, four at most.
+    const spread = await until(() => {
+      const h = held(fx);
+      return h.length === 3 && h.reduce((n, r) => n + Number(r.n), 0) === PARTNERS.length && Math.max(...h.map((r) => Number(r.n))) <= 4 && h;
+    }, 'ten leases spread over three instances, four at most each', 30_000, 100);
+    expect(Math.min(...spread.map((r) => Number(r.n)))).toBeGreaterThanOrEqual(2); // [4, 4, 2] or [4, 3, 3]: every one works
     const status = await fx.runOnce({ args: ['status', '--config', fx.configPath] });
     expect(status.stdout).toMatch(/Instances \(3 live\):/);
 

@@ -49,6 +49,8 @@ export interface DeliveryContext {
   retry?: RetryPolicy;
   /** the alert action (the daemon's): a delivery given up on is reported through it */
   alert?: (alert: Alert) => void;
+  /** the epoch of the partner's lease the delivery was claimed under (several instances: Store.commit) */
+  lease?: number;
 }
 
 /** A replay (replay.ts): the delivery replayed, and where its files were copied from. */
@@ -73,10 +75,12 @@ export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): P
   const flow = ctx.partner.flows.find((f) => f.id === ready.name.flow)!;
   const id = newDeliveryId();
   const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq });
+  // Read before the claim: the commit must find this very lease still held (Store.commit).
+  const lease = ctx.store.leases?.epoch(ctx.partner.id);
   const dir = await claim(ctx.partner.dirs.inbox, ctx.partner.dirs.work, id, ready.files, { soleLinks: true });
   if (!dir) return { status: 'skipped' };
   log.info({ files: ready.files }, 'delivery claimed');
-  return takeClaimed({ ...ctx, log }, flow, ready, id, dir);
+  return takeClaimed({ ...ctx, log, lease }, flow, ready, id, dir);
 }
 
 /**
@@ -87,7 +91,7 @@ export async function handleReady(ctx: DeliveryContext, ready: ReadyDelivery): P
 export async function ingestDir(ctx: DeliveryContext, ready: ReadyDelivery, id: string, dir: string, replay: ReplayMarker): Promise<Result> {
   const flow = ctx.partner.flows.find((f) => f.id === ready.name.flow)!;
   const log = ctx.log.child({ delivery_id: id, partner: ctx.partner.id, flow: flow.id, file: ready.file, seq: ready.name.seq, replay_of: replay.of });
-  return takeClaimed({ ...ctx, log }, flow, ready, id, dir, replay);
+  return takeClaimed({ ...ctx, log, lease: ctx.lease ?? ctx.store.leases?.epoch(ctx.partner.id) }, flow, ready, id, dir, replay);
 }
 
 async function takeClaimed(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, id: string, dir: string, replay?: ReplayMarker): Promise<Result> {
@@ -187,7 +191,7 @@ async function countAttempt(ctx: DeliveryContext, facts: AnswerFacts, dir: strin
 async function giveUp(ctx: DeliveryContext, facts: AnswerFacts, receivedAt: string, dir: string, e: InboxdError, attempts: Attempts, started: number): Promise<Result> {
   const reason = `${facts.file} could not be processed: ${attempts.attempts} attempts failed for a reason on our side, not in the file. Our operations team has been alerted and will process it once that is fixed; there is no need to send it again`;
   const taken = await takenNames(facts, ctx.partner.dirs);
-  const record = await ctx.store.commit(undefined, undefined, () => rejectedRecord(facts, receivedAt, reject('INTERNAL_ERROR', reason), undefined, taken));
+  const record = await ctx.store.commit(undefined, undefined, () => rejectedRecord(facts, receivedAt, reject('INTERNAL_ERROR', reason), undefined, taken), ctx.lease);
   await ctx.store.event(facts.id, 'given up', `after ${attempts.attempts} attempts (deliveries ${attempts.deliveryIds.join(', ')}); the last failed with ${e.code}: ${e.message}`);
   await ctx.store.attempts.clear(ctx.partner.id, facts.file);
   const message = `${ctx.partner.id}/${facts.flow}: ${facts.file} given up after ${attempts.attempts} attempts (${e.code}: ${e.message}); answered INTERNAL_ERROR in error/; inboxd replay ${facts.id} once the cause is fixed`;
@@ -210,7 +214,7 @@ export async function handleStale(ctx: DeliveryContext, stale: Stale): Promise<R
   await ctx.store.event(id, 'received', stale.files.join(', '), receivedAt);
   const started = performance.now();
   const taken = await takenNames(facts, ctx.partner.dirs);
-  const record = await ctx.store.commit(undefined, undefined, () => rejectedRecord(facts, receivedAt, reject(stale.code, stale.reason), undefined, taken));
+  const record = await ctx.store.commit(undefined, undefined, () => rejectedRecord(facts, receivedAt, reject(stale.code, stale.reason), undefined, taken), ctx.lease);
   return answer({ ...ctx, log }, record, dir, started);
 }
 
@@ -264,7 +268,7 @@ async function stageAndCommit(ctx: DeliveryContext, flow: FlowConfig, ready: Rea
     if (e.details.cause) ctx.log.warn({ code: e.code, cause: e.details.cause }, 'rejection cause (not shown to the partner)');
     const totals = found?.stats ? totalsJson(manifest, found.stats) : null;
     const taken = await takenNames(facts, partner.dirs);
-    return store.commit(undefined, undefined, () => ({ ...rejectedRecord(facts, receivedAt, e, found?.stats, taken), totals }));
+    return store.commit(undefined, undefined, () => ({ ...rejectedRecord(facts, receivedAt, e, found?.stats, taken), totals }), ctx.lease);
   }
   const { stats, staged } = found;
   // Decide, then write: what the decision needs of the disk is read now, outside the transaction.
@@ -281,7 +285,7 @@ async function stageAndCommit(ctx: DeliveryContext, flow: FlowConfig, ready: Rea
     const totals = totalsJson(manifest, stats);
     const plan = planAccepted(facts, { records: stats.rows, sums: stats.sums, scales: Object.fromEntries(flow.totals.map((t) => [t, scaleOf(flow, t)])), badRows: stats.badRows, errors: stats.errors, errorCount: stats.errorCount }, taken);
     return record(facts, receivedAt, 'accepted', plan, { records: stats.rows, badRows: stats.badRows, totals });
-  });
+  }, ctx.lease);
 }
 
 /** Control totals expected (the manifest) and found, for the record (inboxd deliveries show). */

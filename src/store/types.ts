@@ -86,8 +86,10 @@ export interface DeliveryLedger {
   /**
    * The one transaction of a delivery: reads the dedupe facts, calls `decide` on them, and when it
    * says `accepted` upserts the staged rows and writes the dedupe row; records the outcome either way.
+   * `lease`: the epoch of the partner's lease when the delivery was claimed (Leases.epoch); with
+   * several instances the commit is refused (LEASE_LOST) unless that very lease is still held.
    */
-  commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: Decide): Promise<DeliveryRecord>;
+  commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: Decide, lease?: number): Promise<DeliveryRecord>;
   /** One step of a delivery's audit trail. Details never hold PII values (map.ts redacts them in row errors). */
   event(deliveryId: string, step: string, detail?: string, at?: string): Promise<void>;
   delivery(id: string): Promise<DeliveryRecord | undefined>;
@@ -310,6 +312,8 @@ export interface Leases {
    */
   tick(partners: readonly string[], mode: 'share' | 'all', busy?: (partner: string) => boolean): Promise<{ gained: string[]; lost: string[] }>;
   holds(partner: string): boolean;
+  /** The epoch of the lease held on a partner now: what a delivery claimed now must still hold at its commit. */
+  epoch(partner: string): number | undefined;
   /** Gives the leases back (all of them, or these): another instance may take them at once. */
   release(partners?: readonly string[]): Promise<void>;
   /** Who holds a partner now, if a live instance does. */

@@ -37,6 +37,10 @@ export class PgLeases implements Leases {
     return this.held.has(partner);
   }
 
+  epoch(partner: string): number | undefined {
+    return this.held.get(partner);
+  }
+
   async tick(partners: readonly string[], mode: 'share' | 'all', busy: (partner: string) => boolean = () => false): Promise<{ gained: string[]; lost: string[] }> {
     const ttl = `${this.ttlMs} milliseconds`;
     return this.db.tx(async (c) => {
@@ -99,11 +103,15 @@ export class PgLeases implements Leases {
     });
   }
 
-  /** In a commit's transaction: the lease is still ours (see the top of this file); LEASE_LOST if not. */
-  async fence(c: Tx, partner: string): Promise<void> {
-    const epoch = this.held.get(partner);
-    const ok = epoch !== undefined && (await c.query(`SELECT 1 FROM ${this.s}.leases WHERE partner = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() FOR SHARE`, [partner, this.instance, epoch])).rowCount === 1;
-    if (!ok) throw new InboxdError('LEASE_LOST', `the lease on partner ${partner} is no longer held by this instance (${this.instance}); another instance works it now, and nothing of this delivery was committed`);
+  /**
+   * In a commit's transaction: the lease the delivery was claimed under (`epoch`) is still ours. Lost
+   * and taken again since is not enough: another instance's recovery may have put the delivery's
+   * files back meanwhile. LEASE_LOST if not.
+   */
+  async fence(c: Tx, partner: string, epoch = this.held.get(partner)): Promise<void> {
+    const ok = epoch !== undefined && this.held.get(partner) === epoch
+      && (await c.query(`SELECT 1 FROM ${this.s}.leases WHERE partner = $1 AND holder = $2 AND epoch = $3 AND expires_at > now() FOR SHARE`, [partner, this.instance, epoch])).rowCount === 1;
+    if (!ok) throw new InboxdError('LEASE_LOST', `the lease on partner ${partner} this delivery was claimed under is no longer held by this instance (${this.instance}); another instance works it now, and nothing of this delivery was committed`);
   }
 
   async holderOf(partner: string): Promise<string | undefined> {

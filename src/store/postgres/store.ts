@@ -99,11 +99,11 @@ export class PostgresStore implements Store {
   }
 
   /** The one transaction of a delivery (see the top of this file). */
-  async commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: Decide): Promise<DeliveryRecord> {
+  async commit(seqKey: SeqKey | undefined, staged: Staged | undefined, decide: Decide, lease?: number): Promise<DeliveryRecord> {
     return this.db.tx(async (c) => {
       if (seqKey) await c.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`inboxd flow ${seqKey.partner}/${seqKey.flow}`]);
       const rec = seqKey ? decide(await this.appliedIn(c, seqKey.partner, seqKey.flow, seqKey.seq), await this.lastSeqIn(c, seqKey.partner, seqKey.flow)) : decide(undefined, undefined);
-      if (this.leases.active) await this.leases.fence(c, rec.partner);
+      if (this.leases.active) await this.leases.fence(c, rec.partner, lease);
       let written = '';
       if (rec.outcome === 'accepted') {
         if (!staged) throw new Error('an accepted delivery needs its staged rows');
