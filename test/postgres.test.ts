@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { fixture, nameFor, row, rowsOf, SLOW } from './helpers/fixture.js';
 import { msg, spawnDaemon, testDaemon, until } from './helpers/daemon.js';
-import { type Postgres, startPostgres } from './helpers/postgres.js';
+import { freePort, type Postgres, startPostgres } from './helpers/postgres.js';
 import { connectOptions, PgDb } from '../src/store/postgres/db.js';
 import { classify } from '../src/errors.js';
 
@@ -118,6 +118,8 @@ describe('PostgreSQL faults', () => {
 
   it('the database down at start: run --once exits 75 and takes nothing; the daemon waits for it, then works', SLOW, async (t) => {
     const fx = await faultFixture(t, 'down_at_start');
+    const port = await freePort();
+    await fx.writeConfig({ config: { retry_backoff: '1s', http: { listen: `127.0.0.1:${port}` } } });
     const d = await fx.makeDelivery();
     pg.stop();
     try {
@@ -127,8 +129,13 @@ describe('PostgreSQL faults', () => {
       expect(fx.listDir('inbox')).toEqual([...d.files].sort());
       const daemon = spawnTestDaemon(t, fx);
       await daemon.waitFor(msg(/waiting for the database, trying again in/), 'waiting for the database', 20_000);
+      // Not ready, and saying why, while it waits.
+      const waiting = await fetch(`http://127.0.0.1:${port}/readyz`);
+      expect(waiting.status).toBe(503);
+      expect((await waiting.json()).checks.database).toMatch(/^not usable: database postgres:\/\/.*ECONNREFUSED/);
       pg.start();
       await daemon.waitFor(msg('inboxd started'), 'started once the database is up', 60_000);
+      await until(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200, 'ready once started', 20_000, 100);
       await until(() => fx.listDir('outbox').length === 1, 'the ACK', 30_000);
       expect(fx.rows().length).toBe(3);
       await daemon.stop();

@@ -13,7 +13,8 @@ import { type Alert, sendLogged } from '../notify/alert.js';
 import { notifyAll } from '../notify/notify.js';
 import type { Config, PartnerConfig } from '../config/config.js';
 import { classify } from '../errors.js';
-import { type OpsRuntime, startOps } from '../observe/runtime.js';
+import { listenWaiting, type OpsRuntime, startOps } from '../observe/runtime.js';
+import type { HttpServer } from '../observe/http.js';
 import { countRemoteError, setCircuitState } from '../observe/metrics.js';
 import { DeadlineKeeper } from './deadlines.js';
 import type { Logger } from '../log.js';
@@ -145,21 +146,29 @@ export class Daemon {
   /**
    * openAll, waiting for a database server that cannot be reached (DB_UNAVAILABLE: PostgreSQL down or
    * restarting): tried again with a growing pause (1 s doubling to 30 s), logged each time, until it
-   * answers or we are stopped. Not ready meanwhile: nothing listens yet. Anything else ends the start.
+   * answers or we are stopped. Meanwhile /readyz answers 503 with the reason (listenWaiting). Anything else ends the start.
    */
   private async openWaiting(held: Releasers): Promise<Awaited<ReturnType<typeof openAll>>> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await openAll(this.config, this.log, held);
-      } catch (err) {
-        const e = classify(err);
-        if (e.code !== 'DB_UNAVAILABLE' || this.stopping) throw err;
-        await held.releaseAll((resource, failure) => this.log.error({ err: failure, resource }, 'release failed'));
-        const waitMs = Math.min(30_000, 1000 * 2 ** (attempt - 1));
-        this.log.warn({ code: e.code, attempt, retry_in_ms: waitMs }, `${e.message}; waiting for the database, trying again in ${Math.round(waitMs / 1000)} s`);
-        const stopped = await sleep(waitMs, false, { signal: this.startAbort.signal }).catch(() => true);
-        if (stopped) throw err;
+    let waiting: { http?: HttpServer; reason: string } | undefined;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await openAll(this.config, this.log, held);
+        } catch (err) {
+          const e = classify(err);
+          if (e.code !== 'DB_UNAVAILABLE' || this.stopping) throw err;
+          await held.releaseAll((resource, failure) => this.log.error({ err: failure, resource }, 'release failed'));
+          waiting ??= { reason: e.message };
+          waiting.reason = e.message;
+          waiting.http ??= await listenWaiting(this.config, () => waiting!.reason);
+          const waitMs = Math.min(30_000, 1000 * 2 ** (attempt - 1));
+          this.log.warn({ code: e.code, attempt, retry_in_ms: waitMs }, `${e.message}; waiting for the database, trying again in ${Math.round(waitMs / 1000)} s`);
+          const stopped = await sleep(waitMs, false, { signal: this.startAbort.signal }).catch(() => true);
+          if (stopped) throw err;
+        }
       }
+    } finally {
+      await waiting?.http?.close(); // the real listener (startOps) takes the port next
     }
   }
 

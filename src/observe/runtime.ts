@@ -64,6 +64,22 @@ export async function startOps(config: Config, store: Store, log: Logger, starte
   };
 }
 
+/**
+ * While the daemon waits for its database at start: health and readiness only, /readyz answering 503
+ * with the reason, so probes and operators see why it is not ready. Closed before startOps listens.
+ */
+export async function listenWaiting(config: Config, reason: () => string): Promise<HttpServer | undefined> {
+  if (!config.http) return undefined;
+  const { tls } = config.http;
+  const keys = tls && { cert: await readTls(config, 'cert', tls.certFile), key: await readTls(config, 'key', tls.keyFile) };
+  return startHttp(config.http, {
+    metrics: async () => ({ contentType: 'text/plain; version=0.0.4', body: '# inboxd is waiting for its database\ninboxd_ready 0\n' }),
+    ready: async () => ({ ready: false, checks: { startup: 'waiting for the database', database: `not usable: ${reason()}` } }),
+  }, keys).catch((err: unknown) => {
+    throw listenError(config, config.http!, err);
+  });
+}
+
 /** A port in use may come free (an earlier inboxd still stopping): try again (75). One we may not have is configuration (78). */
 function listenError(config: Config, http: HttpConfig, err: unknown): unknown {
   const code = (err as NodeJS.ErrnoException).code;
