@@ -12,13 +12,34 @@
  *   (fence(), in the commit's transaction). An instance that lost its lease while paused cannot commit;
  *   and while a commit holds the row, no other instance can take the lease (its SKIP LOCKED skips it),
  *   so a takeover's recovery never runs beside a commit in flight. The dedupe key stays the last line.
- * - Dying: a killed instance's leases expire after `lease_ttl`; a stopped one gives them back.
+ * - Dying: a killed instance's leases expire after `lease_ttl`; a stopped one gives them back. One
+ *   that ran on this very machine (same boot id) and whose process is gone is known dead at once:
+ *   its leases are taken without waiting (a `run --once` after a crashed one, a restarted daemon).
  */
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { InboxdError } from '../../errors.js';
 import type { InstanceRow, LeaseRow, Leases } from '../types.js';
 import type { PgDb, Tx } from './db.js';
+
+/** This machine since its last boot: a pid means something only on the machine, and the boot, it ran on. */
+const BOOT = (() => {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return `${hostname()}-unknown`; // never equal to another machine's: dead processes are then only found by expiry
+  }
+})();
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 export class PgLeases implements Leases {
   readonly instance = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
@@ -53,6 +74,7 @@ export class PgLeases implements Leases {
       const still = new Map(mine.rows.map((r) => [r.partner, r.epoch]));
       const lost = [...this.held.keys()].filter((p) => still.get(p) !== this.held.get(p));
       lost.forEach((p) => this.held.delete(p));
+      await this.expireDead(c);
       const share = mode === 'all' ? partners.length : await this.share(c, partners.length);
       const gained: string[] = [];
       if (this.held.size < share) {
@@ -72,6 +94,15 @@ export class PgLeases implements Leases {
     });
   }
 
+  /** Leases of instances of this machine whose process is gone: lapsed now, not after lease_ttl. */
+  private async expireDead(c: Tx): Promise<void> {
+    const local = await c.query<{ id: string; pid: number }>(`SELECT id, pid FROM ${this.s}.instances WHERE boot = $1 AND id <> $2 AND heartbeat_at > now() - $3::interval`, [BOOT, this.instance, `${this.ttlMs} milliseconds`]);
+    const dead = local.rows.filter((i) => !alive(i.pid)).map((i) => i.id);
+    if (dead.length === 0) return;
+    await c.query(`UPDATE ${this.s}.leases SET expires_at = now() - interval '1 millisecond' WHERE holder = ANY($1::text[])`, [dead]);
+    await c.query(`UPDATE ${this.s}.instances SET heartbeat_at = now() - $2::interval WHERE id = ANY($1::text[])`, [dead, `${this.ttlMs * 2} milliseconds`]);
+  }
+
   /** The configured partners over the live instances, rounded up. */
   private async share(c: Tx, partners: number): Promise<number> {
     const live = await c.query<{ n: number }>(`SELECT count(*) AS n FROM ${this.s}.instances WHERE heartbeat_at > now() - $1::interval`, [`${this.ttlMs} milliseconds`]);
@@ -81,8 +112,8 @@ export class PgLeases implements Leases {
   private async heartbeat(c: Tx): Promise<void> {
     if (!this.registered) {
       const [host, pid] = this.instance.split(':');
-      await c.query(`INSERT INTO ${this.s}.instances (id, host, pid, config, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, now(), now())
-        ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, [this.instance, host, Number(pid), this.config]);
+      await c.query(`INSERT INTO ${this.s}.instances (id, host, boot, pid, config, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, now(), now())
+        ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, [this.instance, host, BOOT, Number(pid), this.config]);
       // Instances silent for a day are history.
       await c.query(`DELETE FROM ${this.s}.instances WHERE heartbeat_at < now() - interval '1 day'`);
       this.registered = true;

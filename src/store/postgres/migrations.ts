@@ -67,7 +67,7 @@ CREATE TABLE {S}.attempts (
   // 2: several instances on one database (leases.ts): who runs, and which partner each works.
   `
 CREATE TABLE {S}.instances (
-  id text PRIMARY KEY, host text NOT NULL, pid integer NOT NULL, config text NOT NULL,
+  id text PRIMARY KEY, host text NOT NULL, boot text NOT NULL, pid integer NOT NULL, config text NOT NULL,
   started_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL
 );
 CREATE TABLE {S}.leases (
