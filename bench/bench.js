@@ -1,4 +1,5 @@
-// npm run bench [-- --rows 1000000 --factor 10 --runs 3]
+// npm run bench [-- --rows 1000000 --factor 10 --runs 3 --cases c,plain,pgp]
+// (--factor 0: the base size only; --cases: a subset, for a quicker look at one of them)
 // Generates inventory deliveries (CSV + sidecar + manifest), ingests each end to end with the real
 // CLI, and prints rows per second and peak memory; then times the plain C-tools way of loading the
 // same file (sha256sum, then sqlite3 importing into a staging table and upserting into a keyed table
@@ -16,6 +17,7 @@ const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filt
 const ROWS = Number(args.rows ?? 1_000_000);
 const FACTOR = Number(args.factor ?? 10);
 const RUNS = Number(args.runs ?? 3);
+const CASES = new Set(String(args.cases ?? 'c,plain,pgp').split(','));
 const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
 const MAPPING = new URL('../config/mappings/acme-inventory.csv', import.meta.url).pathname;
 const GNUPGHOME = mkdtempSync(join(tmpdir(), 'inboxd-bench-gpg-'));
@@ -148,21 +150,22 @@ function report(label, rows, runs, base) {
 }
 
 console.log(`inboxd bench: node ${process.version}, ${ROWS} rows (median of ${RUNS} rounds) and ${ROWS * FACTOR} rows\n`);
-for (const [rows, rounds] of [[ROWS, RUNS], [ROWS * FACTOR, 1]]) {
+for (const [rows, rounds] of FACTOR > 0 ? [[ROWS, RUNS], [ROWS * FACTOR, 1]] : [[ROWS, RUNS]]) {
   const c = [];
   const plain = [];
   const enc = [];
   for (let i = 0; i < rounds; i++) {
-    c.push(await cToolsCase(rows));
+    if (CASES.has('c')) c.push(await cToolsCase(rows));
     for (const [list, encrypted] of [[plain, false], [enc, true]]) {
+      if (!CASES.has(encrypted ? 'pgp' : 'plain')) continue;
       const r = await inboxdCase(rows, encrypted);
       rmSync(r.dir, { recursive: true, force: true });
       list.push(r);
     }
   }
-  const base = report('C tools (sha256sum+sqlite3)', rows, c);
-  report('inboxd plain CSV', rows, plain, base);
-  report('inboxd signed+encrypted', rows, enc, base);
+  const base = c.length ? report('C tools (sha256sum+sqlite3)', rows, c) : undefined;
+  if (plain.length) report('inboxd plain CSV', rows, plain, base);
+  if (enc.length) report('inboxd signed+encrypted', rows, enc, base);
   console.log('');
 }
 // gpg starts an agent per home directory: stop it before removing its home.
