@@ -149,7 +149,7 @@ function report(label, rows, runs, base) {
   return seconds;
 }
 
-console.log(`inboxd bench: node ${process.version}, ${ROWS} rows (median of ${RUNS} rounds) and ${ROWS * FACTOR} rows\n`);
+console.log(`inboxd bench: node ${process.version}, ${ROWS} rows (median of ${RUNS} rounds)${FACTOR > 0 ? ` and ${ROWS * FACTOR} rows` : ''}\n`);
 for (const [rows, rounds] of FACTOR > 0 ? [[ROWS, RUNS], [ROWS * FACTOR, 1]] : [[ROWS, RUNS]]) {
   const c = [];
   const plain = [];
