@@ -45,6 +45,8 @@ export class SqliteStore implements Store {
   readonly retention: SqliteRetention;
   readonly staging = sqliteStaging;
   private replayQueue?: SqliteReplayQueue;
+  /** asked at every sweep of every partner (startup.ts recover): prepared once */
+  private unansweredStmt?: ReturnType<Db['prepare']>;
 
   /**
    * `readonly`: for commands that promise to change nothing (inboxd check); the database must exist.
@@ -258,7 +260,8 @@ export class SqliteStore implements Store {
   }
 
   async unanswered(partner: string): Promise<string[]> {
-    return (this.db.prepare('SELECT id FROM deliveries WHERE partner = ? AND answered_at IS NULL ORDER BY decided_at').all(partner) as { id: string }[]).map((r) => r.id);
+    this.unansweredStmt ??= this.db.prepare('SELECT id FROM deliveries WHERE partner = ? AND answered_at IS NULL ORDER BY decided_at');
+    return (this.unansweredStmt.all(partner) as { id: string }[]).map((r) => r.id);
   }
 
   async markAnswered(id: string, detail: string, remote?: RemoteAnswer): Promise<void> {
