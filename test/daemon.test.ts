@@ -50,6 +50,25 @@ describe('pickup', () => {
     expect(d.other).toEqual([]);
   });
 
+  it('a delivery renamed in from temporary names is taken at once; one written in place waits out settle_time, then is read whole', async (t) => {
+    const fx = await daemonFixture(t, { settle_time: '4s', config: { sweep: '0 0 1 1 *' } });
+    const d = await daemon(t, fx);
+    await d.waitFor(msg('watching the inboxes'), 'the watcher ready');
+    const renamed = await fx.makeDelivery({ seq: 1, ageMs: 0, rows: rowsOf(3) });
+    const t0 = Date.now();
+    await until(() => hasAck(fx, renamed.name), `the ACK of ${renamed.name}`, 10_000, 5);
+    expect(Date.now() - t0).toBeLessThan(4000); // before its settle time: the rename said it was complete
+    // In place, half of each file, a pause, the rest: never read before it has been unchanged for settle_time.
+    const inPlace = await fx.makeDelivery({ seq: 2, ageMs: 0, rows: rowsOf(500, 10), inPlace: { pauseMs: 300 } });
+    const written = Date.now();
+    const claimed = await d.waitFor(msg('delivery claimed', { file: inPlace.name }), 'the in-place delivery claimed');
+    expect(Date.parse(claimed.time) - written).toBeGreaterThanOrEqual(4000 - 50);
+    await until(() => hasAck(fx, inPlace.name), `the ACK of ${inPlace.name}`);
+    expect(await fx.readJson('outbox', `${inPlace.name}.ack.json`)).toMatchObject({ status: 'accepted', sequence: 2 });
+    expect(fx.rows()).toHaveLength(503);
+    expect(fx.listDir('error')).toEqual([]);
+  });
+
   it('the scheduled sweep picks a delivery up with the watcher disabled', async (t) => {
     const fx = await daemonFixture(t, { config: { watch: false, sweep: '*/1 * * * * *' } });
     const d = await daemon(t, fx);
@@ -259,7 +278,8 @@ describe('delivery windows', () => {
     const d = await daemon(t, fx);
     expect(Date.now()).toBeLessThan(w.opens.getTime()); // the test relies on starting before the window opens
     await sleep(w.opens.getTime() - Date.now() + 200);
-    const del = await fx.makeDelivery({ seq: 1, ageMs: 0 });
+    // Written in place: a delivery renamed in from temporary names would be complete, and taken at once.
+    const del = await fx.makeDelivery({ seq: 1, ageMs: 0, inPlace: {} });
     expect(Date.now()).toBeLessThan(w.closes.getTime()); // uploaded inside the window
     await until(() => hasAck(fx, del.name), 'the ACK', 20_000);
     expect(Date.now()).toBeGreaterThan(w.closes.getTime()); // and decided after its close

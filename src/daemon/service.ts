@@ -28,6 +28,7 @@ import { openAll, openKeyring, recover } from '../ingest/startup.js';
 import { LeaseKeeper } from '../ingest/leases.js';
 import type { Store } from '../store/types.js';
 import { watchInboxes } from './watch.js';
+import type { RenamedIn } from '../pipeline/discover.js';
 
 interface PartnerState {
   partner: PartnerConfig;
@@ -42,6 +43,8 @@ interface PartnerState {
   refused?: string;
   /** file and reason of each delivery waiting at the last sweep: logged once, until it stops waiting for that */
   waits: Set<string>;
+  /** files the watcher saw renamed in from a temporary name, by name: taken without the settle time */
+  renamed: Map<string, RenamedIn>;
 }
 
 /** A sweep that leaves something waiting is followed by the next no sooner than this. */
@@ -80,7 +83,7 @@ export class Daemon {
 
   constructor(private readonly config: Config, private readonly log: Logger) {
     this.slots = config.maxParallel;
-    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false, waits: new Set() });
+    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false, waits: new Set(), renamed: new Map() });
   }
 
   start(): Promise<void> {
@@ -128,7 +131,15 @@ export class Daemon {
     await deadlines.start();
     if (this.config.watch) {
       const inboxes = new Map(this.config.partners.map((p) => [p.dirs.inbox, p.id]));
-      const watcher = watchInboxes(inboxes, (id) => this.kick(id, this.config.settleMs), (err) => this.log.error({ err }, 'watcher error; the scheduled sweep still runs'));
+      const watcher = watchInboxes(inboxes, this.config.tempPatterns, {
+        activity: (id) => this.kick(id, this.config.settleMs),
+        renamed: (id, name, file) => {
+          this.states.get(id)?.renamed.set(name, file);
+          this.kick(id, 0);
+        },
+        error: (err) => this.log.error({ err }, 'watcher error; the scheduled sweep still runs'),
+        ready: () => this.log.debug({ inboxes: inboxes.size }, 'watching the inboxes'),
+      });
       held.add('watcher', () => watcher.close());
     }
     const schedule = cron.schedule(this.config.sweep, () => this.kickAll(), { name: 'inboxd-sweep', noOverlap: true });
@@ -268,6 +279,8 @@ export class Daemon {
       st.refused = undefined;
       const waitedBefore = st.waits;
       st.waits = new Set();
+      // Past its settle time a file is settled anyway: what the watcher saw is needed no longer.
+      for (const [name, file] of st.renamed) if (file.ctimeMs + this.config.settleMs < Date.now()) st.renamed.delete(name);
       const next = await sweepPartner(ctx, this.config, tally, {
         waiting: (w) => {
           const key = `${w.file}\0${w.reason}`;
@@ -282,7 +295,7 @@ export class Daemon {
         accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
         decided: (rec) => notifyAll(this.config.notify, rec, this.log, this.alertAbort.signal).forEach((p) => this.background(p)),
         gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),
-      });
+      }, st.renamed);
       due = soonest(due, next);
     } catch (err) {
       this.log.error({ err, partner: st.partner.id }, 'sweep failed; it will be tried again');

@@ -11,7 +11,7 @@
  * Each is a configuration error (exit 78) naming the key. `check-config` runs the same checks and
  * creates nothing.
  */
-import { constants, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { type Config, configError, type PartnerConfig } from '../config/config.js';
 
@@ -28,7 +28,7 @@ const partnerDirs = (p: PartnerConfig) => [p.dirs.root, p.dirs.inbox, p.dirs.out
 /** The first of a partner's directories that is not a real directory (a link, a file, missing), or undefined. */
 export async function partnerDirProblem(p: PartnerConfig): Promise<DirProblem | undefined> {
   for (const dir of partnerDirs(p)) {
-    const code = await openDirCode(dir);
+    const code = await dirCode(dir);
     if (code) return { dir, reason: `${dir} ${WHY[code] ?? `cannot be opened (${code})`}`, missing: code === 'ENOENT' };
   }
   return undefined;
@@ -41,17 +41,15 @@ const WHY: Record<string, string> = {
 };
 
 /**
- * Opened without following a link: O_NOFOLLOW refuses a symbolic link, O_DIRECTORY anything but a
- * directory. Linux says ENOTDIR for a link to a directory too: lstat tells the two apart.
+ * What is at `dir` itself, its last component not followed. One lstat, not an open and close: every
+ * sweep checks each partner's five directories (15,000 with 3,000 partners, npm run bench:partners).
  */
-async function openDirCode(dir: string): Promise<string | undefined> {
+async function dirCode(dir: string): Promise<string | undefined> {
   try {
-    await (await fsp.open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW)).close();
-    return undefined;
+    const st = await fsp.lstat(dir);
+    return st.isSymbolicLink() ? 'ELOOP' : st.isDirectory() ? undefined : 'ENOTDIR';
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-    if (code !== 'ENOTDIR') return code;
-    return (await fsp.lstat(dir).catch(() => undefined))?.isSymbolicLink() ? 'ELOOP' : code;
+    return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
   }
 }
 

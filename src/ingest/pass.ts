@@ -9,7 +9,7 @@ import type { DeliveryRecord } from '../store/types.js';
 import { fingerprint } from '../store/fingerprint.js';
 import type { Config, FlowConfig } from '../config/config.js';
 import { type DeliveryContext, handleReady, handleStale, logFailure, type Result } from './delivery.js';
-import { type ReadyDelivery, type Scan, scanInbox, type Waiting } from '../pipeline/discover.js';
+import { type ReadyDelivery, type RenamedIn, type Scan, scanInbox, type Waiting } from '../pipeline/discover.js';
 import { gapVerdict } from '../pipeline/gap.js';
 import { type DirProblem, partnerDirProblem } from './layout.js';
 import type { Logger } from '../log.js';
@@ -45,9 +45,10 @@ export interface SweepHooks {
  * Processes what is ready in one partner's inbox, in sequence order per flow. It never throws: a failure
  * is this partner's or one delivery's, logged and counted as a retry, and the rest goes on. Returns when
  * something left waiting can have changed (Date.now() ms: a file settled or overdue, a gap waited out, a
- * retry's backoff over), or undefined when nothing waits.
+ * retry's backoff over), or undefined when nothing waits. `renamedIn`: files the daemon's watcher saw
+ * renamed in from a temporary name, taken without their settle time (pipeline/discover.ts).
  */
-export async function sweepPartner(base: DeliveryContext, config: Config, tally: Tally, hooks: SweepHooks = {}): Promise<number | undefined> {
+export async function sweepPartner(base: DeliveryContext, config: Config, tally: Tally, hooks: SweepHooks = {}, renamedIn?: ReadonlyMap<string, RenamedIn>): Promise<number | undefined> {
   const ctx: DeliveryContext = { ...base, retry: deliveryRetry(config.maxAttempts, config.retryBackoffMs) };
   const { partner } = ctx;
   let scan: Scan;
@@ -60,7 +61,7 @@ export async function sweepPartner(base: DeliveryContext, config: Config, tally:
       return undefined;
     }
     scan = await scanInbox(partner.dirs.inbox, {
-      flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(),
+      flows: partner.flows, tempPatterns: config.tempPatterns, settleMs: config.settleMs, incompleteAfterMs: config.incompleteAfterMs, now: Date.now(), renamedIn,
     });
   } catch (err) {
     logFailure(ctx.log.child({ partner: partner.id }), err, 'the inbox could not be listed; tried again later');

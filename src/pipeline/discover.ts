@@ -1,7 +1,8 @@
 /**
  * The discover and ready steps: list an inbox, group data files with their sidecar and manifest, and
  * tell which deliveries are ready: complete, and settled (unchanged for the settle time, since some
- * clients such as WinSCP write small files in place under their final name). Temporary
+ * clients such as WinSCP write small files in place under their final name; or seen by the watcher
+ * renamed in from a temporary name, and unchanged since, which is complete at once). Temporary
  * names are never read. What waits too long, or is no delivery at all, is returned for rejection.
  *
  * Ages are measured on our clock from a file's inode change time, never its modification time alone:
@@ -28,6 +29,14 @@ export interface DiscoverOptions {
   settleMs: number;
   incompleteAfterMs: number;
   now: number;
+  /** files the watcher saw renamed in from a temporary name (daemon/watch.ts): complete, no settle time while unchanged */
+  renamedIn?: ReadonlyMap<string, RenamedIn>;
+}
+
+/** A file as it was just after its rename into the inbox: still that file, unchanged, while both match. */
+export interface RenamedIn {
+  ino: number;
+  ctimeMs: number;
 }
 
 export interface ReadyDelivery {
@@ -91,6 +100,7 @@ interface Entry {
   kind: 'file' | 'directory' | 'other';
   /** hard links to the inode */
   links: number;
+  ino: number;
 }
 
 /**
@@ -106,8 +116,10 @@ export async function scanInbox(inbox: string, opts: DiscoverOptions): Promise<S
   const listed = await listEntries(inbox, opts);
   const entries = listed.filter((e) => !e.bytes && e.kind !== 'directory');
   const byName = new Map(entries.map((e) => [e.name, e]));
-  // Every write, rename and utime sets the change time: a file unchanged that long has settled.
-  const settled = (e: Entry) => opts.now - e.ctimeMs >= opts.settleMs;
+  // Every write, rename and utime sets the change time: a file unchanged that long has settled. One renamed
+  // in from a temporary name was complete when it was renamed: unchanged since, it needs no wait.
+  const renamed = (e: Entry) => opts.renamedIn?.get(e.name)?.ino === e.ino && opts.renamedIn.get(e.name)!.ctimeMs === e.ctimeMs;
+  const settled = (e: Entry) => opts.now - e.ctimeMs >= opts.settleMs || renamed(e);
   const tooOld = (e: Entry) => opts.now - e.ctimeMs >= opts.incompleteAfterMs;
   const linkLasted = (e: Entry) => opts.now - e.ctimeMs >= Math.max(opts.settleMs, LINK_GRACE_MS);
   const scan: Scan = { ready: [], stale: [], waiting: 0, waits: [] };
@@ -194,7 +206,7 @@ async function listEntries(inbox: string, opts: DiscoverOptions): Promise<Entry[
     }
     const kind = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : 'other';
     if (kind === 'directory' && (escaped !== undefined || !matchName(name, opts.flows))) continue;
-    out.push({ name, bytes: escaped === undefined ? undefined : raw, ctimeMs: st.ctimeMs, kind, links: st.nlink });
+    out.push({ name, bytes: escaped === undefined ? undefined : raw, ctimeMs: st.ctimeMs, kind, links: st.nlink, ino: st.ino });
   }
   return out;
 }

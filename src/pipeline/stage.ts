@@ -20,8 +20,14 @@ import type { StagingWriter } from '../store/types.js';
 
 const THREADS = Math.max(1, Math.min(4, availableParallelism()));
 const IN_FLIGHT = 2;
-/** Big enough that per-chunk costs vanish, small enough that a few in flight per thread cost little memory. */
-export const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 256 * 1024;
+/**
+ * Big enough that per-chunk costs vanish, small enough that a few in flight per thread cost little memory,
+ * and that a chunk's text and its values array stay below V8's large-object size (128 KB): those are
+ * freed only by a full collection, and with 256 KB chunks piled up to tens of MB per thread.
+ */
+export const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 96 * 1024;
+/** A thread's garbage is a chunk's records: a small young generation (V8's default grows to 48 MB) collects it as fast. */
+const THREAD_LIMITS = { maxYoungGenerationSizeMb: 4 };
 
 export interface StageSpec {
   /** where the delivery stages: each thread's scratch storage is named from it (StagingWriter.scratchName) */
@@ -172,7 +178,7 @@ export class Stager {
     const { module, options } = this.spec.writer;
     const path = this.spec.writer.scratchName(this.spec.base, n);
     const data: WorkerSpec = { path, writer: { module, options }, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, lines: this.spec.lines, ...this.setup };
-    const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data }), inFlight: 0 };
+    const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data, resourceLimits: THREAD_LIMITS }), inFlight: 0 };
     thread.worker.on('message', (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };
       else if ('error' in m) this.failed.set(m.index, new InboxdError(m.error.code as ErrorCode, m.error.message, m.error.details));

@@ -76,6 +76,11 @@ export interface DeliveryOptions {
   /** modification time this far in the past (default 60 s: settled); 0 = now */
   ageMs?: number;
   partner?: string;
+  /**
+   * Written in place under the final names, as WinSCP does with small files (no temporary name, no rename):
+   * each file in two halves `pauseMs` apart (default 0); the modification time set at the end.
+   */
+  inPlace?: { pauseMs?: number };
 }
 
 export interface Delivery {
@@ -115,6 +120,18 @@ export const sha256 = (data: Buffer | string) => createHash('sha256').update(dat
 
 export function csvLine(cells: readonly string[], delimiter = ','): string {
   return cells.map((c) => (c.includes(delimiter) || /["\r\n]/.test(c) ? `"${c.replaceAll('"', '""')}"` : c)).join(delimiter);
+}
+
+async function writeInHalves(path: string, content: Buffer, pauseMs: number): Promise<void> {
+  const fh = await fsp.open(path, 'w');
+  try {
+    const half = Math.floor(content.length / 2);
+    await fh.write(content.subarray(0, half));
+    await new Promise((r) => setTimeout(r, pauseMs));
+    await fh.write(content.subarray(half));
+  } finally {
+    await fh.close();
+  }
 }
 
 export function sidecarText(form: SidecarForm, hex: string, name: string): string {
@@ -206,6 +223,11 @@ export class Fixture {
     }
     const t = new Date(Date.now() - (o.ageMs ?? 60_000));
     for (const [file, content] of files) {
+      if (o.inPlace) {
+        await writeInHalves(join(inbox, file), Buffer.from(content), o.inPlace.pauseMs ?? 0);
+        await fsp.utimes(join(inbox, file), t, t);
+        continue;
+      }
       const tmp = join(inbox, `${file}.part`);
       await fsp.writeFile(tmp, content);
       await fsp.utimes(tmp, t, t);

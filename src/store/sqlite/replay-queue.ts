@@ -9,6 +9,9 @@ import type { ReplayQueue, ReplayRequest } from '../types.js';
 const COLUMNS = 'id, delivery_id AS deliveryId, partner, state, result';
 
 export class SqliteReplayQueue implements ReplayQueue {
+  /** asked at every sweep of every partner: prepared once */
+  private queuedStmt?: Database.Statement;
+
   constructor(private readonly db: Database.Database) {}
 
   async enqueue(deliveryId: string, partner: string): Promise<number> {
@@ -16,7 +19,8 @@ export class SqliteReplayQueue implements ReplayQueue {
   }
 
   async queued(partner?: string): Promise<ReplayRequest[]> {
-    return this.db.prepare(`SELECT ${COLUMNS} FROM replay_requests WHERE state = 'queued' AND (@partner IS NULL OR partner = @partner) ORDER BY id`).all({ partner: partner ?? null }) as ReplayRequest[];
+    this.queuedStmt ??= this.db.prepare(`SELECT ${COLUMNS} FROM replay_requests WHERE state = 'queued' AND (@partner IS NULL OR partner = @partner) ORDER BY id`);
+    return this.queuedStmt.all({ partner: partner ?? null }) as ReplayRequest[];
   }
 
   async get(id: number): Promise<ReplayRequest | undefined> {
