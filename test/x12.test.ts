@@ -107,6 +107,23 @@ describe('X12 reader', () => {
     expect(err.message).toBe('segment 12 (IEA02): IEA02 "000000124" is not ISA13 "000000123" (segment 1)');
   });
 
+  it('the separators are those the ISA fixes (| elements, ^ components, ! terminator, CRLF between)', async () => {
+    const text = interchange('000000126', inventory846()).replace(/\*/g, '|').replace(/~/g, '!').replace(/\n/g, '\r\n').replace('|>!', '|^!');
+    const rx = await read(text, lin);
+    expect(rx.sets[0]?.rows).toEqual([
+      ['INV20250916', 'SKU-001', '120'],
+      ['INV20250916', 'SKU-002', '7'],
+    ]);
+  });
+
+  it('two groups, each counted on its own; an ST with no SE before it is rejected', async () => {
+    const rx = await read(interchange('000000127', [...inventory846(), ...order850]).replace('IEA*1*', 'IEA*2*'), lin);
+    expect(rx.sets.map((s) => `${s.group.functionalId}${s.group.control}/${s.type}`)).toEqual(['IB1/846', 'PO7/850']);
+    const noSe = inventory846().filter((s) => !s.startsWith('SE'));
+    const err = await rejection(interchange('000000128', [...noSe.slice(0, 4), 'ST*846*0002', ...noSe.slice(4)]), lin);
+    expect(err.message).toBe('segment 6 (ST): ST inside an open transaction set (SE missing)');
+  });
+
   it('a file that is not an interchange is rejected at segment 1', async () => {
     const err = await rejection('Sku,Quantity\nSKU-001,3\n'.repeat(10), lin);
     expect(err.message).toMatch(/^segment 1: the file does not start with an ISA segment/);

@@ -113,8 +113,11 @@ export interface ReadOptions {
   check?: (field: number, value: string) => string | undefined;
 }
 
-const envelope = (seg: Segment, element: number, what: string) =>
-  reject('BAD_ENVELOPE', `segment ${seg.number} (${seg.id}${String(element).padStart(2, '0')}): ${what}`, { segment: seg.number, element: `${seg.id}${String(element).padStart(2, '0')}` });
+/** An envelope error naming the segment's number and the element (element 0: the segment itself). */
+function envelope(seg: Segment, element: number, what: string) {
+  const name = element === 0 ? seg.id : `${seg.id}${String(element).padStart(2, '0')}`;
+  return reject('BAD_ENVELOPE', `segment ${seg.number} (${visible(name)}): ${what}`, { segment: seg.number, element: name });
+}
 
 /** Reads and checks a whole interchange; rows are kept per set (an X12 file is small, a few MB at most). */
 export async function readInterchange(segments: AsyncIterable<Segment>, opts: ReadOptions): Promise<Interchange> {
