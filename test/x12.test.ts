@@ -86,6 +86,13 @@ describe('X12 reader', () => {
     ]);
   });
 
+  it('with onRow, rows are handed on as read and not kept', async () => {
+    const seen: string[] = [];
+    const rx = await read(interchange('000000123', inventory846()), { ...lin, onRow: (r, set) => seen.push(`${set.control}:${r.join('|')}`) });
+    expect(seen).toEqual(['0001:INV20250916|SKU-001|120', '0001:INV20250916|SKU-002|7']);
+    expect(rx.sets[0]?.rows).toEqual([]);
+  });
+
   it('a wrong SE count is rejected naming the segment and SE01', async () => {
     const err = await rejection(interchange('000000123', inventory846('0001', '9')), lin);
     expect(err.code).toBe('BAD_ENVELOPE');

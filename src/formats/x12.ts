@@ -111,6 +111,8 @@ export interface ReadOptions {
   fields: readonly ElementRef[];
   /** a check per field, returning an X12 element error code for a bad value, or undefined */
   check?: (field: number, value: string) => string | undefined;
+  /** each row as it is read; with it, rows are not kept in the sets (memory flat with file size) */
+  onRow?: (row: string[], set: TransactionSet) => void;
 }
 
 /** An envelope error naming the segment's number and the element (element 0: the segment itself). */
@@ -119,7 +121,7 @@ function envelope(seg: Segment, element: number, what: string) {
   return reject('BAD_ENVELOPE', `segment ${seg.number} (${visible(name)}): ${what}`, { segment: seg.number, element: name });
 }
 
-/** Reads and checks a whole interchange; rows are kept per set (an X12 file is small, a few MB at most). */
+/** Reads and checks a whole interchange; rows go to `onRow`, or are kept per set without it. */
 export async function readInterchange(segments: AsyncIterable<Segment>, opts: ReadOptions): Promise<Interchange> {
   let isa: Segment | undefined;
   let gs: Segment | undefined;
@@ -134,7 +136,11 @@ export async function readInterchange(segments: AsyncIterable<Segment>, opts: Re
   const sets: TransactionSet[] = [];
 
   const flush = () => {
-    if (line && set) set.rows.push(row(header, line, set, opts));
+    if (line && set) {
+      const r = row(header, line, set, opts);
+      if (opts.onRow) opts.onRow(r, set);
+      else set.rows.push(r);
+    }
     line = undefined;
   };
 
