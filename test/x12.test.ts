@@ -25,7 +25,7 @@ function interchange(control: string, body: string[], opts: { iea?: string; ack?
 const inventory846 = (st02 = '0001', se01 = '8', ge02 = '1') => [
   'GS*IB*ACMEWHSE*INBOXD*20250916*0200*1*X*004010',
   `ST*846*${st02}`,
-  'BIA*00*SI*INV20250916*20250916',
+  'BIA*00*SI*INV20250916*20250916*Lager Köln',
   'DTM*007*20250916',
   'LIN**SK*SKU-001*UP*012345678905',
   'QTY*33*120*EA',
@@ -91,6 +91,13 @@ describe('X12 reader', () => {
     const rx = await read(interchange('000000123', inventory846()), { ...lin, onRow: (r, set) => seen.push(`${set.control}:${r.join('|')}`) });
     expect(seen).toEqual(['0001:INV20250916|SKU-001|120', '0001:INV20250916|SKU-002|7']);
     expect(rx.sets[0]?.rows).toEqual([]);
+  });
+
+  it('a character split between two chunks is read whole', async () => {
+    const bytes = Buffer.from(interchange('000000123', inventory846()));
+    const cut = bytes.indexOf(Buffer.from('ö')) + 1; // between the two bytes of ö
+    const rx = await readInterchange(readSegments([bytes.subarray(0, cut), bytes.subarray(cut)]), { line: 'LIN', fields: [elementRef('BIA05')] });
+    expect(rx.sets[0]?.rows[0]).toEqual(['Lager Köln']);
   });
 
   it('a wrong SE count is rejected naming the segment and SE01', async () => {

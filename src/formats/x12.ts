@@ -8,6 +8,7 @@
  * mapping's `partner` is an element reference such as `LIN03`, and header segments (before the first
  * line) repeat onto every row of their set.
  */
+import { StringDecoder } from 'node:string_decoder';
 import { reject } from '../errors.js';
 import { visible } from '../visible.js';
 
@@ -43,8 +44,9 @@ export async function* readSegments(source: AsyncIterable<Buffer | string>): Asy
   let sep: Separators | undefined;
   let pending = '';
   let number = 0;
+  const decoder = new StringDecoder('utf8'); // a character split between two chunks stays whole
   for await (const chunk of source) {
-    pending += chunk.toString();
+    pending += typeof chunk === 'string' ? chunk : decoder.write(chunk);
     if (!sep) {
       const head = pending.replace(/^\s+/, '');
       if (head.length < ISA_LENGTH) continue;
