@@ -40,7 +40,7 @@ export function separators(head: string): Separators {
 }
 
 /** The interchange's segments, one at a time; line breaks after a terminator are ignored. */
-export async function* readSegments(source: AsyncIterable<Buffer | string>): AsyncGenerator<Segment> {
+export async function* readSegments(source: AsyncIterable<Buffer | string> | Iterable<Buffer | string>): AsyncGenerator<Segment> {
   let sep: Separators | undefined;
   let pending = '';
   let number = 0;
