@@ -40,6 +40,7 @@ export const CODES = {
   LIMIT_EXCEEDED: 'reject',
   BAD_COMPRESSION: 'reject', // a .gz or .zip that cannot be unpacked, or a zip not holding exactly one regular file
   BAD_TRAILER: 'reject', // a fixed-width file whose trailer record is missing or unreadable
+  BAD_ENVELOPE: 'reject', // an X12 interchange whose ISA/IEA, GS/GE or ST/SE envelopes do not agree
   // ours, transient
   FILE_CHANGING: 'retry',
   IO_ERROR: 'retry',
