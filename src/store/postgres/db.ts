@@ -150,6 +150,10 @@ export class PgDb implements Tx {
     const client = await this.named(() => this.pool.connect());
     const tx: Tx = { query: (sql, params) => this.named(() => client.query(sql, params)) };
     let broken: Error | undefined;
+    // A connection lost between two statements is emitted, not thrown: unheard, it would end the
+    // process. Heard, the next statement fails (and says so), and the client is not reused.
+    const lost = (err: Error) => (broken = err);
+    client.on('error', lost);
     try {
       await tx.query('BEGIN');
       const result = await fn(tx);
@@ -159,6 +163,7 @@ export class PgDb implements Tx {
       await client.query('ROLLBACK').catch((e: Error) => (broken = e));
       throw err;
     } finally {
+      client.off('error', lost);
       client.release(broken);
     }
   }
