@@ -51,6 +51,7 @@ export interface WorkerSpec {
 export type ToWorker = { chunk: Chunk; index: number; skipFirst: boolean } | { end: true };
 export type FromWorker =
   | { ack: number; rows: [from: number, to: number] }
+  /** a chunk's error; index -1: the thread's own, at its end */
   | { index: number; error: { code: string; message: string; details: Record<string, unknown> } }
   | { done: RowMapper['stats'] };
 
@@ -93,7 +94,14 @@ async function stageChunk(chunk: Chunk, index: number, skipFirst: boolean): Prom
 /** One message after the other: a chunk's rows are stored before the next chunk's. */
 async function handle(msg: ToWorker): Promise<void> {
   if ('end' in msg) {
-    if (scratch) await outOfThread(() => scratch!.close());
+    try {
+      if (scratch) await outOfThread(() => scratch!.close());
+    } catch (err) {
+      // Storing the rows failed as they were closed (PostgreSQL: the COPY): the thread's rows are not all there.
+      const e = classify(err);
+      parentPort!.postMessage({ index: -1, error: { code: e.code, message: e.message, details: e.details } } satisfies FromWorker);
+      return;
+    }
     parentPort!.postMessage({ done: mapper.stats } satisfies FromWorker);
     return;
   }

@@ -181,6 +181,7 @@ export class Stager {
     const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data, resourceLimits: THREAD_LIMITS }), inFlight: 0 };
     thread.worker.on('message', (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };
+      else if ('error' in m && m.index < 0) return this.break(new InboxdError(m.error.code as ErrorCode, m.error.message, m.error.details));
       else if ('error' in m) this.failed.set(m.index, new InboxdError(m.error.code as ErrorCode, m.error.message, m.error.details));
       else thread.stats = m.done;
       if (!('done' in m)) thread.inFlight--;

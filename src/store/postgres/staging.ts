@@ -50,29 +50,33 @@ export const openScratch: OpenScratch = async (name, fields, options) => {
     throw pgError(where, err);
   }
   const width = fields.length;
-  const copy = `COPY ${table} FROM STDIN`;
+  // One COPY for the thread's whole life: each chunk's rows are written to it as they are mapped, and
+  // closing it commits them. A COPY per chunk cost a round trip and a statement each.
+  const stream = client.query(copyFrom(`COPY ${table} FROM STDIN`));
+  let failed: unknown;
+  const finished = new Promise<void>((resolve, reject) => stream.on('finish', resolve).on('error', (err) => reject((failed = pgError(where, err)))));
+  finished.catch(() => {}); // heard at the next insert or at close
   let rows = 0;
   return {
     async insert(values, chunk) {
-      if (values.length === 0) return;
-      const lines: string[] = [];
+      if (failed) throw failed;
+      let text = '';
       for (let i = 0; i < values.length; i += width) {
-        const cells = [String(chunk), String(++rows)];
-        for (let j = 0; j < width; j++) cells.push(copyText(values[i + j]!));
-        lines.push(cells.join('\t'));
+        text += `${chunk}\t${++rows}`;
+        for (let j = 0; j < width; j++) text += `\t${copyText(values[i + j]!)}`;
+        text += '\n';
       }
-      lines.push('');
+      if (text && !stream.write(text)) await new Promise<void>((resolve) => { stream.once('drain', resolve); stream.once('error', () => resolve()); });
+      if (failed) throw failed;
+    },
+    async close() {
+      stream.end();
       try {
-        await new Promise<void>((resolve, reject) => {
-          const stream = client.query(copyFrom(copy));
-          stream.on('error', reject).on('finish', resolve);
-          stream.end(lines.join('\n'));
-        });
-      } catch (err) {
-        throw pgError(where, err);
+        await finished;
+      } finally {
+        await client.end().catch(() => {});
       }
     },
-    close: () => client.end(),
   };
 };
 
