@@ -53,13 +53,16 @@ export const openScratch: OpenScratch = async (name, fields, options) => {
   // One COPY for the thread's whole life: each chunk's rows are written to it as they are mapped, and
   // closing it commits them. A COPY per chunk cost a round trip and a statement each.
   const stream = client.query(copyFrom(`COPY ${table} FROM STDIN`));
-  let failed: unknown;
-  const finished = new Promise<void>((resolve, reject) => stream.on('finish', resolve).on('error', (err) => reject((failed = pgError(where, err)))));
+  let failed: Error | undefined;
+  const finished = new Promise<void>((resolve, reject) => stream.on('finish', resolve).on('error', (err) => reject((failed = pgError(where, err) as Error))));
   finished.catch(() => {}); // heard at the next insert or at close
+  const heard = () => {
+    if (failed) throw failed;
+  };
   let rows = 0;
   return {
     async insert(values, chunk) {
-      if (failed) throw failed;
+      heard();
       let text = '';
       for (let i = 0; i < values.length; i += width) {
         text += `${chunk}\t${++rows}`;
@@ -67,7 +70,7 @@ export const openScratch: OpenScratch = async (name, fields, options) => {
         text += '\n';
       }
       if (text && !stream.write(text)) await new Promise<void>((resolve) => { stream.once('drain', resolve); stream.once('error', () => resolve()); });
-      if (failed) throw failed;
+      heard();
     },
     async close() {
       stream.end();
