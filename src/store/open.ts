@@ -4,7 +4,6 @@
  */
 import { existsSync } from 'node:fs';
 import type { Config } from '../config/config.js';
-import { openPostgres } from './postgres/store.js';
 import { lockInstance as lockSqlite } from './sqlite/instance.js';
 import { sqliteStaging } from './sqlite/scratch.js';
 import { SqliteStore } from './sqlite/store.js';
@@ -12,7 +11,10 @@ import type { InstanceLock, Staging, Store } from './types.js';
 
 /** `readonly`: for commands that promise to change nothing; the database must exist. */
 export async function openStore(config: Pick<Config, 'db' | 'file'>, opts: { readonly?: boolean } = {}): Promise<Store> {
-  return config.db.kind === 'postgres' ? openPostgres(config.db, { ...opts, owner: config.file }) : new SqliteStore(config.db.path, opts);
+  if (config.db.kind === 'sqlite') return new SqliteStore(config.db.path, opts);
+  // Loaded only where it is used: node-postgres costs a SQLite start time for nothing.
+  const { openPostgres } = await import('./postgres/store.js');
+  return openPostgres(config.db, { ...opts, owner: config.file });
 }
 
 /**
@@ -36,6 +38,7 @@ export async function lockInstance(config: Pick<Config, 'file' | 'database' | 'd
 /** Whether the database exists at all: read-only commands open none that does not, and create none. */
 export async function databaseExists(config: Pick<Config, 'db'>): Promise<boolean> {
   if (config.db.kind === 'sqlite') return existsSync(config.db.path);
+  const { openPostgres } = await import('./postgres/store.js');
   const store = await openPostgres(config.db, { readonly: true });
   try {
     return await store.initialized();
