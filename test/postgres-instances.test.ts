@@ -79,6 +79,11 @@ describe('several instances on one database and one root', () => {
     const b = await testDaemon(t, fx);
     await fx.makeDelivery({ partner: 'p03', seq: 1 });
     await until(() => fx.listDir('outbox', 'p03').length === 1, 'the ACK', 30_000);
+    // Once the two have settled on five partners each, p03 has a holder that keeps it: the replay is queued for it.
+    await until(() => {
+      const h = held(fx);
+      return h.length === 2 && h.every((r) => Number(r.n) === 5);
+    }, 'five partners each', 30_000, 100);
     const id = fx.query("SELECT id FROM deliveries WHERE partner = 'p03'")[0]!.id as string;
     const replay = await fx.runOnce({ args: ['replay', id, '--config', fx.configPath] });
     expect(replay.code, replay.stderr).toBe(0);
