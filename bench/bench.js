@@ -7,11 +7,11 @@
 // A shared machine's speed drifts from minute to minute, so the cases take turns, `runs` rounds of
 // them at the base size (one round at the larger size), and each prints its median.
 import { execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
+import { writeRows } from './rows.js';
 
 const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
 const ROWS = Number(args.rows ?? 1_000_000);
@@ -22,32 +22,6 @@ const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
 const MAPPING = new URL('../config/mappings/acme-inventory.csv', import.meta.url).pathname;
 const GNUPGHOME = mkdtempSync(join(tmpdir(), 'inboxd-bench-gpg-'));
 const gpg = (...a) => execFileSync('gpg', ['--batch', '--yes', '--quiet', '--pinentry-mode', 'loopback', '--passphrase', '', '--trust-model', 'always', ...a], { env: { ...process.env, GNUPGHOME }, maxBuffer: 1 << 26 });
-
-async function generate(path, rows) {
-  const out = createWriteStream(path);
-  const hash = createHash('sha256');
-  let qty = 0;
-  const write = async (s) => {
-    hash.update(s);
-    if (!out.write(s)) await once(out, 'drain');
-  };
-  await write('SKU,Warehouse,Quantity,UnitCost,Currency,Condition,LastModified\r\n');
-  const conds = ['NEW', 'USED', 'REFURBISHED'];
-  let buf = '';
-  for (let i = 0; i < rows; i++) {
-    const q = i % 1000;
-    qty += q;
-    buf += `SKU-${i},WH${i % 7},${q},${(i % 10000) / 100},EUR,${conds[i % 3]},2025-09-16T0${i % 10}:${String(i % 60).padStart(2, '0')}:00Z\r\n`;
-    if (buf.length > 1 << 16) {
-      await write(buf);
-      buf = '';
-    }
-  }
-  await write(buf);
-  out.end();
-  await once(out, 'finish');
-  return { sha256: hash.digest('hex'), qty };
-}
 
 /** Our key (ed25519/cv25519) and the partner's, made by gpg as a partner would. */
 let keysMade = false;
@@ -97,7 +71,7 @@ async function inboxdCase(rows, encrypted = false) {
   const inbox = join(dir, 'partners', 'acme', 'inbox');
   mkdirSync(inbox, { recursive: true });
   let file = 'inventory_20250916T0200Z_001.csv';
-  const { qty } = await generate(join(dir, file), rows);
+  const qty = await writeRows(join(dir, file), rows);
   if (encrypted) {
     makeKeys(dir);
     gpg('--compress-algo', 'zlib', '-u', '<partner@bench>', '-r', '<inboxd@bench>', '--sign', '--encrypt', '-o', join(dir, `${file}.pgp`), join(dir, file));
@@ -118,7 +92,7 @@ async function inboxdCase(rows, encrypted = false) {
 async function cToolsCase(rows) {
   const dir = mkdtempSync(join(tmpdir(), 'inboxd-bench-c-'));
   const data = join(dir, 'data.csv');
-  await generate(data, rows);
+  await writeRows(data, rows);
   // The target table as inboxd makes it (16 KB pages, WITHOUT ROWID, its two bookkeeping columns), so the
   // ratio compares like with like.
   const sql = `

@@ -5,10 +5,11 @@
 // The cases take turns, `runs` rounds of them, since a shared machine's speed drifts.
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
+import { CSV_HEADER, csvRow, jsonRow, writeRows } from './rows.js';
 
 const args = Object.fromEntries(process.argv.slice(2).join(' ').split('--').filter(Boolean).map((a) => a.trim().split(/\s+/)));
 const ROWS = Number(args.rows ?? 1_000_000);
@@ -24,35 +25,6 @@ currency,price.currency,currency,
 condition,condition,enum:NEW|USED|REFURBISHED,
 updated_at,updated,datetime,yes
 `;
-const CONDS = ['NEW', 'USED', 'REFURBISHED'];
-
-/** Row i as a CSV line or as a JSON object line; the same values either way. */
-const csvRow = (i) => `SKU-${i},WH${i % 7},${i % 1000},${(i % 10000) / 100},EUR,${CONDS[i % 3]},2025-09-16T0${i % 10}:${String(i % 60).padStart(2, '0')}:00Z\r\n`;
-const jsonRow = (i) => `${JSON.stringify({ item: { sku: `SKU-${i}`, warehouse: `WH${i % 7}` }, qty: i % 1000, price: { amount: (i % 10000) / 100, currency: 'EUR' }, condition: CONDS[i % 3], updated: `2025-09-16T0${i % 10}:${String(i % 60).padStart(2, '0')}:00Z` })}\n`;
-
-async function generate(path, rows, format) {
-  const out = createWriteStream(path);
-  let qty = 0;
-  const write = async (s) => {
-    if (!out.write(s)) await once(out, 'drain');
-  };
-  if (format === 'csv') await write('SKU,Warehouse,Quantity,UnitCost,Currency,Condition,LastModified\r\n');
-  const line = format === 'csv' ? csvRow : jsonRow;
-  let buf = '';
-  for (let i = 0; i < rows; i++) {
-    qty += i % 1000;
-    buf += line(i);
-    if (buf.length > 1 << 16) {
-      await write(buf);
-      buf = '';
-    }
-  }
-  await write(buf);
-  out.end();
-  await once(out, 'finish');
-  return qty;
-}
-
 function config(dir, format) {
   const mapping = format === 'ndjson' ? join(dir, 'ndjson-mapping.csv') : CSV_MAPPING;
   if (format === 'ndjson') writeFileSync(mapping, NDJSON_MAPPING);
@@ -85,7 +57,7 @@ async function runCase(rows, kind) {
   mkdirSync(inbox, { recursive: true });
   const format = kind === 'ndjson' ? 'ndjson' : 'csv';
   let file = `inventory_20250916T0200Z_001.${format}`;
-  const qty = await generate(join(dir, file), rows, format);
+  const qty = await writeRows(join(dir, file), rows, format === 'csv' ? csvRow : jsonRow, format === 'csv' ? CSV_HEADER : '');
   if (kind === 'gzip') {
     execFileSync('gzip', [join(dir, file)]);
     file = `${file}.gz`;
