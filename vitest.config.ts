@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
 /** The contract suites: run against SQLite with everything else, and again against PostgreSQL (formats: every reader into either backend). */
-const CONTRACT = ['test/ingest.test.ts', 'test/crash.test.ts', 'test/ops.test.ts', 'test/postgres*.test.ts', 'test/formats.test.ts'];
+const CONTRACT = ['test/ingest.test.ts', 'test/crash.test.ts', 'test/ops.test.ts', 'test/postgres*.test.ts', 'test/formats.test.ts', 'test/x12-ingest.test.ts'];
 
 export default defineConfig({
   test: {

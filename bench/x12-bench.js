@@ -5,7 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { createReadStream, createWriteStream, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { elementRef, readInterchange, readSegments } from '../dist/formats/x12.js';
+import { parseElementRef } from '../dist/config/mapping.js';
+import { readInterchange, readSegments } from '../dist/formats/x12.js';
 
 const [, self, arg, out] = process.argv;
 if (arg === 'write') {
@@ -23,7 +24,7 @@ if (arg === 'write') {
   execFileSync(process.execPath, [self, 'write', path, String(n)]);
   const start = Date.now();
   let rows = 0;
-  await readInterchange(readSegments(createReadStream(path)), { line: 'LIN', fields: ['BIA03', 'LIN03', 'QTY02'].map(elementRef), onRow: () => rows++ });
+  await readInterchange(readSegments(createReadStream(path)), { line: 'LIN', fields: ['BIA03', 'LIN03', 'QTY02'].map((t) => parseElementRef(t)), onRow: () => rows++ });
   const ms = Date.now() - start;
   console.log(`${rows} rows, ${(statSync(path).size / 1e6).toFixed(1)} MB: ${ms} ms, ${Math.round(process.memoryUsage().rss / 1e6)} MB rss`);
   rmSync(path);

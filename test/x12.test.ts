@@ -2,24 +2,20 @@
  * EDI X12 (issue 16, step 6), the reader and the answer: interchanges written by hand after the
  * standard's published examples (an 846 inventory advice with LIN/QTY, an 850 purchase order with
  * PO1), read from real files segment by segment; envelope errors rejected naming the segment and
- * element; a 997/999 written for what was read. The pipeline does not yet take `format: x12`.
+ * element; a 997/999 written for what was read. End to end (the daemon's CLI, the database, the
+ * outbox) in x12-ingest.test.ts.
  */
 import { createReadStream, promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InboxdError } from '../src/errors.js';
-import { elementRef, readInterchange, readSegments, type ReadOptions } from '../src/formats/x12.js';
-import { type AckPlan, writeAck, writeTa1 } from '../src/formats/x12-ack.js';
+import { parseElementRef } from '../src/config/mapping.js';
+import { envelopeError, type Interchange, readInterchange, readSegments, type ReadOptions } from '../src/formats/x12.js';
+import { type AckKind, writeAnswer } from '../src/formats/x12-ack.js';
+import { interchange } from './helpers/x12.js';
 
-const pad = (t: string, w: number) => t.padEnd(w, ' ');
-/** A fixed-width ISA (106 characters with its terminator), as the standard lays it out. */
-const isa = (control: string, ack = '0') =>
-  ['ISA', '00', pad('', 10), '00', pad('', 10), 'ZZ', pad('ACMEWHSE', 15), 'ZZ', pad('INBOXD', 15), '260915', '0200', 'U', '00401', control, ack, 'P', '>'].join('*') + '~';
-
-function interchange(control: string, body: string[], opts: { iea?: string; ack?: string } = {}): string {
-  return [isa(control, opts.ack), ...body.map((s) => `${s}~`), `IEA*1*${opts.iea ?? control}~`].join('\n') + '\n';
-}
+const elementRef = (text: string) => parseElementRef(text)!;
 
 /** An 846 after the X12 004010 example: two items, each a LIN loop with its QTY. */
 const inventory846 = (st02 = '0001', se01 = '8', ge02 = '1') => [
@@ -72,7 +68,8 @@ const po1: ReadOptions = {
   fields: ['BEG03', 'PO107', 'PO102', 'PO104'].map(elementRef),
   check: (field, value) => (field === 2 && !/^\d+$/.test(value) ? '6' : undefined), // PO102 quantity: digits
 };
-const plan = (kind: 997 | 999 = 997): AckPlan => ({ kind, interchangeControl: 501, groupControl: 901, at: new Date('2025-09-16T02:05:00Z'), statusOf: () => 'R' });
+const at = new Date('2025-09-16T02:05:00Z');
+const writeAck = (rx: Interchange, opts: { kind?: AckKind; rejected?: boolean } = {}) => writeAnswer(rx, { control: 501, at, ack: { kind: opts.kind ?? 997, rx, rejected: opts.rejected ?? true } });
 
 describe('X12 reader', () => {
   it('846: each LIN loop is a row, the header BIA repeats onto each', async () => {
@@ -100,25 +97,42 @@ describe('X12 reader', () => {
     expect(rx.sets[0]?.rows[0]).toEqual(['Lager Köln']);
   });
 
-  it('a wrong SE count is rejected naming the segment and SE01', async () => {
-    const err = await rejection(interchange('000000123', inventory846('0001', '9')), lin);
-    expect(err.code).toBe('BAD_ENVELOPE');
-    expect(err.message).toBe('segment 10 (SE01): SE01 says 9 segments, the set has 8 (ST to SE)');
+  it('a wrong SE count is recorded on its set (AK5 code 4), naming the segment and SE01', async () => {
+    const rx = await read(interchange('000000123', inventory846('0001', '9')), lin);
+    expect(rx.sets[0]?.error).toEqual({ code: '4', message: 'segment 10 (SE01): SE01 says 9 segments, the set has 8 (ST to SE)' });
+    expect(envelopeError(rx)?.message).toBe('segment 10 (SE01): SE01 says 9 segments, the set has 8 (ST to SE)');
+    expect(writeAck(rx)).toContain('AK2*846*0001~\nAK5*R*4~\nAK9*R*1*1*0~');
   });
 
-  it('SE02 not ST02 is rejected', async () => {
-    const err = await rejection(interchange('000000123', inventory846('0002')), lin);
-    expect(err.message).toBe('segment 10 (SE02): SE02 "0001" is not ST02 "0002" (segment 3)');
+  it('SE02 not ST02 is recorded on its set (AK5 code 3)', async () => {
+    const rx = await read(interchange('000000123', inventory846('0002')), lin);
+    expect(rx.sets[0]?.error).toEqual({ code: '3', message: 'segment 10 (SE02): SE02 "0001" is not ST02 "0002" (segment 3)' });
   });
 
-  it('GE02 not GS06 is rejected', async () => {
-    const err = await rejection(interchange('000000123', inventory846('0001', '8', '2')), lin);
-    expect(err.message).toBe('segment 11 (GE02): GE02 "2" is not GS06 "1" (segment 2)');
+  it('GE02 not GS06 is recorded on its group (AK9 code 4)', async () => {
+    const rx = await read(interchange('000000123', inventory846('0001', '8', '2')), lin);
+    expect(envelopeError(rx)).toEqual({ code: '4', message: 'segment 11 (GE02): GE02 "2" is not GS06 "1" (segment 2)' });
+    expect(writeAck(rx, { rejected: false })).toContain('AK5*A~\nAK9*R*1*1*0*4~');
   });
 
-  it('IEA02 not ISA13 is rejected', async () => {
+  it('IEA02 not ISA13 stops the reading, with TA1 note 001', async () => {
     const err = await rejection(interchange('000000123', inventory846(), { iea: '000000124' }), lin);
     expect(err.message).toBe('segment 12 (IEA02): IEA02 "000000124" is not ISA13 "000000123" (segment 1)');
+    expect(err.details.note).toBe('001');
+  });
+
+  it('an ISA13 that is not nine digits is refused: it is the sequence deliveries are deduplicated by', async () => {
+    const err = await rejection(interchange('00000012X', inventory846()), lin);
+    expect(err.message).toBe('segment 1 (ISA13): ISA13 "00000012X" is not an interchange control number (9 digits)');
+  });
+
+  it('a segment without a terminator longer than the limit is refused', async () => {
+    const text = interchange('000000123', inventory846()).replace('BIA*00*SI*INV20250916*20250916*Lager Köln~', `BIA*${'x'.repeat(5000)}`);
+    for (const chunks of [[text], text.match(/[^]{1,64}/g)!]) {
+      const err = await readInterchange(readSegments(chunks, 1000), lin).then(() => undefined, (e: unknown) => e as InboxdError);
+      expect(err?.code).toBe('LIMIT_EXCEEDED');
+      expect(err?.message).toBe("segment 4: longer than 1000 bytes (the flow's max_record_bytes)");
+    }
   });
 
   it('the separators are those the ISA fixes (| elements, ^ components, ! terminator, CRLF between)', async () => {
@@ -152,22 +166,22 @@ describe('X12 reader', () => {
 describe('X12 answers', () => {
   it('a good 846 gets a 997 with AK9*A, sender and receiver swapped, control numbers from the plan', async () => {
     const rx = await read(interchange('000000123', inventory846()), lin);
-    const ack = writeAck(rx, plan());
+    const ack = writeAck(rx, { rejected: false });
     expect(ack.split('\n')).toEqual([
       'ISA*00*          *00*          *ZZ*INBOXD         *ZZ*ACMEWHSE       *250916*0205*U*00401*000000501*0*P*>~',
-      'GS*FA*INBOXD*ACMEWHSE*20250916*0205*901*X*004010~',
+      'GS*FA*INBOXD*ACMEWHSE*20250916*0205*1*X*004010~',
       'ST*997*0001~',
       'AK1*IB*1~',
       'AK2*846*0001~',
       'AK5*A~',
       'AK9*A*1*1*1~',
       'SE*6*0001~',
-      'GE*1*901~',
+      'GE*1*1~',
       'IEA*1*000000501~',
       '',
     ]);
     expect(ack.indexOf('~')).toBe(105); // our ISA is 106 characters too
-    expect(writeAck(rx, plan())).toBe(ack); // the same plan, the same bytes (a re-answer after a crash)
+    expect(writeAck(rx, { rejected: false })).toBe(ack); // the same plan, the same bytes (a re-answer after a crash)
   });
 
   it('850 with a bad PO102: the 997 names the segment (AK3) and element (AK4), set rejected', async () => {
@@ -177,13 +191,13 @@ describe('X12 answers', () => {
       ['PO-9001', 'SKU-002', 'x5', '4.50'],
     ]);
     expect(rx.sets[0]?.errors).toEqual([{ segmentId: 'PO1', position: 4, element: 2, code: '6', value: 'x5' }]);
-    const ack = writeAck(rx, plan());
+    const ack = writeAck(rx);
     expect(ack).toContain('AK2*850*0042~\nAK3*PO1*4**8~\nAK4*2**6*x5~\nAK5*R*5~\nAK9*R*1*1*0~');
   });
 
   it('999 when configured: IK3/IK4/IK5; accepted with errors gives E', async () => {
     const rx = await read(interchange('000000124', order850), po1);
-    const ack = writeAck(rx, { ...plan(999), statusOf: () => 'E' });
+    const ack = writeAck(rx, { kind: 999, rejected: false });
     expect(ack).toContain('ST*999*0001*005010X231A1~');
     expect(ack).toContain('IK3*PO1*4**8~\nIK4*2**6*x5~\nIK5*E*5~\nAK9*E*1*1*1~');
   });
@@ -191,6 +205,7 @@ describe('X12 answers', () => {
   it('TA1 for the interchange when asked (ISA14=1)', async () => {
     const rx = await read(interchange('000000125', inventory846(), { ack: '1' }), lin);
     expect(rx.ackRequested).toBe(true);
-    expect(writeTa1(rx, plan())).toContain('TA1*000000125*250916*0205*A*000~');
+    expect(writeAnswer(rx, { control: 501, at, ta1: {} })).toContain('TA1*000000125*250916*0205*A*000~\nIEA*0*000000501~');
+    expect(writeAnswer(rx, { control: 501, at, ta1: { note: '025' } })).toContain('TA1*000000125*250916*0205*R*025~');
   });
 });

@@ -48,7 +48,7 @@ function standaloneFlow(o: PackOptions): FlowConfig {
     if (!f || (f.type !== 'integer' && f.type !== 'amount')) throw new InboxdError('USAGE', `--totals: "${t}" is not an integer or amount column of ${o.mapping}`);
   }
   return {
-    partner: '', id: '', pattern: /.*/, format: 'csv', compression: 'auto', maxRecordBytes: 1024 * 1024, decompression: { maxBytes: 4 * 1024 ** 3, maxRatio: 100 }, fixed: {}, xlsx: { maxRows: 1_048_576, maxCells: 50_000_000 }, totalsFrom: 'manifest', csv: { delimiter: o.delimiter, quote: '"', header: o.header, encoding: 'utf-8', maxRecordBytes: 1024 * 1024 },
+    partner: '', id: '', pattern: /.*/, format: 'csv', compression: 'auto', maxRecordBytes: 1024 * 1024, decompression: { maxBytes: 4 * 1024 ** 3, maxRatio: 100 }, fixed: {}, xlsx: { maxRows: 1_048_576, maxCells: 50_000_000 }, sequenceFrom: 'name', totalsFrom: 'manifest', csv: { delimiter: o.delimiter, quote: '"', header: o.header, encoding: 'utf-8', maxRecordBytes: 1024 * 1024 },
     mappingPath: resolve(o.mapping), fields, table: 'pack', key: [], totals, sidecarRequired: true, manifestRequired: true, manifestName: o.manifestName,
     maxBadRows: { count: 0 }, maxReportedErrors: 10, sequenceGap: 'ignore', gapWaitMs: 0,
   };

@@ -11,7 +11,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 import { InboxdError } from '../errors.js';
-import { type CharRange, type FieldSpec, loadMapping, parseRange, sameColumns } from './mapping.js';
+import { type CharRange, type FieldSpec, loadMapping, parseElementRef, parseRange, sameColumns } from './mapping.js';
 import { parseRetryPolicy, type RetryPolicy } from '../retry.js';
 import { type DatabaseConfig, DatabaseKeyError, databaseName, databaseSchema, resolveDatabase } from './database.js';
 
@@ -45,7 +45,7 @@ const fixedSchema = z.strictObject({
 
 const flowSchema = z.strictObject({
   pattern: z.string().optional(),
-  format: z.enum(['csv', 'ndjson', 'fixed', 'xlsx']).default('csv'),
+  format: z.enum(['csv', 'ndjson', 'fixed', 'xlsx', 'x12']).default('csv'),
   compression: z.enum(['auto', 'gzip', 'zip', 'none']).default('auto'),
   max_record_bytes: z.number().int().positive().default(1024 * 1024),
   max_decompressed_size: size.default('4GiB'),
@@ -56,6 +56,11 @@ const flowSchema = z.strictObject({
     max_rows: z.number().int().positive().default(1_048_576),
     max_cells: z.number().int().positive().default(50_000_000),
   }).prefault({}),
+  x12: z.strictObject({
+    line: z.string().regex(/^[A-Z][A-Z0-9]{1,2}$/, 'expected the segment id that starts a line loop, such as LIN, PO1 or IT1'),
+    ack: z.union([z.literal(997), z.literal(999), z.literal('none')]).default(997),
+    ta1: z.enum(['requested', 'always', 'never']).default('requested'),
+  }).optional(),
   totals_from: z.enum(['manifest', 'trailer']).default('manifest'),
   csv: z.strictObject({
     delimiter: z.string().min(1).max(4).default(','),
@@ -73,7 +78,8 @@ const flowSchema = z.strictObject({
   manifest_name: z.string().default('{file}.manifest.json'),
   max_bad_rows: badRows.default(0),
   max_reported_errors: z.number().int().positive().default(1000),
-  sequence_gap: z.enum(['wait', 'warn', 'ignore']).default('wait'),
+  /** default wait; ignore for x12, whose sequence (ISA13) is known only once the file is read */
+  sequence_gap: z.enum(['wait', 'warn', 'ignore']).optional(),
   gap_wait: duration.default('15m'),
   window: z.strictObject({
     cron: z.string().refine(validCron, 'expected a cron expression such as "0 2 * * *"'),
@@ -194,7 +200,17 @@ export interface CsvDialect {
   maxRecordBytes: number;
 }
 
-export type RecordFormatName = 'csv' | 'ndjson' | 'fixed' | 'xlsx';
+export type RecordFormatName = 'csv' | 'ndjson' | 'fixed' | 'xlsx' | 'x12';
+
+/**
+ * EDI X12: the segment that starts a line loop (each loop one row), the acknowledgment we answer
+ * with, and when a TA1 goes with it (`requested`: when the partner's ISA14 asks for one).
+ */
+export interface X12Options {
+  line: string;
+  ack: 997 | 999 | 'none';
+  ta1: 'requested' | 'always' | 'never';
+}
 
 /** A workbook's sheet (the first unless named) and the limits on what it may hold. */
 export interface XlsxOptions {
@@ -229,6 +245,10 @@ export interface FlowConfig {
   decompression: DecompressionLimits;
   fixed: FixedLayout;
   xlsx: XlsxOptions;
+  /** with format x12 only */
+  x12?: X12Options;
+  /** where a delivery's sequence comes from: its file name, or (x12) the interchange control number ISA13 */
+  sequenceFrom: 'name' | 'interchange';
   /** where the control totals come from: the manifest, or a fixed-width file's trailer record */
   totalsFrom: 'manifest' | 'trailer';
   csv: CsvDialect;
@@ -596,13 +616,15 @@ function resolveFlow(file: string, base: string, partner: string, id: string, f:
   return {
     partner,
     id,
-    pattern: compilePattern(file, `${at}.pattern`, f.pattern ?? defaultPattern(partner, id, f.format)),
+    pattern: compilePattern(file, `${at}.pattern`, f.pattern ?? defaultPattern(partner, id, f.format), f.format !== 'x12'),
     format: f.format,
     compression: f.compression,
     maxRecordBytes: f.max_record_bytes,
     decompression: { maxBytes: parseSize(f.max_decompressed_size)!, maxRatio: f.max_compression_ratio },
     fixed: fixedLayout(f.fixed),
     xlsx: { sheet: f.xlsx.sheet, maxRows: f.xlsx.max_rows, maxCells: f.xlsx.max_cells },
+    x12: f.x12,
+    sequenceFrom: f.format === 'x12' ? 'interchange' : 'name',
     totalsFrom: f.totals_from,
     csv: { delimiter: f.csv.delimiter, quote: f.csv.quote, header: f.csv.header, encoding: checkEncoding(file, `${at}.csv.encoding`, f.csv.encoding), maxRecordBytes: f.csv.max_record_bytes },
     mappingPath,
@@ -616,7 +638,7 @@ function resolveFlow(file: string, base: string, partner: string, id: string, f:
     manifestName: f.manifest_name,
     maxBadRows: typeof f.max_bad_rows === 'number' ? { count: f.max_bad_rows } : { fraction: Number(f.max_bad_rows.slice(0, -1)) / 100 },
     maxReportedErrors: f.max_reported_errors,
-    sequenceGap: f.sequence_gap,
+    sequenceGap: f.sequence_gap ?? (f.format === 'x12' ? 'ignore' : 'wait'),
     gapWaitMs: parseDuration(f.gap_wait)!,
     window: f.window && {
       cron: f.window.cron,
@@ -633,11 +655,13 @@ function resolveFlow(file: string, base: string, partner: string, id: string, f:
  */
 export function defaultPattern(partner: string, flow: string, format: RecordFormatName = 'csv'): string {
   const lit = (s: string) => s.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
-  return `^(?:${lit(partner)}_)?${lit(flow)}_(?<ts>\\d{8}T\\d{4}(?:\\d{2})?Z)_(?<seq>\\d{1,18})\\.(?:${EXTENSIONS[format]})(?:\\.(?:gz|zip))?(?:\\.(?:pgp|gpg|asc))?$`;
+  // An interchange carries its own sequence (ISA13): in its name, a number is optional.
+  const seq = format === 'x12' ? '(?:_(?<seq>\\d{1,18}))?' : '_(?<seq>\\d{1,18})';
+  return `^(?:${lit(partner)}_)?${lit(flow)}_(?<ts>\\d{8}T\\d{4}(?:\\d{2})?Z)${seq}\\.(?:${EXTENSIONS[format]})(?:\\.(?:gz|zip))?(?:\\.(?:pgp|gpg|asc))?$`;
 }
 
 /** The data file's extensions each format accepts in the default pattern. */
-const EXTENSIONS: Record<RecordFormatName, string> = { csv: 'csv|txt', ndjson: 'ndjson|jsonl|json', fixed: 'txt|dat|fix', xlsx: 'xlsx' };
+const EXTENSIONS: Record<RecordFormatName, string> = { csv: 'csv|txt', ndjson: 'ndjson|jsonl|json', fixed: 'txt|dat|fix', xlsx: 'xlsx', x12: 'x12|edi' };
 
 /** What the mapping's `partner` means for the flow's format, and the keys only some formats take. */
 function checkFormat(file: string, at: string, f: z.infer<typeof flowSchema>, fields: readonly FieldSpec[]): void {
@@ -646,6 +670,7 @@ function checkFormat(file: string, at: string, f: z.infer<typeof flowSchema>, fi
       if (!parseRange(x.partner)) throw configError(file, `${at}.mapping`, `with format fixed, partner "${x.partner}" of "${x.ours}" must be a character range: start-end (1-10) or start+length (1+10)`);
     });
   } else if (f.fixed) throw configError(file, `${at}.fixed`, 'only a flow with format fixed takes a fixed layout');
+  checkX12(file, at, f, fields);
   if (f.totals_from === 'trailer') {
     if (f.format !== 'fixed' || !f.fixed?.trailer || !f.fixed.record_type?.trailer) throw configError(file, `${at}.totals_from`, 'totals from the trailer need format fixed with fixed.record_type.trailer and fixed.trailer');
     if (!f.fixed.trailer.count) throw configError(file, `${at}.fixed.trailer.count`, 'totals from the trailer need where the trailer holds the record count');
@@ -657,20 +682,33 @@ function checkFormat(file: string, at: string, f: z.infer<typeof flowSchema>, fi
   }
 }
 
+function checkX12(file: string, at: string, f: z.infer<typeof flowSchema>, fields: readonly FieldSpec[]): void {
+  if (f.format !== 'x12') {
+    if (f.x12) throw configError(file, `${at}.x12`, 'only a flow with format x12 takes x12 settings');
+    return;
+  }
+  if (!f.x12) throw configError(file, `${at}.x12`, 'format x12 needs x12.line: the segment that starts each line loop (LIN for an 846, PO1 for an 850, IT1 for an 810)');
+  fields.forEach((x) => {
+    if (!parseElementRef(x.partner)) throw configError(file, `${at}.mapping`, `with format x12, partner "${x.partner}" of "${x.ours}" must be an element reference: a segment id and two digits (LIN03, QTY02)`);
+  });
+  if (f.sequence_gap === 'wait') throw configError(file, `${at}.sequence_gap`, 'an interchange\'s sequence (ISA13) is known only once it is read, so a gap cannot be waited for: use warn or ignore');
+}
+
 function fixedLayout(raw: z.infer<typeof fixedSchema> | undefined): FixedLayout {
   if (!raw) return {};
   const trailer = raw.trailer && { count: raw.trailer.count === undefined ? undefined : parseRange(raw.trailer.count), sums: Object.fromEntries(Object.entries(raw.trailer.sums).map(([k, v]) => [k, parseRange(v)!])) };
   return { recordType: raw.record_type, trailer };
 }
 
-function compilePattern(file: string, path: string, source: string): RegExp {
+/** `needsSeq`: the sequence comes from the name (every format but x12, whose interchange carries it). */
+function compilePattern(file: string, path: string, source: string, needsSeq: boolean): RegExp {
   let re: RegExp;
   try {
     re = new RegExp(source);
   } catch (err) {
     throw configError(file, path, `not a valid regular expression: ${(err as Error).message}`);
   }
-  if (!source.includes('(?<seq>')) throw configError(file, path, 'the pattern needs a named group (?<seq>...) for the sequence number');
+  if (needsSeq && !source.includes('(?<seq>')) throw configError(file, path, 'the pattern needs a named group (?<seq>...) for the sequence number');
   return re;
 }
 

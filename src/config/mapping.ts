@@ -6,7 +6,8 @@
  *   datetime (ISO-8601 with Z or offset, stored as UTC Z)  date (YYYY-MM-DD)  boolean
  *   currency (ISO-4217)  enum:A|B|C
  * With `header: false` in the flow's CSV dialect, `partner` is a 1-based column number. By format:
- * ndjson: a JSON path (`item.sku`); fixed: a 1-based character range, `start-end` or `start+length`.
+ * ndjson: a JSON path (`item.sku`); fixed: a 1-based character range, `start-end` or `start+length`;
+ * x12: an element reference, a segment id and the element's two-digit position (`LIN03`, `QTY02`).
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
@@ -98,4 +99,16 @@ export function parseRange(text: string): CharRange | undefined {
 /** The same set of column names (a key), in any order. */
 export function sameColumns(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((c) => b.includes(c));
+}
+
+/** An X12 element reference: segment LIN, element 3 for `LIN03`. */
+export interface ElementRef {
+  segment: string;
+  element: number;
+}
+
+/** `LIN03` -> segment LIN, element 3; undefined when it is not a segment id and two digits. */
+export function parseElementRef(text: string): ElementRef | undefined {
+  const m = /^([A-Z][A-Z0-9]{1,2})(\d{2})$/.exec(text.trim().toUpperCase());
+  return m ? { segment: m[1] ?? '', element: Number(m[2]) } : undefined;
 }

@@ -8,7 +8,7 @@
 import { createHash, type Hash, randomBytes } from 'node:crypto';
 import { createWriteStream, promises as fsp } from 'node:fs';
 import { basename, join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { Duplex, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Alert } from '../notify/alert.js';
 import { type AnswerFacts, type AnswerPlan, carryOut, planAccepted, planRejected, replayPlan, type Taken, takenNames } from '../pipeline/answer.js';
@@ -29,6 +29,8 @@ import { compressionError, gunzip, soleEntry, unpackOf } from '../formats/compre
 import { readTrailer } from '../formats/fixed.js';
 import type { LineFormat } from '../formats/records.js';
 import { checkXlsxSize, sheetLines } from '../formats/xlsx.js';
+import { envelopeError, type InterchangeReader, x12Lines } from '../formats/x12.js';
+import { withX12Answer, x12Reader } from './x12.js';
 import { lineStagingSink } from '../pipeline/stage-lines.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, signerText, type Verdict } from '../pgp/decrypt.js';
 import { backoffDelay, type RetryPolicy } from '../retry.js';
@@ -237,22 +239,28 @@ async function ingest(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelive
 
 async function stageAndCommit(ctx: DeliveryContext, flow: FlowConfig, ready: ReadyDelivery, dir: string, facts: AnswerFacts, receivedAt: string, replay?: ReplayMarker): Promise<DeliveryRecord> {
   const { store, partner } = ctx;
-  const seqKey = { partner: partner.id, flow: flow.id, seq: ready.name.seq };
+  let seq = ready.name.seq;
   let found: DataFound | undefined;
   const staging = stagingBase(dir);
   let manifest: Manifest | undefined;
+  // An interchange carries its own sequence (ISA13), and is answered with a 997 beside our report.
+  const x12 = flow.format === 'x12' ? x12Reader(flow) : undefined;
+  if (x12) facts.answer = (plan, outcome, error) => withX12Answer(flow, x12, plan, outcome, error);
   try {
     const sidecarHex = ready.sidecar ? parseSidecar(await readSmall(join(dir, ready.sidecar), 4096), ready.file) : undefined;
     manifest = ready.manifest ? parseManifest(await readSmall(join(dir, ready.manifest), 1 << 20), ready.file) : undefined;
     const decrypt = decryptOptions(ctx, ready.file);
     // A sequence already applied needs only its hash to tell a resend from a conflict: no parsing.
-    const already = replay ? undefined : await store.applied(partner.id, flow.id, ready.name.seq);
-    found = await readData(join(dir, ready.file), already ? undefined : { flow, staging, writer: store.staging.writer }, sidecarHex, ctx.signal, decrypt);
+    const already = replay || x12 ? undefined : await store.applied(partner.id, flow.id, seq);
+    found = await readData(join(dir, ready.file), already ? undefined : { flow, staging, writer: store.staging.writer, x12 }, sidecarHex, ctx.signal, decrypt);
     facts.sha256 = found.sha256;
+    if (x12?.done) seq = facts.seq = interchangeSeq(x12.done.control);
     if (decrypt && found.stats) await store.event(facts.id, 'decrypted', signerText(found));
     if (found.unknownSigner) ctx.log.warn({ fingerprint: found.unknownSigner }, `the file is signed by an unknown key ${found.unknownSigner}; accepted because this partner does not require signatures`);
     if (sidecarHex && sidecarHex !== found.sha256) throw await checksumMismatch(join(dir, ready.file), found, sidecarHex);
     await store.event(facts.id, 'verified', `sha256 ${found.sha256}${sidecarHex ? ' matches the .sha256 file' : ' (no .sha256 file)'}`);
+    const broken = x12?.done && envelopeError(x12.done);
+    if (broken) throw reject('BAD_ENVELOPE', broken.message);
     if (found.stats) {
       const foundTotals = { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums };
       const trailer = flow.totalsFrom === 'trailer' ? readTrailer(found.lastLine, flow.fixed) : undefined;
@@ -271,14 +279,15 @@ async function stageAndCommit(ctx: DeliveryContext, flow: FlowConfig, ready: Rea
     return store.commit(undefined, undefined, () => ({ ...rejectedRecord(facts, receivedAt, e, found?.stats, taken), totals }), ctx.lease);
   }
   const { stats, staged } = found;
+  const seqKey = { partner: partner.id, flow: flow.id, seq };
   // Decide, then write: what the decision needs of the disk is read now, outside the transaction.
   const taken = await takenNames(facts, partner.dirs);
   crashPoint('before-commit');
   return store.commit(seqKey, staged ? { rows: staged, target: flow, keepNewer: replay ? seqKey : undefined } : undefined, (applied, lastSeq) => {
     if (applied && !replay) return duplicateRecord(facts, receivedAt, applied, taken);
-    if (!replay && flow.sequenceGap !== 'ignore' && lastSeq !== undefined && ready.name.seq < lastSeq) {
+    if (!replay && flow.sequenceGap !== 'ignore' && lastSeq !== undefined && seq < lastSeq) {
       // Applying an older file after a newer one would put stale data back: kept in error/ for a deliberate replay.
-      const e = reject('SEQUENCE_OUT_OF_ORDER', `sequence ${ready.name.seq} arrived after sequence ${lastSeq} was applied; it was not applied, so newer data is not overwritten`);
+      const e = reject('SEQUENCE_OUT_OF_ORDER', `sequence ${seq} arrived after sequence ${lastSeq} was applied; it was not applied, so newer data is not overwritten`);
       return rejectedRecord(facts, receivedAt, e, undefined, taken);
     }
     if (!stats) throw new InboxdError('IO_ERROR', 'the sequence was applied a moment ago and is no longer; taking the delivery again');
@@ -287,6 +296,9 @@ async function stageAndCommit(ctx: DeliveryContext, flow: FlowConfig, ready: Rea
     return record(facts, receivedAt, 'accepted', plan, { records: stats.rows, badRows: stats.badRows, totals });
   }, ctx.lease);
 }
+
+/** ISA13 as the delivery's sequence (the reader checked it is 9 digits). */
+const interchangeSeq = (control: string) => Number(control);
 
 /** Control totals expected (the manifest) and found, for the record (inboxd deliveries show). */
 function totalsJson(manifest: Manifest | undefined, stats: MapStats): string {
@@ -298,7 +310,7 @@ function totalsJson(manifest: Manifest | undefined, stats: MapStats): string {
  * without following symlinks, and a file that changed while being read is retried, not rejected.
  * Exported for inboxd check, which runs the same pass over a sample without committing anything.
  */
-export async function readData(path: string, parse: { flow: FlowConfig; staging: string; writer: StagingWriter } | undefined, sidecarHex: string | undefined, signal?: AbortSignal, decrypt?: DecryptOptions): Promise<DataFound> {
+export async function readData(path: string, parse: { flow: FlowConfig; staging: string; writer: StagingWriter; x12?: InterchangeReader } | undefined, sidecarHex: string | undefined, signal?: AbortSignal, decrypt?: DecryptOptions): Promise<DataFound> {
   const fh = await openRegular(path);
   const hash = createHash('sha256');
   let stats: MapStats | undefined;
@@ -324,8 +336,10 @@ export async function readData(path: string, parse: { flow: FlowConfig; staging:
       // After decryption, before parsing: the bytes unpacked (a zip spooled beside the staging files first).
       // A workbook is spooled too (it is a zip), then read sheet row by sheet row.
       const workbook = `${parse.staging}.xlsx`;
+      const x12 = flow.format === 'x12' ? (parse.x12 ?? x12Reader(flow)) : undefined;
       const parseFrom = async (head: NodeJS.ReadableStream[]): Promise<void> => {
-        const tail = flow.format === 'xlsx' ? [createWriteStream(workbook)] : [...text(), sink];
+        const tail = flow.format === 'xlsx' ? [createWriteStream(workbook)]
+          : x12 ? [Duplex.from((source: AsyncIterable<Buffer>) => x12Lines(source, x12, flow.maxRecordBytes)), sink] : [...text(), sink];
         if (unpack === 'gzip') await pipeline([...head, ...gunzip(flow.decompression), ...tail], { signal });
         else if (unpack !== 'zip') await pipeline([...head, ...tail], { signal });
         else {
@@ -383,6 +397,7 @@ function lineFormat(flow: FlowConfig): LineFormat | undefined {
     case 'fixed':
       return { kind: 'fixed', maxLineBytes, layout: flow.fixed };
     case 'xlsx':
+    case 'x12':
       return { kind: 'rows', maxLineBytes };
   }
 }
@@ -488,7 +503,8 @@ export function manifestSum(flow: FlowConfig, column: string, v: number | bigint
   return typeof out === 'number' || typeof out === 'bigint' ? out : undefined;
 }
 
-function record(f: AnswerFacts, receivedAt: string, outcome: DeliveryRecord['outcome'], plan: AnswerPlan, extra: Partial<DeliveryRecord>): DeliveryRecord {
+function record(f: AnswerFacts, receivedAt: string, outcome: DeliveryRecord['outcome'], made: AnswerPlan, extra: Partial<DeliveryRecord>, error?: InboxdError): DeliveryRecord {
+  const plan = f.answer ? f.answer(made, { outcome, code: extra.code ?? null, decidedAt: f.processedAt }, error) : made;
   return {
     id: f.id, partner: f.partner, flow: f.flow, file: f.file, seq: f.seq, fileTime: null, sha256: f.sha256, size: null, outcome,
     code: null, reason: null, records: null, badRows: null, totals: null, receivedAt, decidedAt: f.processedAt, answeredAt: null,
@@ -499,7 +515,7 @@ function record(f: AnswerFacts, receivedAt: string, outcome: DeliveryRecord['out
 function rejectedRecord(f: AnswerFacts, receivedAt: string, e: InboxdError, stats: MapStats | undefined, taken: Taken): DeliveryRecord {
   const errors = e.code === 'ROW_ERRORS' && stats ? stats.errors : [];
   const plan = planRejected(f, { status: 'rejected', code: e.code, reason: e.message, errors, errorCount: errors.length ? stats!.errorCount : 0 }, taken);
-  return record(f, receivedAt, 'rejected', plan, { code: e.code, reason: e.message, records: stats?.rows ?? null, badRows: stats?.badRows ?? null });
+  return record(f, receivedAt, 'rejected', plan, { code: e.code, reason: e.message, records: stats?.rows ?? null, badRows: stats?.badRows ?? null }, e);
 }
 
 function duplicateRecord(f: AnswerFacts, receivedAt: string, applied: Applied, taken: Taken): DeliveryRecord {

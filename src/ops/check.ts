@@ -236,7 +236,7 @@ function describeAllowed(flow: FlowConfig): string {
 
 /** A name the flow's pattern accepts, for the default pattern; otherwise the pattern itself. */
 export function exampleName(partner: string, flow: FlowConfig): string {
-  const ext = { csv: 'csv', ndjson: 'ndjson', fixed: 'dat', xlsx: 'xlsx' }[flow.format];
+  const ext = { csv: 'csv', ndjson: 'ndjson', fixed: 'dat', xlsx: 'xlsx', x12: 'x12' }[flow.format];
   const candidate = `${partner}_${flow.id}_20250916T020000Z_000001.${ext}`;
   return parseName(candidate, [flow]) ? candidate : `the pattern ${flow.pattern.source}`;
 }

@@ -15,6 +15,8 @@ export interface FlowStatus {
   flow: string;
   lastDelivery: { id: string; file: string; seq: number | null; outcome: string; code: string | null; receivedAt: string; late: boolean } | null;
   lastSeqApplied: number | null;
+  /** X12 flows: the last interchange control number applied (ISA13, nine digits) */
+  lastInterchange?: string | null;
   backlog: number;
   /** held by the gap policy (`sequence_gap: wait`): the sequence it waits for, and until when at most */
   held: { waitingFor: number; next: number; until: string } | null;
@@ -41,11 +43,13 @@ export async function status(store: Store, config: Config): Promise<Status> {
     const held = await heldFlows(store, config, partner);
     for (const flow of partner.flows) {
       const last = await store.audit.lastDelivery(partner.id, flow.id);
+      const lastSeq = (await store.lastSeq(partner.id, flow.id)) ?? null;
       flows.push({
         partner: partner.id,
         flow: flow.id,
         lastDelivery: last ? { id: last.id, file: last.file, seq: last.seq, outcome: last.outcome, code: last.code, receivedAt: last.receivedAt, late: last.late === 1 } : null,
-        lastSeqApplied: (await store.lastSeq(partner.id, flow.id)) ?? null,
+        lastSeqApplied: lastSeq,
+        ...(flow.sequenceFrom === 'interchange' ? { lastInterchange: lastSeq === null ? null : String(lastSeq).padStart(9, '0') } : {}),
         backlog: waiting.get(flow.id) ?? 0,
         held: held.get(flow.id) ?? null,
         lateWindows: (await store.lateWindows(partner.id, flow.id)).map((w) => ({ opensAt: w.opensAt, closesAt: w.closesAt, lateAt: w.lateAt })),
@@ -86,7 +90,7 @@ export function formatStatus(s: Status): string {
       d ? `${when(d.receivedAt)} (${ago(d.receivedAt)})` : 'none yet',
       d ? `${d.outcome}${d.code ? ` ${d.code}` : ''}${d.late ? ' late' : ''}` : '-',
       d ? d.seq : null,
-      f.lastSeqApplied,
+      f.lastInterchange ? `ISA13 ${f.lastInterchange}` : f.lastSeqApplied,
       f.held ? `${f.backlog} (waits for ${f.held.waitingFor} until ${when(f.held.until)})` : f.backlog,
       f.lateWindows.length,
       f.circuit,

@@ -10,6 +10,7 @@ import { promises as fsp } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { PartnerDirs } from '../config/config.js';
 import { crashPoint } from '../crashpoint.js';
+import type { InboxdError } from '../errors.js';
 import { exists, fsyncDir, writeAtomic } from './fsx.js';
 import { stringifyExact } from '../json.js';
 import { type Exact, fromMinorUnits, type RowError } from './map.js';
@@ -34,6 +35,8 @@ export interface AnswerFacts {
   /** the delivery this one replays (replay.ts), and where that one's files were */
   replayOf?: string;
   replayFrom?: 'archive' | 'error';
+  /** a format's own answer added to the plan (X12: the 997), from the outcome and, when rejected, its error */
+  answer?: (plan: AnswerPlan, outcome: { outcome: string; code: string | null; decidedAt: string }, error?: InboxdError) => AnswerPlan;
 }
 
 export interface Accepted {

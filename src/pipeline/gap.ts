@@ -6,6 +6,8 @@
 export interface GapPolicy {
   sequenceGap: 'wait' | 'warn' | 'ignore';
   gapWaitMs: number;
+  /** 'interchange' (X12): the sequence is known once the file is read, so there is nothing to judge before */
+  sequenceFrom?: 'name' | 'interchange';
 }
 
 export type GapVerdict =
@@ -17,7 +19,7 @@ export type GapVerdict =
 
 /** `seq` is the flow's first ready delivery, arrived at `arrivedMs`; `lastSeq` the last one applied. */
 export function gapVerdict(flow: GapPolicy, lastSeq: number | undefined, seq: number, arrivedMs: number, now: number): GapVerdict {
-  if (flow.sequenceGap === 'ignore' || lastSeq === undefined || seq <= lastSeq + 1) return { kind: 'go' };
+  if (flow.sequenceGap === 'ignore' || flow.sequenceFrom === 'interchange' || lastSeq === undefined || seq <= lastSeq + 1) return { kind: 'go' };
   const expected = lastSeq + 1;
   const untilMs = arrivedMs + flow.gapWaitMs;
   if (flow.sequenceGap === 'wait' && now < untilMs) return { kind: 'hold', expected, untilMs };

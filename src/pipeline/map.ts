@@ -37,6 +37,17 @@ export function convert(field: FieldSpec, raw: string): Converted {
   return converter(field)(raw);
 }
 
+/** Each field's check alone, built once: why a raw value is refused, or undefined (X12's element errors). */
+export function fieldChecks(fields: readonly FieldSpec[]): ((raw: string) => string | undefined)[] {
+  return fields.map((field) => {
+    const convert = converter(field);
+    return (raw) => {
+      const v = convert(raw);
+      return v instanceof Bad ? v.reason : undefined;
+    };
+  });
+}
+
 const NOT_AMOUNT = new Bad('is not a decimal amount');
 const NOT_INTEGER = new Bad('is not an integer');
 const NOT_DATETIME = new Bad('is not an ISO-8601 date-time with Z or an offset');

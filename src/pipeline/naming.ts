@@ -4,6 +4,8 @@ export interface FlowPattern {
   id: string;
   pattern: RegExp;
   manifestName: string;
+  /** 'interchange': the sequence is in the file (X12's ISA13); a number in the name is optional */
+  sequenceFrom?: 'name' | 'interchange';
 }
 
 export interface ParsedName {
@@ -44,7 +46,8 @@ export function matchName(name: string, flows: readonly FlowPattern[]): MatchedN
   let faulty: MatchedName | undefined;
   for (const flow of flows) {
     const m = flow.pattern.exec(name);
-    const seq = m?.groups?.seq;
+    // An interchange named without a number sorts as 0 (by arrival, then): its sequence is read from it.
+    const seq = m?.groups?.seq ?? (flow.sequenceFrom === 'interchange' ? '0' : undefined);
     if (!m || seq === undefined) continue;
     // Beyond 2^53 two sequence numbers can become the same number: 20250916020000123 is ...124.
     if (!/^\d+$/.test(seq) || !Number.isSafeInteger(Number(seq))) continue;
