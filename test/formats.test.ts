@@ -9,7 +9,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultPattern } from '../src/config/config.js';
-import { Gpg } from './helpers/gpg.js';
+import { partnerKeys, useKeys } from './helpers/gpg.js';
 import ExcelJS from 'exceljs';
 import { parseRange } from '../src/config/mapping.js';
 import { LineChunker } from '../src/formats/lines.js';
@@ -320,22 +320,12 @@ describe.concurrent('the configuration and inboxd check', SLOW, () => {
 });
 
 describe('compressed, then encrypted', SLOW, () => {
-  let gpg: Gpg;
-  beforeAll(async () => {
-    gpg = await Gpg.create();
-    await gpg.genKey('inboxd@us', 'ed25519');
-    await gpg.genKey('partner@acme', 'ed25519');
-  }, 120_000);
-  afterAll(async () => {
-    await gpg?.cleanup();
-  });
+  const keys = partnerKeys({ beforeAll, afterAll });
 
   it.for(['gz', 'zip'])('a .csv.%s.pgp made with the tool and gpg is decrypted, verified, unpacked and applied; the sidecar covers the .pgp', async (ext, t) => {
     const fx = await fixture(t);
-    await fsp.writeFile(join(fx.dir, 'ours.asc'), await gpg.exportSecret('inboxd@us'));
-    await fsp.writeFile(join(fx.dir, 'acme.asc'), await gpg.exportPublic('partner@acme'));
-    const config = (await fsp.readFile(fx.configPath, 'utf8')).replace(/^partners:\n {2}acme:\n/m, 'pgp:\n  keys: [ours.asc]\npartners:\n  acme:\n    pgp:\n      verification_keys: [acme.asc]\n');
-    await fsp.writeFile(fx.configPath, config);
+    const gpg = keys.gpg();
+    await useKeys(gpg, fx);
     const rows = rowsOf(300);
     const packed = join(fx.dir, `inventory.csv.${ext}`);
     await fsp.writeFile(packed, ext === 'gz' ? await gzipped(fx, 'inventory.csv', csvOf(rows)) : await zipped(fx, { 'inventory.csv': csvOf(rows) }));

@@ -5,7 +5,11 @@
  * with a 997 (or 999) in outbox/, and a TA1 when it asks (ISA14=1). Broken envelopes and bad elements
  * are rejected naming the segment, nothing applied, the original kept in error/.
  */
-import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { partnerKeys, useKeys } from './helpers/gpg.js';
 import { type Fixture, fixture, runCli, SLOW } from './helpers/fixture.js';
 import { interchange, inventory846 } from './helpers/x12.js';
 
@@ -109,6 +113,33 @@ describe.concurrent('EDI X12', SLOW, () => {
     expect(ack).toContain('IK3*QTY*7**8~\nIK4*2**1*~\nIK5*E*5~\nAK9*E*1*1*1~');
   });
 
+  it('a crash after the commit: the next run writes the very 997 that was planned, once, and applies nothing twice', async (t) => {
+    const fx = await fixture(t, x12Flow());
+    await fx.makeDelivery({ name: nameOf(), csvText: interchange('000000128', inventory846(items)), manifest: false });
+    expect((await fx.runOnce({ env: { INBOXD_TEST_CRASH_AT: 'after-commit' } })).signal).toBe('SIGKILL');
+    expect(fx.listDir('outbox')).toEqual([]);
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.listDir('outbox')).toEqual([`${nameOf()}.997`]);
+    const planned = fx.query('SELECT plan FROM deliveries')[0]!.plan as string;
+    expect(JSON.parse(planned).writes[0].content).toBe(await fx.readText('outbox', `${nameOf()}.997`));
+    expect(fx.rows()).toHaveLength(2);
+  });
+
+  it('inboxd check reads an interchange as the pipeline does: envelopes, rows, and ISA13 as the sequence', async (t) => {
+    const fx = await fixture(t, x12Flow());
+    await fx.makeDelivery({ name: nameOf(), csvText: interchange('000000130', inventory846(items)), manifest: false });
+    expect((await fx.runOnce()).code).toBe(0);
+    const check = async (text: string) => {
+      const sample = join(fx.dir, nameOf());
+      await fsp.writeFile(sample, text);
+      const run = await runCli(['check', '--config', fx.configPath, '--partner', 'acme', '--flow', 'inventory', sample, '--json'], { cwd: fx.dir });
+      return JSON.parse(run.stdout).deliveries[0].checks as { check: string; status: string; message: string }[];
+    };
+    expect(await check(interchange('000000130', inventory846(items)))).toContainEqual(expect.objectContaining({ check: 'sequence', status: 'fail', message: expect.stringContaining('sequence 130 was already applied with this very content') }));
+    expect(await check(interchange('000000131', inventory846(items, { st02: '0009' })))).toContainEqual(expect.objectContaining({ check: 'x12', status: 'fail', message: expect.stringContaining('SE02 "0001" is not ST02 "0009"') }));
+    expect(fx.rows()).toHaveLength(2); // check applies nothing
+  });
+
   it('configuration: x12 needs x12.line, element references, and no gap waiting', async (t) => {
     for (const [over, mapping, message] of [
       [{ x12: undefined }, MAPPING, 'format x12 needs x12.line'],
@@ -120,5 +151,25 @@ describe.concurrent('EDI X12', SLOW, () => {
       expect(run.code).toBe(78);
       expect(run.stderr + run.stdout).toContain(message);
     }
+  });
+});
+
+describe('EDI X12, compressed and encrypted', SLOW, () => {
+  const keys = partnerKeys({ beforeAll, afterAll });
+
+  it('an .x12.gz.pgp made with gzip and gpg is decrypted, verified, unpacked, applied and answered', async (t) => {
+    const fx = await fixture(t, x12Flow());
+    const gpg = keys.gpg();
+    await useKeys(gpg, fx);
+    const many = Array.from({ length: 500 }, (_, i) => ({ sku: `SKU-${i}`, qty: String(i) }));
+    const plain = join(fx.dir, 'inventory.x12');
+    await fsp.writeFile(plain, interchange('000000140', inventory846(many)));
+    execFileSync('gzip', ['-k', plain]);
+    await gpg.run(['-u', '<partner@acme>', '-r', '<inboxd@us>', '--compress-algo', 'none', '--sign', '--encrypt', '-o', `${plain}.gz.pgp`, `${plain}.gz`]);
+    const name = 'inventory_20250916T0200Z.x12.gz.pgp';
+    await fx.makeDelivery({ name, csvText: await fsp.readFile(`${plain}.gz.pgp`), manifest: false });
+    expect((await fx.runOnce()).code).toBe(0);
+    expect(fx.rows()).toHaveLength(500);
+    expect(await fx.readText('outbox', `${name}.997`)).toContain('AK5*A~\nAK9*A*1*1*1~');
   });
 });

@@ -21,6 +21,8 @@ import { databaseExists, openStore, stagingFor } from '../store/open.js';
 import { table } from './table.js';
 import { unpackOf } from '../formats/compression.js';
 import { readTrailer } from '../formats/fixed.js';
+import { envelopeError } from '../formats/x12.js';
+import { x12Reader } from '../ingest/x12.js';
 import { visible } from '../visible.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from '../pipeline/verify.js';
 
@@ -145,11 +147,15 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
   }
   const scratch = await fsp.mkdtemp(join(tmpdir(), 'inboxd-check-'));
   let found: DataFound | undefined;
+  // An interchange: its envelopes checked, and its ISA13 the sequence.
+  const x12 = flow.format === 'x12' ? x12Reader(flow) : undefined;
   try {
     const staging = join(scratch, 'staging');
     if (checks.some((c) => c.check === 'decryption' && c.status !== 'fail') || !ENCRYPTED.test(file)) {
       try {
-        found = await readData(path, { flow, staging, writer: stagingFor().writer }, undefined, undefined, decrypt);
+        found = await readData(path, { flow, staging, writer: stagingFor().writer, x12 }, undefined, undefined, decrypt);
+        const broken = x12?.done && envelopeError(x12.done);
+        if (broken) throw new InboxdError('BAD_ENVELOPE', broken.message);
         ok(flow.format, `${formatText(flow, file)}: ${found.stats!.rows} records${flow.format === 'csv' ? '; the header has every mapped column' : ''}`);
         if (decrypt) ok('signature', signerText(found));
       } catch (err) {
@@ -190,7 +196,8 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
       }
       out.preview = { table: flow.table, key: flow.key, rows: stats.rows - stats.badRows, sample: await stagedSample(config, found!.staged, flow, opts.sample ?? 5) };
     }
-    if (name) checks.push(await sequenceCheck(config, flow, name.seq, sha));
+    const seq = x12 ? (x12.done && Number(x12.done.control)) : name?.seq;
+    if (seq !== undefined) checks.push(await sequenceCheck(config, flow, seq, sha));
   } finally {
     await fsp.rm(scratch, { recursive: true, force: true });
   }

@@ -97,3 +97,25 @@ export class Gpg {
     await rm(this.home, { recursive: true, force: true });
   }
 }
+
+/** A keyring with our key (`inboxd@us`) and the partner's (`partner@acme`), for a describe block; cleaned up after it. */
+export function partnerKeys(hooks: { beforeAll: (fn: () => Promise<void>, timeout?: number) => void; afterAll: (fn: () => Promise<void>) => void }): { gpg: () => Gpg } {
+  let gpg: Gpg | undefined;
+  hooks.beforeAll(async () => {
+    gpg = await Gpg.create();
+    await gpg.genKey('inboxd@us', 'ed25519');
+    await gpg.genKey('partner@acme', 'ed25519');
+  }, 120_000);
+  hooks.afterAll(async () => {
+    await gpg?.cleanup();
+  });
+  return { gpg: () => gpg! };
+}
+
+/** A fixture's configuration given our secret key and partner acme's public key (`ours.asc`, `acme.asc` beside it). */
+export async function useKeys(gpg: Gpg, fx: { dir: string; configPath: string }): Promise<void> {
+  await writeFile(join(fx.dir, 'ours.asc'), await gpg.exportSecret('inboxd@us'));
+  await writeFile(join(fx.dir, 'acme.asc'), await gpg.exportPublic('partner@acme'));
+  const config = (await readFile(fx.configPath, 'utf8')).replace(/^partners:\n {2}acme:\n/m, 'pgp:\n  keys: [ours.asc]\npartners:\n  acme:\n    pgp:\n      verification_keys: [acme.asc]\n');
+  await writeFile(fx.configPath, config);
+}
