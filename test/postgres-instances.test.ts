@@ -4,9 +4,11 @@
  * one gives its leases back at once, and every delivery is applied exactly once, answered once, in
  * sequence order per flow.
  */
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FLOW, type DaemonProcess, msg, testDaemon, until } from './helpers/daemon.js';
 import { type Fixture, fixture, nameFor, rowsOf, SLOW } from './helpers/fixture.js';
+import { ls, partnerServer, partnerUploads, remoteConfig } from './helpers/partner-server.js';
 
 const PARTNERS = Array.from({ length: 10 }, (_, i) => `p${String(i).padStart(2, '0')}`);
 const SEQS = 6;
@@ -94,5 +96,28 @@ describe('several instances on one database and one root', () => {
     void msg;
     await a.stop();
     await b.stop();
+  });
+
+  it('a remote partner is pulled by its holder alone: each file read from its server once, applied once, answered once', SLOW, async (t) => {
+    const p = await partnerServer(t);
+    const fx = await fixture(t);
+    // Sweep once a year: what an instance takes, it takes because its own pull put it there.
+    await fx.writeConfig({ config: { database: { url: fx.database, lease_ttl: '3s' }, log_level: 'debug', sweep: '0 0 1 1 *', partners: { acme: { remote: remoteConfig(p), flows: { inventory: FLOW } } } } });
+    const daemons = [await testDaemon(t, fx), await testDaemon(t, fx)];
+    const uploaded = [];
+    for (let seq = 1; seq <= 4; seq++) uploaded.push(await partnerUploads(p.inbox, seq, rowsOf(3, seq * 10)));
+    await until(() => ls(p.outbox).length === 4 && ls(p.archive).length === 12, 'four ACKs in the partner outbox, twelve originals in its archive', 60_000, 100);
+
+    const pulls = daemons.map((d) => d.count(msg('pulled from the partner server')));
+    expect(pulls.reduce((a, b) => a + b, 0)).toBe(12); // each file once
+    expect(pulls.filter((n) => n > 0)).toHaveLength(1); // by the one instance holding acme
+    for (const d of uploaded) {
+      expect(p.ops().filter((l) => l.startsWith(`open "${join(p.inbox, d.name)}" flags READ`)), d.name).toHaveLength(1);
+    }
+    expect(fx.query('SELECT seq, outcome, code, reason FROM deliveries ORDER BY seq')).toEqual([1, 2, 3, 4].map((seq) => ({ seq, outcome: 'accepted', code: null, reason: null })));
+    expect(fx.query('SELECT count(*)::int AS n FROM dedupe')).toEqual([{ n: 4 }]);
+    expect(fx.rows()).toHaveLength(12);
+    expect(ls(p.outbox)).toEqual(uploaded.map((d) => `${d.name}.ack.json`));
+    for (const d of daemons) await d.stop();
   });
 });

@@ -8,8 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, promises as fsp, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Db, openDatabase } from '../src/store/sqlite/driver.js';
 import { describe, expect, it, type TestContext } from 'vitest';
@@ -17,50 +16,8 @@ import type { AnswerPlan } from '../src/pipeline/answer.js';
 import { SqliteRemoteLedger } from '../src/store/sqlite/remote-ledger.js';
 import { migrate } from '../src/store/sqlite/migrations.js';
 import { type LogLine, msg, sleep, spawnDaemon, testDaemon, FLOW, until } from './helpers/daemon.js';
-import { atLeast, csvLine, type Fixture, fixture, HEADER, nameFor, row, type Row, rowsOf, sha256 } from './helpers/fixture.js';
-import { startSshd, type Sshd } from './helpers/sshd.js';
-
-const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
-
-/** The partner's server: an sshd whose SFTP server logs every operation, and its three directories. */
-interface PartnerServer {
-  sshd: Sshd;
-  inbox: string;
-  outbox: string;
-  archive: string;
-  /** the SFTP operations the server saw (open, close, rename, remove...), one per line */
-  ops: () => string[];
-}
-
-async function partnerServer(t: TestContext): Promise<PartnerServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'inboxd-partner-'));
-  const opsLog = join(dir, 'sftp-ops.log');
-  // A subsystem command runs through the user's shell, so its stderr (the operation log) can go to a file.
-  const sshd = await startSshd({ dir, subsystem: `sftp ${SFTP_SERVER} -e -l INFO 2>>${opsLog}` });
-  const srv = join(dir, 'srv');
-  const p: PartnerServer = {
-    sshd, inbox: join(srv, 'inbox'), outbox: join(srv, 'outbox'), archive: join(srv, 'archive'),
-    ops: () => (existsSync(opsLog) ? readFileSync(opsLog, 'utf8').split(/\r?\n/).filter(Boolean) : []),
-  };
-  for (const d of [p.inbox, p.outbox, p.archive]) mkdirSync(d, { recursive: true });
-  t.onTestFailed(() => console.error(`sshd log tail:\n${sshd.logs().slice(-3000)}\nSFTP operations:\n${p.ops().slice(-40).join('\n')}`));
-  t.onTestFinished(async (ctx) => {
-    await sshd.stop();
-    if (ctx.task.result?.state !== 'fail') rmSync(dir, { recursive: true, force: true });
-  });
-  return p;
-}
-
-/** `partners.acme.remote` for the server, with test-sized timings; `over` replaces keys. */
-function remoteConfig(p: PartnerServer, over: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    host: p.sshd.host, port: p.sshd.port, user: p.sshd.user, private_key: p.sshd.clientKeyPath, host_key: p.sshd.hostKeyFingerprint,
-    inbox: p.inbox, outbox: p.outbox, archive: p.archive,
-    schedule: '*/1 * * * * *', stable_for: '300ms', retry: '3,500,full',
-    connect_timeout: '10s', op_timeout: '10s', idle_timeout: '10s', breaker_failures: 5, breaker_cooldown: '2s',
-    ...over,
-  };
-}
+import { atLeast, type Fixture, fixture, row, rowsOf } from './helpers/fixture.js';
+import { buildDelivery, ls, partnerServer, type PartnerServer, partnerUploads, remoteConfig, type RemoteDelivery } from './helpers/partner-server.js';
 
 async function remoteFixture(t: TestContext, p: PartnerServer, remote: Record<string, unknown> = {}): Promise<Fixture> {
   // Sweep once a year: what the daemon takes, it takes because the pull put it there (watcher or `pulled` hook).
@@ -69,37 +26,6 @@ async function remoteFixture(t: TestContext, p: PartnerServer, remote: Record<st
 
 const daemon = (t: TestContext, fx: Fixture, env?: Record<string, string>) => testDaemon(t, fx, env, 80);
 
-interface RemoteDelivery {
-  name: string;
-  sha256: string;
-  rows: number;
-  data: Buffer;
-  /** data file, sidecar, manifest */
-  files: string[];
-}
-
-/** A delivery as the partner builds it: CSV, `.sha256` sidecar and manifest. */
-function buildDelivery(seq: number, rows: Row[] = rowsOf(3)): { d: RemoteDelivery; contents: [string, Buffer][] } {
-  const name = nameFor(seq);
-  const data = Buffer.from([HEADER, ...rows.map((r) => HEADER.map((h) => r[h] ?? ''))].map((c) => `${csvLine(c)}\n`).join(''));
-  const hex = sha256(data);
-  const qty = rows.reduce((s, r) => s + Number(r.Quantity), 0);
-  const manifest = { file: name, records: rows.length, sums: { qty }, generated_at: '2025-09-16T02:00:03Z', sha256: hex, schema_version: 1 };
-  const contents: [string, Buffer][] = [[name, data], [`${name}.sha256`, Buffer.from(`${hex}  ${name}\n`)], [`${name}.manifest.json`, Buffer.from(`${JSON.stringify(manifest)}\n`)]];
-  return { d: { name, sha256: hex, rows: rows.length, data, files: contents.map(([f]) => f) }, contents };
-}
-
-/** Puts a delivery into the partner's inbox as its own client would: each file as `.filepart`, then renamed. */
-async function partnerUploads(dir: string, seq: number, rows?: Row[]): Promise<RemoteDelivery> {
-  const { d, contents } = buildDelivery(seq, rows);
-  for (const [file, content] of contents) {
-    await fsp.writeFile(join(dir, `${file}.filepart`), content);
-    await fsp.rename(join(dir, `${file}.filepart`), join(dir, file));
-  }
-  return d;
-}
-
-const ls = (dir: string) => (existsSync(dir) ? readdirSync(dir).sort() : []);
 const ackName = (d: RemoteDelivery) => `${d.name}.ack.json`;
 const remoteFiles = (fx: Fixture) => fx.query('SELECT name, state, delivery_id, size FROM remote_files ORDER BY name');
 const remoteUploads = (fx: Fixture) => fx.query('SELECT dir, name, state, attempts, last_error FROM remote_uploads ORDER BY name');
@@ -155,6 +81,19 @@ describe('pull, ingest, move the original, push the ACK', () => {
     expect(d.logs.find(msg('pulled from the partner server', { file: del.name }))).toMatchObject({ partner: 'acme', bytes: del.data.length });
     expect(d.logs.filter((l) => atLeast(l, 'error'))).toEqual([]);
     expect(d.other).toEqual([]);
+  });
+
+  it('deliveries pulled in one round are applied in sequence order, whatever order the server lists them in', async (t) => {
+    const p = await partnerServer(t);
+    const fx = await remoteFixture(t, p);
+    // Uploaded newest first, before the daemon starts: the first round sees all four.
+    const uploaded = [];
+    for (const seq of [4, 3, 2, 1]) uploaded.push(await partnerUploads(p.inbox, seq, rowsOf(3, seq * 10)));
+    const d = await daemon(t, fx);
+    await until(() => ls(p.outbox).length === 4, 'four ACKs in the partner outbox', 30_000);
+    expect(fx.query('SELECT seq, outcome, code FROM deliveries ORDER BY decided_at')).toEqual([1, 2, 3, 4].map((seq) => ({ seq, outcome: 'accepted', code: null })));
+    expect(fx.rows()).toHaveLength(12);
+    expect(d.count(msg('pulled from the partner server'))).toBe(12);
   });
 
   it('after_pull: delete removes the originals from the partner inbox instead of archiving them', async (t) => {

@@ -20,7 +20,7 @@ import type { PartnerConfig, RemoteConfig } from '../config/config.js';
 import { classify, type InboxdError } from '../errors.js';
 import { exists } from '../pipeline/fsx.js';
 import type { Logger } from '../log.js';
-import { isTempName } from '../pipeline/naming.js';
+import { isTempName, parseName } from '../pipeline/naming.js';
 import type { RemoteLedger } from '../store/types.js';
 import { type RemoteEndpoint, RemoteSession, StabilityTracker } from './session.js';
 import { CircuitBreaker, type CircuitState, type HostLimiter, withRetry } from '../retry.js';
@@ -228,7 +228,7 @@ export class RemoteLink {
 
   private async pullNew(s: RemoteSession): Promise<void> {
     const entries = await s.list(this.remote.dirs.inbox);
-    const stable = this.tracker.observe(entries, Date.now());
+    const stable = inSequence(this.tracker.observe(entries, Date.now()), this.partner);
     let pulled = 0;
     try {
       for (const e of stable) {
@@ -282,6 +282,25 @@ export class RemoteLink {
       timeouts: r.timeouts,
     };
   }
+}
+
+/**
+ * Entries in the order the deliveries are to be applied: by each file's sequence (a companion's is its
+ * data file's, a name of it cut at a dot), then by name. A round that pulls 001 to 004 completes 001
+ * first: the local pipeline, taking what is complete as it lands, would otherwise apply 004 first and
+ * refuse 001 to 003 as out of order.
+ */
+function inSequence<T extends { name: string }>(entries: T[], partner: PartnerConfig): T[] {
+  const seqOf = (name: string) => {
+    for (let n = name; n.length > 0; n = n.slice(0, Math.max(0, n.lastIndexOf('.')))) {
+      const parsed = parseName(n, partner.flows);
+      if (parsed) return parsed.seq;
+    }
+    return Number.POSITIVE_INFINITY;
+  };
+  const keyed = entries.map((e) => ({ e, seq: seqOf(e.name) }));
+  keyed.sort((a, b) => a.seq - b.seq || (a.e.name < b.e.name ? -1 : a.e.name > b.e.name ? 1 : 0));
+  return keyed.map((k) => k.e);
 }
 
 async function sizeOf(path: string): Promise<number | undefined> {
