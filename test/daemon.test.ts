@@ -312,7 +312,8 @@ describe('delivery windows', () => {
   it('a restart after the window closed judges it once; a restart after that does not alert again', async (t) => {
     const sink = await AlertSink.start();
     t.onTestFinished(() => sink.close());
-    const w = windowSoon(3000, 1);
+    // The first daemon must be up before the window opens: 6 s leaves room for a start on a loaded machine.
+    const w = windowSoon(6000, 1);
     const fx = await daemonFixture(t, { flow: { window: { cron: w.cron, duration: '1s' } }, config: { alert: { http: { url: sink.url }, retry: '4,200,full' } } });
     const first = await daemon(t, fx);
     expect((await first.stop()).code).toBe(0);
