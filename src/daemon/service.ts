@@ -27,6 +27,7 @@ import { logWaiting, soonest, sweepPartner, type Tally } from '../ingest/pass.js
 import { openAll, openKeyring, recover } from '../ingest/startup.js';
 import { LeaseKeeper } from '../ingest/leases.js';
 import type { Store } from '../store/types.js';
+import { FULL_EVERY, treePrint, type TreePrint } from './quiet.js';
 import { watchInboxes } from './watch.js';
 import type { RenamedIn } from '../pipeline/discover.js';
 
@@ -45,6 +46,12 @@ interface PartnerState {
   waits: Set<string>;
   /** files the watcher saw renamed in from a temporary name, by name: taken without the settle time */
   renamed: Map<string, RenamedIn>;
+  /** asked for by something other than the schedule since its last sweep: the next one is never skipped */
+  full: boolean;
+  /** the partner's tree as it was when its last sweep found nothing at all (quiet.ts) */
+  quiet?: TreePrint;
+  /** scheduled sweeps skipped in a row since */
+  skipped: number;
 }
 
 /** A sweep that leaves something waiting is followed by the next no sooner than this. */
@@ -83,7 +90,7 @@ export class Daemon {
 
   constructor(private readonly config: Config, private readonly log: Logger) {
     this.slots = config.maxParallel;
-    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false, waits: new Set(), renamed: new Map() });
+    for (const partner of config.partners) this.states.set(partner.id, { partner, again: false, waits: new Set(), renamed: new Map(), full: true, skipped: 0 });
   }
 
   start(): Promise<void> {
@@ -142,7 +149,7 @@ export class Daemon {
       });
       held.add('watcher', () => watcher.close());
     }
-    const schedule = cron.schedule(this.config.sweep, () => this.kickAll(), { name: 'inboxd-sweep', noOverlap: true });
+    const schedule = cron.schedule(this.config.sweep, () => this.kickAll(true), { name: 'inboxd-sweep', noOverlap: true });
     held.add('schedule', () => schedule.stop());
     this.startRemoteLinks();
     const replays = this.store.replays;
@@ -212,8 +219,9 @@ export class Daemon {
     }
   }
 
-  kickAll(): void {
-    for (const id of this.states.keys()) this.kick(id, 0);
+  /** `scheduled`: the schedule's sweep, skipped for a partner found quiet and unchanged since (quiet.ts) */
+  kickAll(scheduled = false): void {
+    for (const id of this.states.keys()) this.kick(id, 0, scheduled);
   }
 
   /**
@@ -221,9 +229,10 @@ export class Daemon {
    * A sweep finding something still waiting asks for the next at the moment that can have changed, so
    * waiting files (not settled, incomplete, behind a gap, backing off) are not looked at in between.
    */
-  kick(id: string, delayMs: number): void {
+  kick(id: string, delayMs: number, scheduled = false): void {
     const st = this.states.get(id);
     if (!st || this.stopping || this.closed) return;
+    if (!scheduled) st.full = true;
     if (st.running) {
       st.again = true;
       return;
@@ -265,6 +274,12 @@ export class Daemon {
   /** One sweep of one partner; returns when to sweep it again at the latest (see sweepPartner). Never throws. */
   private async sweep(st: PartnerState): Promise<number | undefined> {
     if (!this.holds(st.partner.id)) return undefined; // another instance works it
+    const print = treePrint(st.partner);
+    if (this.unchanged(st, print)) {
+      this.log.debug({ partner: st.partner.id, unchanged: true, next_sweep_in_ms: null }, 'sweep done');
+      return undefined;
+    }
+    let empty = false;
     await this.acquire();
     const tally: Tally = { accepted: 0, rejected: 0, duplicate: 0, retry: 0, waiting: 0 };
     let due: number | undefined;
@@ -294,6 +309,7 @@ export class Daemon {
         },
         accepted: (flow, id) => this.deadlines?.accepted(flow.partner, flow.id, id),
         decided: (rec) => notifyAll(this.config.notify, rec, this.log, this.alertAbort.signal).forEach((p) => this.background(p)),
+        scanned: (scan) => (empty = scan.ready.length + scan.stale.length + scan.waiting === 0),
         gap: (flow, expected, got) => this.alert({ event: 'sequence.gap', severity: 'warning', partner: flow.partner, flow: flow.id, expected, got, message: `sequence gap for ${flow.partner}/${flow.id}: ${expected} never arrived, going on with ${got}`, at: new Date().toISOString() }),
       }, st.renamed);
       due = soonest(due, next);
@@ -303,11 +319,25 @@ export class Daemon {
     } finally {
       this.release();
     }
+    const quiet = empty && due === undefined && !st.refused && Object.values(tally).every((n) => n === 0);
+    st.quiet = quiet ? print : undefined;
     this.log.debug({ partner: st.partner.id, ...tally, next_sweep_in_ms: due === undefined ? null : Math.max(0, due - Date.now()) }, 'sweep done');
     for (const k of ['accepted', 'rejected', 'duplicate', 'retry'] as const) this.tally[k] += tally[k];
     // Answers to push and originals to release on a remote partner's server: do it now.
     if (tally.accepted + tally.rejected + tally.duplicate > 0) void this.links.get(st.partner.id)?.kick(this.abort.signal);
     return due;
+  }
+
+  /**
+   * Whether this sweep can be skipped: asked for by the schedule only, the partner found quiet by its last
+   * sweep and its tree unchanged since, and fewer than FULL_EVERY skipped in a row. Otherwise it is a full
+   * sweep, and the count starts again.
+   */
+  private unchanged(st: PartnerState, print: TreePrint | undefined): boolean {
+    const skip = !st.full && print !== undefined && print === st.quiet && st.skipped < FULL_EVERY - 1;
+    st.skipped = skip ? st.skipped + 1 : 0;
+    st.full = false;
+    return skip;
   }
 
   /** Replays an operator asked for while we run (replay-queue.ts), in this partner's turn. */

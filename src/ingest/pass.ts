@@ -39,6 +39,8 @@ export interface SweepHooks {
   waiting?: (w: Waiting) => void;
   /** a delivery decided and answered (accepted, rejected, duplicate): for the notify actions */
   decided?: (rec: DeliveryRecord) => void;
+  /** what the inbox held: the daemon skips scheduled sweeps of a partner found empty while its tree is unchanged (daemon/quiet.ts) */
+  scanned?: (scan: Scan) => void;
 }
 
 /**
@@ -68,6 +70,7 @@ export async function sweepPartner(base: DeliveryContext, config: Config, tally:
     tally.retry++;
     return Date.now() + config.retryBackoffMs;
   }
+  hooks.scanned?.(scan);
   tally.waiting += scan.waiting;
   scan.waits.forEach((w) => hooks.waiting?.(w));
   let due = scan.dueMs;

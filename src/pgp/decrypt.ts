@@ -13,9 +13,10 @@
  */
 import { Readable, pipeline } from 'node:stream';
 import { createInflate, createInflateRaw } from 'node:zlib';
-import * as openpgp from 'openpgp';
+import type * as openpgp from 'openpgp';
 import { classify, InboxdError, reject } from '../errors.js';
-import { fpr, PGP_POLICY, signingKeyProblem } from './keys.js';
+import { fpr, signingKeyProblem } from './keys.js';
+import { type OpenPGP, pgp } from './lib.js';
 
 export interface DecryptOptions {
   /** several may be active at once during a key rotation */
@@ -81,22 +82,23 @@ export async function decryptStream(ciphertext: Readable, opts: DecryptOptions):
   const armored = head.toString('latin1').trimStart().startsWith('-----BEGIN PGP');
   const input = webStream(head, source, meter);
 
+  const { lib, policy } = await pgp();
   const config = {
-    ...PGP_POLICY,
+    ...policy,
     allowUnauthenticatedStream: true,
     maxDecompressedMessageSize: opts.maxDecompressedBytes,
-    additionalAllowedPackets: [boundedCompressedPacket()],
+    additionalAllowedPackets: [boundedCompressedPacket(lib)],
   };
   let result: { data: ReadableStream<Uint8Array>; signatures: Signatures };
   try {
     const message = armored
-      ? await openpgp.readMessage({ armoredMessage: input.pipeThrough(new TextDecoderStream() as TransformStream<Uint8Array, string>), config })
-      : await openpgp.readMessage({ binaryMessage: input, config });
+      ? await lib.readMessage({ armoredMessage: input.pipeThrough(new TextDecoderStream() as TransformStream<Uint8Array, string>), config })
+      : await lib.readMessage({ binaryMessage: input, config });
     // Session keys first, so the cipher can be vetted before any plaintext is produced.
-    const sessionKeys = await openpgp.decryptSessionKeys({ message, decryptionKeys: opts.decryptionKeys, config });
+    const sessionKeys = await lib.decryptSessionKeys({ message, decryptionKeys: opts.decryptionKeys, config });
     const weak = sessionKeys.find((k) => k.algorithm && WEAK_CIPHERS.has(k.algorithm));
     if (weak) throw new Error(`refusing weak cipher ${weak.algorithm}`);
-    result = await openpgp.decrypt({
+    result = await lib.decrypt({
       message, sessionKeys: sessionKeys as openpgp.SessionKey[], verificationKeys: opts.verificationKeys, format: 'binary', config,
     });
   } catch (err) {
@@ -157,19 +159,19 @@ export async function decryptStream(ciphertext: Readable, opts: DecryptOptions):
  * with node:zlib, pulling input only as output is read, and hands openpgp the
  * result as "uncompressed" data for the usual parsing and size limit.
  */
-function boundedCompressedPacket() {
+function boundedCompressedPacket(lib: OpenPGP) {
   // `decompress` (what `read()` calls once the algorithm octet is parsed) is private in openpgp's typings only.
   type Internals = { algorithm: number; compressed: ReadableStream<Uint8Array> | Uint8Array; decompress(config?: openpgp.Config): Promise<void> };
-  const Base = openpgp.CompressedDataPacket as unknown as { new(config?: openpgp.Config): Internals; readonly tag: openpgp.enums.packet };
+  const Base = lib.CompressedDataPacket as unknown as { new(config?: openpgp.Config): Internals; readonly tag: openpgp.enums.packet };
   let seen = 0;
   class BoundedCompressedDataPacket extends Base {
     override async decompress(config?: openpgp.Config): Promise<void> {
       // openpgp refuses nested compression (a bomb multiplier); replacing the class would allow it, so refuse it here.
       if (++seen > 1) throw new Error('nested compressed data packet');
       const algorithm: openpgp.enums.compression = this.algorithm;
-      if (algorithm !== openpgp.enums.compression.zip && algorithm !== openpgp.enums.compression.zlib) return super.decompress(config);
-      this.compressed = inflate(this.compressed, algorithm === openpgp.enums.compression.zip);
-      this.algorithm = openpgp.enums.compression.uncompressed;
+      if (algorithm !== lib.enums.compression.zip && algorithm !== lib.enums.compression.zlib) return super.decompress(config);
+      this.compressed = inflate(this.compressed, algorithm === lib.enums.compression.zip);
+      this.algorithm = lib.enums.compression.uncompressed;
       try {
         await super.decompress(config);
       } finally {

@@ -4,29 +4,9 @@
  * (KEY_INVALID, fatal) and always name the file, since an operator has to fix it.
  */
 import { readFile } from 'node:fs/promises';
-import * as openpgp from 'openpgp';
+import type * as openpgp from 'openpgp';
 import { InboxdError } from '../errors.js';
-
-const { enums } = openpgp;
-
-/**
- * What we accept from partners, pinned here rather than inherited from
- * openpgp's mutable global defaults. sha1 stays allowed in key self-signatures
- * (rejectHashAlgorithms) because many long-lived gpg keys carry them; message
- * signatures must use a modern hash.
- */
-export const PGP_POLICY = {
-  minRSABits: 2047,
-  rejectHashAlgorithms: new Set([enums.hash.md5, enums.hash.ripemd]),
-  rejectMessageHashAlgorithms: new Set([enums.hash.md5, enums.hash.ripemd, enums.hash.sha1]),
-  rejectPublicKeyAlgorithms: new Set([enums.publicKey.elgamal, enums.publicKey.dsa]),
-  rejectCurves: new Set([enums.curve.secp256k1]),
-  allowUnauthenticatedMessages: false,
-  allowInsecureDecryptionWithSigningKeys: false,
-  allowInsecureVerificationWithReformattedKeys: false,
-  ignoreMalformedPackets: false,
-  enforceGrammar: true,
-} satisfies openpgp.PartialConfig;
+import { pgp } from './lib.js';
 
 const invalid = (file: string, why: string, cause?: unknown) =>
   new InboxdError('KEY_INVALID', `${file}: ${why}`, { file }, { cause });
@@ -73,13 +53,14 @@ const isArmored = (bytes: Buffer) => bytes.subarray(0, 64).toString('latin1').tr
 
 export async function loadPrivateKeys(paths: string[], passphrase?: string): Promise<openpgp.PrivateKey[]> {
   const keys: openpgp.PrivateKey[] = [];
+  const { lib, policy, full } = await pgp();
   for (const file of paths) {
     const bytes = await readKeyFile(file);
     let found: openpgp.PrivateKey[];
     try {
       found = [];
-      if (!isArmored(bytes)) found = await openpgp.readPrivateKeys({ binaryKeys: bytes, config: PGP_POLICY });
-      else for (const block of armoredBlocks(bytes)) found.push(...(await openpgp.readPrivateKeys({ armoredKeys: block, config: PGP_POLICY })));
+      if (!isArmored(bytes)) found = await lib.readPrivateKeys({ binaryKeys: bytes, config: policy });
+      else for (const block of armoredBlocks(bytes)) found.push(...(await lib.readPrivateKeys({ armoredKeys: block, config: policy })));
     } catch (err) {
       throw invalid(file, `not an OpenPGP private key (${causeText(err)})`, err);
     }
@@ -88,13 +69,13 @@ export async function loadPrivateKeys(paths: string[], passphrase?: string): Pro
       if (!key.isDecrypted()) {
         if (passphrase === undefined) throw invalid(file, 'private key is passphrase-protected but no passphrase was given');
         try {
-          ready = await openpgp.decryptKey({ privateKey: key, passphrase, config: PGP_POLICY });
+          ready = await lib.decryptKey({ privateKey: key, passphrase, config: policy });
         } catch (err) {
           throw invalid(file, `cannot unlock private key (${causeText(err)})`, err);
         }
       }
       try {
-        await ready.getDecryptionKeys(undefined, null, undefined, { ...openpgp.config, ...PGP_POLICY });
+        await ready.getDecryptionKeys(undefined, null, undefined, full);
       } catch (err) {
         throw invalid(file, `key ${fpr(ready)} has no usable decryption (sub)key (${causeText(err)})`, err);
       }
@@ -113,10 +94,11 @@ export async function loadPublicKeys(paths: string[]): Promise<openpgp.PublicKey
 
 async function readKeysFrom(file: string): Promise<openpgp.Key[]> {
   const bytes = await readKeyFile(file);
+  const { lib, policy } = await pgp();
   try {
-    if (!isArmored(bytes)) return await openpgp.readKeys({ binaryKeys: bytes, config: PGP_POLICY });
+    if (!isArmored(bytes)) return await lib.readKeys({ binaryKeys: bytes, config: policy });
     const found: openpgp.Key[] = [];
-    for (const block of armoredBlocks(bytes)) found.push(...(await openpgp.readKeys({ armoredKeys: block, config: PGP_POLICY })));
+    for (const block of armoredBlocks(bytes)) found.push(...(await lib.readKeys({ armoredKeys: block, config: policy })));
     return found;
   } catch (err) {
     throw invalid(file, `not an OpenPGP public key (${causeText(err)})`, err);
@@ -135,8 +117,8 @@ export function algorithmName(key: openpgp.Key | openpgp.Subkey): string {
 }
 
 /** openpgp accepts null for "any revocation" but its typings do not say so. */
-const subkeyRevoked = (sub: openpgp.Subkey, date = new Date()) =>
-  sub.isRevoked(null as unknown as openpgp.SignaturePacket, null as unknown as openpgp.PublicKeyPacket, date, { ...openpgp.config, ...PGP_POLICY });
+const subkeyRevoked = async (sub: openpgp.Subkey, date = new Date()) =>
+  sub.isRevoked(null as unknown as openpgp.SignaturePacket, null as unknown as openpgp.PublicKeyPacket, date, (await pgp()).full);
 
 const finite = (d: Date | number | null): Date | null => (d instanceof Date ? d : null);
 
@@ -210,7 +192,7 @@ export function expiryWarnings(keys: KeyInfo[], days: number, now = new Date()):
 export async function signingKeyProblem(
   key: openpgp.PublicKey, keyID?: openpgp.KeyID, date = new Date(),
 ): Promise<'revoked' | 'expired' | 'unusable' | null> {
-  const config = { ...openpgp.config, ...PGP_POLICY };
+  const config = (await pgp()).full;
   try {
     await key.getSigningKey(keyID, date, undefined, config);
     return null;
@@ -261,13 +243,14 @@ export async function generateKeyPair(opts: {
   name: string; email?: string; passphrase?: string; algo?: 'curve25519' | 'rsa4096'; expiresInDays?: number;
 }): Promise<GeneratedKeyPair> {
   const algo = opts.algo ?? 'curve25519';
-  const { privateKey, publicKey } = await openpgp.generateKey({
+  const { lib } = await pgp();
+  const { privateKey, publicKey } = await lib.generateKey({
     userIDs: [{ name: opts.name, ...(opts.email ? { email: opts.email } : {}) }],
     ...(algo === 'rsa4096' ? { type: 'rsa' as const, rsaBits: 4096 } : { type: 'ecc' as const, curve: 'ed25519Legacy' as const }),
     ...(opts.passphrase ? { passphrase: opts.passphrase } : {}),
     keyExpirationTime: (opts.expiresInDays ?? 0) * 86_400,
     format: 'armored',
   });
-  const key = await openpgp.readKey({ armoredKey: publicKey });
+  const key = await lib.readKey({ armoredKey: publicKey });
   return { privateKey, publicKey, fingerprint: fpr(key) };
 }
