@@ -178,7 +178,7 @@ export class Stager {
     const { module, options } = this.spec.writer;
     const path = this.spec.writer.scratchName(this.spec.base, n);
     const data: WorkerSpec = { path, writer: { module, options }, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, lines: this.spec.lines, ...this.setup };
-    const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data, resourceLimits: THREAD_LIMITS }), inFlight: 0 };
+    const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data, resourceLimits: this.spec.writer.youngGenerationMb ? { maxYoungGenerationSizeMb: this.spec.writer.youngGenerationMb } : THREAD_LIMITS }), inFlight: 0 };
     thread.worker.on('message', (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };
       else if ('error' in m && m.index < 0) return this.break(new InboxdError(m.error.code as ErrorCode, m.error.message, m.error.details));

@@ -358,6 +358,8 @@ export interface StagingWriter {
   readonly options?: unknown;
   /** Thread n's scratch storage for a delivery staging under `base` (a file, a table). */
   scratchName(base: string, n: number): string;
+  /** The threads' young generation, if the writer allocates more than the default suits (MB). */
+  readonly youngGenerationMb?: number;
 }
 
 export interface InstanceLock {

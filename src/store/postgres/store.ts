@@ -127,7 +127,7 @@ export class PostgresStore implements Store {
     const k = staged.keepNewer;
     const kept = k ? Number((await c.query<{ n: number }>(keptSql(t, this.db.schema, tables), [k.partner, k.flow, k.seq])).rows[0]!.n) : 0;
     const params = k ? [deliveryId, at, k.partner, k.flow, k.seq] : [deliveryId, at];
-    // Most files name each key once: upserted as they are, with no sort. A key twice makes PostgreSQL
+    // Most files name each key once: upserted with no DISTINCT ON. A key twice makes PostgreSQL
     // refuse the statement (21000, an upsert touching a row twice); then the last row of each key is kept.
     await c.query('SAVEPOINT upsert');
     const r = await c.query(upsertSql(t, this.db.schema, tables, k, false), params).catch(async (err: unknown) => {

@@ -67,9 +67,10 @@ export async function checkTable(c: Tx, t: TargetTable, where: string): Promise<
 }
 
 /**
- * One INSERT … SELECT … ON CONFLICT from the staging tables. The last row of a key in file order wins
- * (`distinct`: DISTINCT ON, ordered by chunk and row: an upsert may touch a row once per statement;
- * without it, for a file whose keys are all different, no sort is needed); a row whose
+ * One INSERT … SELECT … ON CONFLICT from the staging tables, in key order: the primary key's index is
+ * then filled page after page instead of at random, which costs less than the sort (1M rows: ~20%
+ * faster). The last row of a key in file order wins (`distinct`: DISTINCT ON, ordered by chunk and row
+ * after the key: an upsert may touch a row once per statement); a row whose
  * values did not change is not rewritten (IS DISTINCT FROM), so a resent snapshot writes little; and a
  * replay (keepNewer) leaves rows a later sequence of the flow wrote.
  * Parameters: $1 delivery id, $2 decided at; with keepNewer $3 partner, $4 flow, $5 seq.
@@ -86,7 +87,7 @@ export function upsertSql(t: TargetTable, schema: string, staging: readonly stri
   const keep = keepNewer ? [`NOT EXISTS (SELECT 1 FROM ${ident(schema)}.deliveries w WHERE w.id = ${target}._delivery_id AND w.partner = $3 AND w.flow = $4 AND w.seq > $5)`] : [];
   return `INSERT INTO ${target} (${cols.join(', ')}, _delivery_id, _updated_at)
     SELECT ${distinct ? `DISTINCT ON (${keys.join(', ')}) ` : ''}${cols.join(', ')}, $1, $2::timestamptz FROM (SELECT chunk, "row", ${vals.join(', ')} FROM (${union}) u) s
-    ${distinct ? `ORDER BY ${keys.join(', ')}, chunk DESC, "row" DESC` : ''}
+    ORDER BY ${keys.join(', ')}${distinct ? ', chunk DESC, "row" DESC' : ''}
     ON CONFLICT (${keys.join(', ')}) DO UPDATE SET ${set.join(', ')} WHERE ${[...changed, ...keep].join(' AND ')}`;
 }
 
