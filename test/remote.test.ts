@@ -252,13 +252,17 @@ describe('failures', () => {
     const caught = p.catch((e: unknown) => e);
     while (!existsSync(`${final}.part`) || statSync(`${final}.part`).size < 16 * 1024 * 1024) await sleep(2);
     sshd.kill();
-    const err = await caught;
-    expect(err).toMatchObject({ code: 'REMOTE_UNAVAILABLE', kind: 'retry' });
-    expect(readdirSync(out)).toEqual([]);
-    await expect(s.list(sshd.dir)).rejects.toMatchObject({ code: 'REMOTE_UNAVAILABLE' }); // the session knows it is dead
-    await s.close();
-
-    await sshd.start();
+    try {
+      const err = await caught;
+      // The connection's end, or (when the end waits behind data the client has not taken yet, on a
+      // loaded machine) the transfer's idle timeout: either way a failure to retry.
+      expect(err).toMatchObject({ code: expect.stringMatching(/^REMOTE_(UNAVAILABLE|TIMEOUT)$/), kind: 'retry' });
+      expect(readdirSync(out)).toEqual([]);
+      await expect(s.list(sshd.dir)).rejects.toMatchObject({ code: 'REMOTE_UNAVAILABLE' }); // the session knows it is dead
+      await s.close();
+    } finally {
+      await sshd.start(); // the next tests need the server, whatever happened here
+    }
     await withRetry(() => withSession((s2) => s2.download(bigPath, final, BIG_MB * 1024 * 1024)), { maxAttempts: 3, baseMs: 100, capMs: 1000, jitter: 'full' });
     expect(await sha256(final)).toBe(bigSha);
     expect(readdirSync(out)).toEqual(['big.bin']);
