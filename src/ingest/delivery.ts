@@ -29,8 +29,8 @@ import { compressionError, gunzip, soleEntry, unpackOf } from '../formats/compre
 import { readTrailer } from '../formats/fixed.js';
 import type { LineFormat } from '../formats/records.js';
 import { checkXlsxSize, sheetLines } from '../formats/xlsx.js';
-import { envelopeError, type InterchangeReader, x12Lines } from '../formats/x12.js';
-import { withX12Answer, x12Reader } from './x12.js';
+import { type InterchangeReader, x12Lines } from '../formats/x12.js';
+import { checkEnvelopes, interchangeSeq, withX12Answer, x12Reader } from './x12.js';
 import { lineStagingSink } from '../pipeline/stage-lines.js';
 import { decryptFailed, type DecryptOptions, decryptStream, isEncryptedName, signerText, type Verdict } from '../pgp/decrypt.js';
 import { backoffDelay, type RetryPolicy } from '../retry.js';
@@ -254,13 +254,12 @@ async function stageAndCommit(ctx: DeliveryContext, flow: FlowConfig, ready: Rea
     const already = replay || x12 ? undefined : await store.applied(partner.id, flow.id, seq);
     found = await readData(join(dir, ready.file), already ? undefined : { flow, staging, writer: store.staging.writer, x12 }, sidecarHex, ctx.signal, decrypt);
     facts.sha256 = found.sha256;
-    if (x12?.done) seq = facts.seq = interchangeSeq(x12.done.control);
+    if (x12?.done) seq = facts.seq = interchangeSeq(x12.done);
     if (decrypt && found.stats) await store.event(facts.id, 'decrypted', signerText(found));
     if (found.unknownSigner) ctx.log.warn({ fingerprint: found.unknownSigner }, `the file is signed by an unknown key ${found.unknownSigner}; accepted because this partner does not require signatures`);
     if (sidecarHex && sidecarHex !== found.sha256) throw await checksumMismatch(join(dir, ready.file), found, sidecarHex);
     await store.event(facts.id, 'verified', `sha256 ${found.sha256}${sidecarHex ? ' matches the .sha256 file' : ' (no .sha256 file)'}`);
-    const broken = x12?.done && envelopeError(x12.done);
-    if (broken) throw reject('BAD_ENVELOPE', broken.message);
+    if (x12?.done) checkEnvelopes(x12.done);
     if (found.stats) {
       const foundTotals = { sha256: found.sha256, records: found.stats.rows, sums: found.stats.sums };
       const trailer = flow.totalsFrom === 'trailer' ? readTrailer(found.lastLine, flow.fixed) : undefined;
@@ -296,9 +295,6 @@ async function stageAndCommit(ctx: DeliveryContext, flow: FlowConfig, ready: Rea
     return record(facts, receivedAt, 'accepted', plan, { records: stats.rows, badRows: stats.badRows, totals });
   }, ctx.lease);
 }
-
-/** ISA13 as the delivery's sequence (the reader checked it is 9 digits). */
-const interchangeSeq = (control: string) => Number(control);
 
 /** Control totals expected (the manifest) and found, for the record (inboxd deliveries show). */
 function totalsJson(manifest: Manifest | undefined, stats: MapStats): string {

@@ -5,8 +5,8 @@
  */
 import type { FlowConfig } from '../config/config.js';
 import { parseElementRef, type FieldSpec } from '../config/mapping.js';
-import type { InboxdError } from '../errors.js';
-import { InterchangeReader } from '../formats/x12.js';
+import { type InboxdError, reject } from '../errors.js';
+import { envelopeError, type Interchange, InterchangeReader } from '../formats/x12.js';
 import { writeAnswer, type AnswerSpec } from '../formats/x12-ack.js';
 import type { AnswerPlan } from '../pipeline/answer.js';
 import { fieldChecks } from '../pipeline/map.js';
@@ -30,6 +30,18 @@ export function x12Reader(flow: FlowConfig): InterchangeReader {
   });
 }
 
+/** ISA13 as the delivery's sequence (the reader checked it is 9 digits). */
+export const interchangeSeq = (rx: Pick<Interchange, 'control'>) => Number(rx.control);
+
+/** A set's or group's envelope error (recorded while reading on) rejects the whole file. */
+export function checkEnvelopes(rx: Interchange): void {
+  const broken = envelopeError(rx);
+  if (broken) throw reject('BAD_ENVELOPE', broken.message);
+}
+
+/** Our report's name in a plan: the X12 answer is named after it. */
+const REPORT = /\.(ack|error)\.json$/;
+
 /**
  * The plan with the X12 answer in the outbox. An interchange read: a 997/999 for its groups (sets
  * accepted, accepted with errors, or rejected with the file), in place of the JSON ACK (kept as the
@@ -42,13 +54,13 @@ export function withX12Answer(flow: FlowConfig, reader: InterchangeReader, plan:
   const opts = flow.x12!;
   if (!head) return plan;
   const wantTa1 = opts.ta1 === 'always' || (opts.ta1 === 'requested' && head.ackRequested);
-  const spec: AnswerSpec = { control: Number(head.control), at: new Date(rec.decidedAt) };
+  const spec: AnswerSpec = { control: interchangeSeq(head), at: new Date(rec.decidedAt) };
   const duplicate = rec.code === 'DUPLICATE' || rec.code === 'SEQUENCE_CONFLICT';
   if (!duplicate && reader.done && opts.ack !== 'none') spec.ack = { kind: opts.ack, rx: reader.done, rejected: rec.outcome !== 'accepted' };
   if (wantTa1) spec.ta1 = duplicate ? { note: '025' } : reader.done ? {} : { note: noteOf(error) };
   if (!spec.ack && !spec.ta1) return plan;
-  const report = plan.writes.find((w) => /\.(ack|error)\.json$/.test(w.name))!;
-  const name = `${report.name.replace(/\.(ack|error)\.json$/, '')}.${spec.ack ? spec.ack.kind : 'ta1'}`;
+  const report = plan.writes.find((w) => REPORT.test(w.name))!;
+  const name = `${report.name.replace(REPORT, '')}.${spec.ack ? spec.ack.kind : 'ta1'}`;
   const answer = { dir: 'outbox' as const, name, content: writeAnswer(head, spec) };
   if (rec.outcome !== 'accepted' || !spec.ack) return { ...plan, writes: [...plan.writes, answer] };
   // Accepted: the partner's translator reads X12, so the outbox holds the 997 alone.

@@ -21,8 +21,7 @@ import { databaseExists, openStore, stagingFor } from '../store/open.js';
 import { table } from './table.js';
 import { unpackOf } from '../formats/compression.js';
 import { readTrailer } from '../formats/fixed.js';
-import { envelopeError } from '../formats/x12.js';
-import { x12Reader } from '../ingest/x12.js';
+import { checkEnvelopes, interchangeSeq, x12Reader } from '../ingest/x12.js';
 import { visible } from '../visible.js';
 import { checkTotals, type Manifest, parseManifest, parseSidecar } from '../pipeline/verify.js';
 
@@ -154,8 +153,7 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
     if (checks.some((c) => c.check === 'decryption' && c.status !== 'fail') || !ENCRYPTED.test(file)) {
       try {
         found = await readData(path, { flow, staging, writer: stagingFor().writer, x12 }, undefined, undefined, decrypt);
-        const broken = x12?.done && envelopeError(x12.done);
-        if (broken) throw new InboxdError('BAD_ENVELOPE', broken.message);
+        if (x12?.done) checkEnvelopes(x12.done);
         ok(flow.format, `${formatText(flow, file)}: ${found.stats!.rows} records${flow.format === 'csv' ? '; the header has every mapped column' : ''}`);
         if (decrypt) ok('signature', signerText(found));
       } catch (err) {
@@ -196,7 +194,7 @@ async function checkOne(config: Config, partner: PartnerConfig, flow: FlowConfig
       }
       out.preview = { table: flow.table, key: flow.key, rows: stats.rows - stats.badRows, sample: await stagedSample(config, found!.staged, flow, opts.sample ?? 5) };
     }
-    const seq = x12 ? (x12.done && Number(x12.done.control)) : name?.seq;
+    const seq = x12 ? (x12.done && interchangeSeq(x12.done)) : name?.seq;
     if (seq !== undefined) checks.push(await sequenceCheck(config, flow, seq, sha));
   } finally {
     await fsp.rm(scratch, { recursive: true, force: true });
