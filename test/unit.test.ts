@@ -11,6 +11,8 @@ import { parseDuration } from '../src/config/units.js';
 import type { FieldSpec } from '../src/config/mapping.js';
 import { type Chunk, completeUtf8, RecordChunker } from '../src/formats/csv/chunk.js';
 import { stagingSink } from '../src/pipeline/stage.js';
+import { collectYoung } from '../src/pipeline/collect.js';
+import { LineChunker } from '../src/formats/lines.js';
 import { addExact, convert, mergeStats, RowMapper, toMinorUnits, toUtc } from '../src/pipeline/map.js';
 import { parseExact, stringifyExact } from '../src/json.js';
 import { escapeBytes, visible } from '../src/visible.js';
@@ -337,6 +339,53 @@ describe('chunks of whole records (parallel parsing)', () => {
 
   it('strips a UTF-8 BOM and keeps a last line without a newline', () => {
     expect(cut('\uFEFFh\nlast')).toEqual([{ text: 'h\n', line: 1, more: false }, { text: 'last', line: 2, more: false }]);
+  });
+
+  it('a chunk marked owned can move to another thread: its memory is its own, and what the chunker keeps survives the move', () => {
+    const rnd = seeded(11);
+    for (const make of [() => new RecordChunker(0x22, 40, 400), () => new LineChunker(40, 400)]) {
+      for (let round = 0; round < 50; round++) {
+        const text = '\uFEFF' + Array.from({ length: 1 + rnd(40) }, (_, i) => `r${i},${'x'.repeat(rnd(30))}\n`).join('');
+        const bytes = Buffer.from(text);
+        const chunker = make();
+        const seen: string[] = [];
+        let owned = 0;
+        const take = (chunks: Chunk[]) => {
+          for (const c of chunks) {
+            seen.push(c.bytes.toString());
+            if (!c.owned) continue;
+            owned++;
+            structuredClone(c.bytes.buffer, { transfer: [c.bytes.buffer as ArrayBuffer] }); // moved away: detached here
+            expect(c.bytes.byteLength).toBe(0);
+          }
+        };
+        const pushed: Buffer[] = []; // small, so from Node's shared pool: a chunk moved with pool memory would detach them
+        for (let i = 0; i < bytes.length; ) {
+          const n = 1 + rnd(25);
+          pushed.push(Buffer.from(bytes.subarray(i, i + n)));
+          take(chunker.push(pushed[pushed.length - 1]!));
+          i += n;
+        }
+        take(chunker.end());
+        expect(seen.join('')).toBe(text.slice(1));
+        expect(Buffer.concat(pushed).toString()).toBe(text);
+        if (text.length > 200) expect(owned).toBeGreaterThan(0);
+      }
+    }
+  });
+
+  it('collectYoung frees the memory of Buffers nothing refers to any more', async () => {
+    const held = () => process.memoryUsage().arrayBuffers;
+    // Made in a function of its own, so nothing here refers to them once it returns.
+    const allocate = () => Array.from({ length: 320 }, () => Buffer.allocUnsafeSlow(64 * 1024)).length; // 20 MB
+    const drop = async () => {
+      const before = held() + allocate() * 64 * 1024;
+      collectYoung();
+      // V8 sweeps freed ArrayBuffers on a background thread: give it a moment.
+      for (let i = 0; i < 20 && before - held() < 15 * 2 ** 20; i++) await new Promise((r) => setTimeout(r, 25));
+      return { freed: before - held() };
+    };
+    expect((await drop()).freed).toBeGreaterThan(15 * 2 ** 20);
   });
 
   it('no cut within the cap (CR line ends, an unclosed quote): one ordered run of chunks from there on', () => {

@@ -3,7 +3,7 @@
  * and the staging threads parse them at once, as they do CSV (csv/chunk.ts). A line longer than the
  * flow's max_record_bytes rejects the file, naming the line, before it can fill memory.
  */
-import type { Chunk } from './csv/chunk.js';
+import { type Chunk, joinOwned } from './csv/chunk.js';
 import { reject } from '../errors.js';
 
 const LF = 0x0a;
@@ -44,16 +44,18 @@ export class LineChunker {
 
   /** The first `upTo` pending bytes (whole lines) as a chunk; the rest stays pending. */
   private take(upTo: number): Chunk {
-    const all = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
+    // The chunk's own memory (see RecordChunker.take), so the tail after it is copied out: less than a line.
+    const all = joinOwned(this.parts, this.size);
     let bytes = all.subarray(0, upTo);
     if (!this.started) {
       this.started = true;
       if (bytes.subarray(0, 3).equals(BOM)) bytes = bytes.subarray(3);
     }
-    const chunk: Chunk = { bytes, firstLine: this.line, more: false };
+    const chunk: Chunk = { bytes, firstLine: this.line, more: false, owned: true };
     this.line += this.pendingLines; // the tail holds no line end
     this.pendingLines = 0;
-    this.parts = upTo < all.length ? [all.subarray(upTo)] : [];
+    const tail = all.subarray(upTo);
+    this.parts = tail.length === 0 ? [] : [Buffer.from(tail)];
     this.size = all.length - upTo;
     return chunk;
   }

@@ -34,8 +34,9 @@ export function lineStagingSink(stager: Pick<Stager, 'start' | 'add'>, spec: Lin
         const line = utf8ErrorLine(chunk);
         throw reject('BAD_ENCODING', `line ${line}: bytes that are not valid ${spec.encoding}`, { line });
       }
+      // The last chunk is read again at the end, so it stays here rather than moving to a thread.
       if (spec.onLastLine && chunk.bytes.some((b) => b > 0x20)) last = chunk;
-      await stager.add(chunk, false);
+      await stager.add(spec.onLastLine ? { ...chunk, owned: false } : chunk, false);
     }
   };
   // async: a line too long, thrown by the chunker, becomes a rejection like any other

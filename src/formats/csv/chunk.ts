@@ -16,6 +16,22 @@ export interface Chunk {
   firstLine: number;
   /** the chunk ends inside a record: the same parser must go on with the next chunk */
   more: boolean;
+  /** `bytes` lie in memory of their own that nothing else refers to: a staging thread may take it over (stage.ts) */
+  owned?: boolean;
+}
+
+/**
+ * Joins `parts` into memory of its own. Not Buffer.concat: that takes a small result from Node's
+ * shared pool, which must never be handed to another thread.
+ */
+export function joinOwned(parts: readonly Buffer[], size: number): Buffer {
+  const out = Buffer.allocUnsafeSlow(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 const LF = 0x0a;
@@ -120,12 +136,14 @@ export class RecordChunker {
   }
 
   private take(more: boolean): Chunk {
-    let bytes = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
+    // Copied even from one part (a piece of the caller's buffer): a copy is cheaper than the clone
+    // posting it to a thread would make, and the chunk's own memory moves to the thread instead.
+    let bytes = joinOwned(this.parts, this.size);
     if (!this.started) {
       this.started = true;
       if (bytes.subarray(0, 3).equals(BOM)) bytes = bytes.subarray(3);
     }
-    const chunk = { bytes, firstLine: this.line, more };
+    const chunk: Chunk = { bytes, firstLine: this.line, more, owned: true };
     this.line += this.pendingLines;
     this.parts = [];
     this.size = 0;

@@ -1,0 +1,34 @@
+/**
+ * A young-generation collection on demand, for the main thread while it moves a file's bytes.
+ *
+ * V8 returns a Buffer's memory only when a collection finds the Buffer dead. Moving bytes (read,
+ * decrypt, cut into chunks, post to a staging thread) allocates few JS objects per megabyte, so the
+ * young generation fills slowly and some 30 MB of dead read and chunk buffers wait for it: a third
+ * of a large delivery's peak memory (npm run bench: 1M rows plain 147 → 118 MB, OpenPGP 166 → 140).
+ * A scavenge of a young generation this small takes a fraction of a millisecond.
+ *
+ * Node has no public call for it, so `gc` is exposed at run time the way Jest's leak detector does
+ * (the flag applies to contexts made after it). If that ever stops working, this does nothing.
+ */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+type Gc = (options: { type: 'minor' | 'major' }) => void;
+
+let gc: Gc | null | undefined;
+
+function load(): Gc | null {
+  try {
+    setFlagsFromString('--expose-gc');
+    const fn: unknown = runInNewContext('gc');
+    return typeof fn === 'function' ? (fn as Gc) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Collects the young generation now; frees the memory of Buffers nothing refers to any more. */
+export function collectYoung(): void {
+  gc ??= load();
+  gc?.({ type: 'minor' });
+}
