@@ -6,6 +6,7 @@
 import { type Dirent, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { isReplayCopy, release } from '../pipeline/claim.js';
+import { threadPool } from '../pipeline/threads.js';
 import type { Config, PartnerConfig } from '../config/config.js';
 import { finish, logFailure, stagingBase } from './delivery.js';
 import { lockInstance, openStore } from '../store/open.js';
@@ -116,5 +117,9 @@ export async function openAll(config: Config, log: Logger, held: Releasers): Pro
   held.add('instance lock', () => lock.release());
   const store = await openWithTables(config);
   held.add('database', () => store.close());
+  // Started now, while the rest of the start goes on: the first delivery finds them ready.
+  const threads = threadPool(store.staging.writer);
+  threads.warm();
+  held.add('staging threads', () => threads.close());
   return { keyring, store };
 }

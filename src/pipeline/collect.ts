@@ -32,3 +32,9 @@ export function collectYoung(): void {
   gc ??= load();
   gc?.({ type: 'minor' });
 }
+
+/** A full collection: a staging thread's, once its delivery is done, so an idle thread holds no garbage. */
+export function collectAll(): void {
+  gc ??= load();
+  gc?.({ type: 'major' });
+}

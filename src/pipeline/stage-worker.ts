@@ -1,19 +1,21 @@
 /**
  * A staging thread: parses chunks of CSV records (parse.ts), types them by the mapping (map.ts) and
- * writes them to scratch storage of its own through the database backend's writer (`spec.writer`, e.g.
- * store/sqlite/scratch.ts: a scratch SQLite file). Several run at once, one chunk each, so parsing uses
- * every core. Each chunk's rows get consecutive row numbers here; the main thread keeps the ranges in
- * file order, and the commit applies them in that order. Scratch storage needs no durability: a crash
- * discards it and the delivery is redone.
+ * writes them to scratch storage of its own through the database backend's writer (`writer` in its
+ * ThreadData, e.g. store/sqlite/scratch.ts: a scratch SQLite file). Several run at once, one chunk each,
+ * so parsing uses every core. A thread stages one delivery after another (threads.ts keeps it between
+ * them): a `setup` message starts one, `end` closes it. Each chunk's rows get consecutive row numbers
+ * here; the main thread keeps the ranges in file order, and the commit applies them in that order.
+ * Scratch storage needs no durability: a crash discards it and the delivery is redone.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Chunk } from '../formats/csv/chunk.js';
 import type { CsvDialect } from '../config/config.js';
 import { classify, InboxdError, reject } from '../errors.js';
+import { collectAll } from './collect.js';
 import { RowMapper, type Value } from './map.js';
 import type { FieldSpec } from '../config/mapping.js';
 import { RecordReader } from '../formats/csv/parse.js';
-import { type LineFormat, lineReader } from '../formats/records.js';
+import { type LineFormat, type LineReader, lineReader } from '../formats/records.js';
 
 /**
  * What a backend's writer module exports as `openScratch`: `name` is the thread's scratch storage (a
@@ -29,11 +31,17 @@ export interface ScratchWriter {
   close(): void | Promise<void>;
 }
 
+/** What a thread is started with: the URL of the backend's writer module, loaded before any delivery. */
+export interface ThreadData {
+  writer: string;
+}
+
+/** One delivery's staging, a thread's first message for it. */
 export interface WorkerSpec {
   /** the scratch storage of this thread (a file for SQLite, a table for PostgreSQL) */
   path: string;
-  /** the URL of the backend's writer module and its options (Staging.writer) */
-  writer: { module: string; options?: unknown };
+  /** the backend's options for its writer (Staging.writer.options) */
+  writerOptions?: unknown;
   fields: FieldSpec[];
   totals: string[];
   keys: string[];
@@ -48,68 +56,101 @@ export interface WorkerSpec {
 }
 
 /** `skipFirst`: the chunk's first record is the header line, not a row. */
-export type ToWorker = { chunk: Chunk; index: number; skipFirst: boolean } | { end: true };
+export type ToWorker = { setup: WorkerSpec } | { chunk: Chunk; index: number; skipFirst: boolean } | { end: true };
 export type FromWorker =
   | { ack: number; rows: [from: number, to: number] }
-  /** a chunk's error; index -1: the thread's own, at its end */
+  /** a chunk's error; index -1: the thread's own (its setup, its end) */
   | { index: number; error: { code: string; message: string; details: Record<string, unknown> } }
   | { done: RowMapper['stats'] };
 
-const spec = workerData as WorkerSpec;
-const columns = spec.fields.length;
-const mapper = new RowMapper(spec.fields, spec.totals, spec.maxReported, spec.keys);
-if (spec.header) mapper.header(spec.header);
-const reader = new RecordReader(spec.csv);
-const lines = spec.lines && lineReader(spec.lines, spec.fields);
-const { openScratch } = (await import(spec.writer.module)) as { openScratch: OpenScratch };
-let scratch: ScratchWriter | undefined; // opened with the first chunk, so an opening error is that chunk's
-let staged = 0;
-let skipping = false; // the header line is still to come, perhaps in a later chunk of a `more` run
+const { openScratch } = (await import((workerData as ThreadData).writer)) as { openScratch: OpenScratch };
 
-/** Parses, maps and stores one chunk; returns the row numbers its good rows got. */
-async function stageChunk(chunk: Chunk, index: number, skipFirst: boolean): Promise<[number, number]> {
-  const values: Value[] = [];
-  if (skipFirst) skipping = true;
-  // Buffers arrive as plain Uint8Arrays: the readers want a Buffer.
-  const bytes = Buffer.from(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength);
-  if (lines) lines.read({ ...chunk, bytes }, (record, line) => mapper.map(record, line, values), (line, reason) => mapper.unreadable(line, reason));
-  else reader.read({ ...chunk, bytes }, (record, line) => {
-    if (record.length !== spec.width) {
-      const what = spec.header ? 'the header has' : 'the first row has';
-      throw reject('MALFORMED_CSV', `line ${line}: the row has ${record.length} columns, ${what} ${spec.width}`, { line, csvCode: 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' });
-    }
-    if (skipping) {
-      skipping = false;
-      return;
-    }
-    mapper.map(record, line, values);
-  });
-  scratch ??= await outOfThread(() => openScratch(spec.path, spec.fields, spec.writer.options));
-  await outOfThread(() => scratch!.insert(values, index));
-  const from = staged + 1;
-  staged += values.length / columns;
-  return [from, staged];
+/** A delivery being staged by this thread: its parser and mapper, and its scratch storage once opened. */
+class DeliveryStaging {
+  readonly mapper: RowMapper;
+  private readonly reader: RecordReader;
+  private readonly lines: LineReader | undefined;
+  private readonly columns: number;
+  private scratch: ScratchWriter | undefined; // opened with the first chunk, so an opening error is that chunk's
+  private staged = 0;
+  private skipping = false; // the header line is still to come, perhaps in a later chunk of a `more` run
+
+  constructor(private readonly spec: WorkerSpec) {
+    this.columns = spec.fields.length;
+    this.mapper = new RowMapper(spec.fields, spec.totals, spec.maxReported, spec.keys);
+    if (spec.header) this.mapper.header(spec.header);
+    this.reader = new RecordReader(spec.csv);
+    this.lines = spec.lines && lineReader(spec.lines, spec.fields);
+  }
+
+  /** Parses, maps and stores one chunk; returns the row numbers its good rows got. */
+  async chunk(chunk: Chunk, index: number, skipFirst: boolean): Promise<[number, number]> {
+    const { spec, mapper } = this;
+    const values: Value[] = [];
+    if (skipFirst) this.skipping = true;
+    // Buffers arrive as plain Uint8Arrays: the readers want a Buffer.
+    const bytes = Buffer.from(chunk.bytes.buffer, chunk.bytes.byteOffset, chunk.bytes.byteLength);
+    if (this.lines) this.lines.read({ ...chunk, bytes }, (record, line) => mapper.map(record, line, values), (line, reason) => mapper.unreadable(line, reason));
+    else this.reader.read({ ...chunk, bytes }, (record, line) => {
+      if (record.length !== spec.width) {
+        const what = spec.header ? 'the header has' : 'the first row has';
+        throw reject('MALFORMED_CSV', `line ${line}: the row has ${record.length} columns, ${what} ${spec.width}`, { line, csvCode: 'CSV_RECORD_INCONSISTENT_FIELDS_LENGTH' });
+      }
+      if (this.skipping) {
+        this.skipping = false;
+        return;
+      }
+      mapper.map(record, line, values);
+    });
+    const scratch = (this.scratch ??= await outOfThread(() => openScratch(spec.path, spec.fields, spec.writerOptions)));
+    await outOfThread(() => scratch.insert(values, index));
+    const from = this.staged + 1;
+    this.staged += values.length / this.columns;
+    return [from, this.staged];
+  }
+
+  async end(): Promise<void> {
+    const { scratch } = this;
+    if (scratch) await outOfThread(() => scratch.close());
+  }
 }
+
+let current: DeliveryStaging | undefined;
+
+const errorOf = (err: unknown): { code: string; message: string; details: Record<string, unknown> } => {
+  const e = classify(err);
+  return { code: e.code, message: e.message, details: e.details };
+};
 
 /** One message after the other: a chunk's rows are stored before the next chunk's. */
 async function handle(msg: ToWorker): Promise<void> {
-  if ('end' in msg) {
+  if ('setup' in msg) {
     try {
-      if (scratch) await outOfThread(() => scratch!.close());
+      current = new DeliveryStaging(msg.setup);
+    } catch (err) {
+      parentPort!.postMessage({ index: -1, error: errorOf(err) } satisfies FromWorker);
+    }
+    return;
+  }
+  const delivery = current;
+  if (!delivery) return; // its setup failed, and said so
+  if ('end' in msg) {
+    current = undefined;
+    try {
+      await delivery.end();
     } catch (err) {
       // Storing the rows failed as they were closed (PostgreSQL: the COPY): the thread's rows are not all there.
-      const e = classify(err);
-      parentPort!.postMessage({ index: -1, error: { code: e.code, message: e.message, details: e.details } } satisfies FromWorker);
+      parentPort!.postMessage({ index: -1, error: errorOf(err) } satisfies FromWorker);
       return;
     }
-    parentPort!.postMessage({ done: mapper.stats } satisfies FromWorker);
+    parentPort!.postMessage({ done: delivery.mapper.stats } satisfies FromWorker);
+    collectAll(); // the thread may wait idle a long time now: what the delivery left is freed first
     return;
   }
   try {
-    parentPort!.postMessage({ ack: msg.index, rows: await stageChunk(msg.chunk, msg.index, msg.skipFirst) } satisfies FromWorker);
+    parentPort!.postMessage({ ack: msg.index, rows: await delivery.chunk(msg.chunk, msg.index, msg.skipFirst) } satisfies FromWorker);
   } catch (err) {
-    const e = classify(err);
-    parentPort!.postMessage({ index: msg.index, error: { code: e.code, message: e.message, details: e.details } } satisfies FromWorker);
+    parentPort!.postMessage({ index: msg.index, error: errorOf(err) } satisfies FromWorker);
   }
 }
 

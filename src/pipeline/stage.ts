@@ -5,9 +5,8 @@
  * rows are applied in it, and the error reported is the one earliest in the file.
  */
 import { isUtf8 } from 'node:buffer';
-import { availableParallelism } from 'node:os';
 import { Writable } from 'node:stream';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { type Chunk, RecordChunker } from '../formats/csv/chunk.js';
 import type { CsvDialect } from '../config/config.js';
 import { type ErrorCode, InboxdError, reject } from '../errors.js';
@@ -18,8 +17,8 @@ import type { FromWorker, ToWorker, WorkerSpec } from './stage-worker.js';
 import type { LineFormat } from '../formats/records.js';
 import type { StagingWriter } from '../store/types.js';
 import { collectYoung } from './collect.js';
+import { THREADS, threadPool } from './threads.js';
 
-const THREADS = Math.max(1, Math.min(4, availableParallelism()));
 const IN_FLIGHT = 2;
 /**
  * Big enough that per-chunk costs vanish, small enough that a few in flight per thread cost little memory,
@@ -27,10 +26,14 @@ const IN_FLIGHT = 2;
  * freed only by a full collection, and with 256 KB chunks piled up to tens of MB per thread.
  */
 export const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 96 * 1024;
-/** A thread's garbage is a chunk's records: a small young generation (V8's default grows to 48 MB) collects it as fast. */
-const THREAD_LIMITS = { maxYoungGenerationSizeMb: 4 };
 /** Chunks posted between two collections of the main thread's dead buffers (collect.ts): about 1.5 MB. */
 const COLLECT_EVERY = 16;
+/**
+ * The largest delivery whose threads go back to their pool. A larger one's commit fills the target's
+ * page cache (16 MB), which is where a delivery's memory peaks: its threads, idle, would add ~7 MB each
+ * to it. Starting them again costs the next large delivery ~75 ms, nothing beside its seconds.
+ */
+const KEEP_THREADS_UP_TO = 16 * 1024 * 1024;
 
 export interface StageSpec {
   /** where the delivery stages: each thread's scratch storage is named from it (StagingWriter.scratchName) */
@@ -54,11 +57,11 @@ export interface StagedRows {
 }
 
 interface Thread {
-  /** its scratch file */
-  path: string;
   worker: Worker;
   inFlight: number;
   stats?: MapStats;
+  /** stops this delivery's listening to the thread, before it goes back to the pool */
+  unlisten: () => void;
 }
 
 /**
@@ -116,10 +119,13 @@ export function stagingSink(stager: Pick<Stager, 'start' | 'add'>, spec: Omit<St
 
 export class Stager {
   private readonly threads: Thread[] = [];
+  /** each thread's scratch storage, by thread number (the threads go back to their pool at the end) */
+  private readonly paths: string[] = [];
   private readonly ranges: Array<{ file: number; from: number; to: number } | undefined> = [];
   private readonly failed = new Map<number, Error>();
   private broken: Error | undefined;
   private next = 0;
+  private bytes = 0;
   /** the thread a chunk flagged `more` went to: the rest of its record goes there too */
   private sticky: Thread | undefined;
   private waiters: Array<() => void> = [];
@@ -137,6 +143,7 @@ export class Stager {
     let thread: Thread | undefined;
     while (!(thread = this.room())) await this.changed();
     const index = this.next++;
+    this.bytes += chunk.bytes.length;
     thread.inFlight++;
     this.sticky = chunk.more ? thread : undefined;
     // A chunk's own memory moves to the thread instead of being copied; the thread's small young
@@ -153,8 +160,15 @@ export class Stager {
     for (const t of this.threads) t.worker.postMessage({ end: true } satisfies ToWorker);
     while (this.threads.some((t) => !t.stats) && !this.broken) await this.changed();
     if (this.broken) throw this.broken;
-    await this.abort();
-    return { stats: mergeStats(this.threads.map((t) => t.stats!), this.spec.totals, this.spec.maxReported), rows: this.stagedRows() };
+    const stats = mergeStats(this.threads.map((t) => t.stats!), this.spec.totals, this.spec.maxReported);
+    const rows = this.stagedRows();
+    if (this.bytes > KEEP_THREADS_UP_TO) await this.abort();
+    const pool = threadPool(this.spec.writer);
+    for (const t of this.threads.splice(0)) {
+      t.unlisten();
+      pool.give(t.worker);
+    }
+    return { stats, rows };
   }
 
   /** Waits for the chunks in flight; returns the error earliest in the file, if any chunk failed. */
@@ -165,8 +179,9 @@ export class Stager {
     return this.failed.get(first);
   }
 
+  /** Stops the threads where they are: a failed delivery's are not used again (nor a large one's, see KEEP_THREADS_UP_TO). */
   async abort(): Promise<void> {
-    await Promise.all(this.threads.map((t) => t.worker.terminate()));
+    await Promise.all(this.threads.splice(0).map((t) => t.worker.terminate()));
   }
 
   /** A thread that can take the next chunk now, started if need be; throws once something failed. */
@@ -182,21 +197,25 @@ export class Stager {
   private spawn(): Thread {
     if (!this.setup) throw new Error('Stager.start must come before the first chunk');
     const n = this.threads.length;
-    const { module, options } = this.spec.writer;
     const path = this.spec.writer.scratchName(this.spec.base, n);
-    const data: WorkerSpec = { path, writer: { module, options }, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, lines: this.spec.lines, ...this.setup };
-    const thread: Thread = { path, worker: new Worker(new URL('./stage-worker.js', import.meta.url), { workerData: data, resourceLimits: this.spec.writer.youngGenerationMb ? { maxYoungGenerationSizeMb: this.spec.writer.youngGenerationMb } : THREAD_LIMITS }), inFlight: 0 };
-    thread.worker.on('message', (m: FromWorker) => {
+    const worker = threadPool(this.spec.writer).take();
+    const setup: WorkerSpec = { path, writerOptions: this.spec.writer.options, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, lines: this.spec.lines, ...this.setup };
+    const onMessage = (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };
       else if ('error' in m && m.index < 0) return this.break(new InboxdError(m.error.code as ErrorCode, m.error.message, m.error.details));
       else if ('error' in m) this.failed.set(m.index, new InboxdError(m.error.code as ErrorCode, m.error.message, m.error.details));
       else thread.stats = m.done;
       if (!('done' in m)) thread.inFlight--;
       this.wake();
-    });
-    thread.worker.on('error', (err) => this.break(err));
-    thread.worker.on('exit', (code) => this.break(new Error(`staging thread exited with code ${code}`)));
+    };
+    const onError = (err: Error) => this.break(err);
+    const onExit = (code: number) => this.break(new Error(`staging thread exited with code ${code}`));
+    worker.on('message', onMessage).on('error', onError).on('exit', onExit);
+    const unlisten = () => void worker.off('message', onMessage).off('error', onError).off('exit', onExit);
+    const thread: Thread = { worker, inFlight: 0, unlisten };
+    worker.postMessage({ setup } satisfies ToWorker);
     this.threads.push(thread);
+    this.paths.push(path);
     return thread;
   }
 
@@ -209,7 +228,7 @@ export class Stager {
       if (last && last.file === r.file && last.to + 1 === r.from) last.to = r.to;
       else runs.push({ ...r });
     }
-    return { files: this.threads.map((t) => t.path), runs };
+    return { files: [...this.paths], runs };
   }
 
   private break(err: Error): void {
