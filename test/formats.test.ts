@@ -44,10 +44,18 @@ async function expectRejected(fx: Fixture, file: string, code: string): Promise<
 }
 
 describe('line formats, unit by unit', () => {
-  it('the chunker cuts at newlines only, keeps line numbers across reads, and stops a line over the limit', () => {
+  it('the chunker cuts at newlines only, into chunks of about its size, keeps line numbers across reads, and stops a line over the limit', () => {
     const chunker = new LineChunker(8, 20);
     const chunks = [...chunker.push(Buffer.from('\uFEFFaaaa\nbb')), ...chunker.push(Buffer.from('bb\r\ncc\n\ndd')), ...chunker.end()];
-    expect(chunks.map((c) => [c.bytes.toString(), c.firstLine])).toEqual([['aaaa\n', 1], ['bbbb\r\ncc\n\n', 2], ['dd', 5]]);
+    expect(chunks.map((c) => [c.bytes.toString(), c.firstLine])).toEqual([['aaaa\n', 1], ['bbbb\r\n', 2], ['cc\n\n', 3], ['dd', 5]]);
+    // One read of many chunks' worth is cut into many chunks, none much over the size but for a longer line.
+    const big = new LineChunker(100, 1000);
+    const lines = Array.from({ length: 300 }, (_, i) => (i === 150 ? 'L'.repeat(400) : `line ${i}`));
+    const cut = [...big.push(Buffer.from(lines.join('\n') + '\n')), ...big.end()];
+    expect(cut.map((c) => c.bytes.toString()).join('')).toBe(lines.join('\n') + '\n');
+    expect(cut.length).toBeGreaterThan(20);
+    for (const c of cut) expect(c.bytes.length <= 100 || c.bytes.toString().includes('L'.repeat(400)), c.bytes.toString()).toBe(true);
+    expect(cut.map((c) => c.firstLine)).toEqual(cut.map((_, i) => 1 + cut.slice(0, i).reduce((n, c) => n + c.bytes.toString().split('\n').length - 1, 0)));
     const tight = new LineChunker(8, 20);
     tight.push(Buffer.from('ok\n'));
     expect(() => tight.push(Buffer.from('x'.repeat(21)))).toThrow('line 2: a record longer than 20 bytes');

@@ -11,7 +11,8 @@ import { parseDuration } from '../src/config/units.js';
 import type { FieldSpec } from '../src/config/mapping.js';
 import { type Chunk, completeUtf8, RecordChunker } from '../src/formats/csv/chunk.js';
 import { stagingSink } from '../src/pipeline/stage.js';
-import { collectYoung } from '../src/pipeline/collect.js';
+import { getHeapSpaceStatistics } from 'node:v8';
+import { collectAll, collectYoung } from '../src/pipeline/collect.js';
 import { LineChunker } from '../src/formats/lines.js';
 import { addExact, convert, mergeStats, RowMapper, toMinorUnits, toUtc } from '../src/pipeline/map.js';
 import { parseExact, stringifyExact } from '../src/json.js';
@@ -386,6 +387,21 @@ describe('chunks of whole records (parallel parsing)', () => {
       return { freed: before - held() };
     };
     expect((await drop()).freed).toBeGreaterThan(15 * 2 ** 20);
+  });
+
+  it('collectAll frees what the old generation holds dead (a staging thread\'s promoted garbage)', () => {
+    const old = () => getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')!.space_used_size;
+    // Two scavenges while they are referenced promote them to the old generation; once it returns, nothing refers to them.
+    const promote = () => {
+      const objects = Array.from({ length: 200_000 }, (_, n) => ({ n, s: `row ${n}` }));
+      collectYoung();
+      collectYoung();
+      return objects.length;
+    };
+    expect(promote()).toBe(200_000);
+    const before = old();
+    collectAll();
+    expect(before - old()).toBeGreaterThan(5 * 2 ** 20);
   });
 
   it('no cut within the cap (CR line ends, an unclosed quote): one ordered run of chunks from there on', () => {

@@ -14,8 +14,6 @@ export class LineChunker {
   private size = 0;
   /** line of the first pending byte */
   private line = 1;
-  /** line ends among the pending bytes */
-  private pendingLines = 0;
   /** pending bytes after the last line end: a line still growing */
   private tail = 0;
   private started = false;
@@ -26,39 +24,57 @@ export class LineChunker {
   push(buf: Buffer): Chunk[] {
     if (buf.length === 0) return [];
     const last = buf.lastIndexOf(LF);
-    if (last === -1) this.tail += buf.length;
-    else {
-      for (let i = buf.indexOf(LF); i !== -1; i = buf.indexOf(LF, i + 1)) this.pendingLines++;
-      this.tail = buf.length - last - 1;
-    }
+    this.tail = last === -1 ? this.tail + buf.length : buf.length - last - 1;
     this.parts.push(buf);
     this.size += buf.length;
-    if (this.tail > this.maxLineBytes) throw tooLong(this.line + this.pendingLines, this.maxLineBytes);
-    return this.size - this.tail >= this.chunkBytes ? [this.take(this.size - this.tail)] : [];
+    if (this.tail > this.maxLineBytes) throw tooLong(this.line + this.parts.reduce((n, p) => n + lineEnds(p), 0), this.maxLineBytes);
+    return this.size - this.tail >= this.chunkBytes ? this.take(this.size - this.tail) : [];
   }
 
   /** What is left at the end of the stream: its last line needs no line end. */
   end(): Chunk[] {
-    return this.size > 0 ? [this.take(this.size)] : [];
+    return this.size > 0 ? this.take(this.size) : [];
   }
 
-  /** The first `upTo` pending bytes (whole lines) as a chunk; the rest stays pending. */
-  private take(upTo: number): Chunk {
-    // The chunk's own memory (see RecordChunker.take), so the tail after it is copied out: less than a line.
-    const all = joinOwned(this.parts, this.size);
-    let bytes = all.subarray(0, upTo);
-    if (!this.started) {
-      this.started = true;
-      if (bytes.subarray(0, 3).equals(BOM)) bytes = bytes.subarray(3);
+  /**
+   * The first `upTo` pending bytes (whole lines) as chunks of about chunkBytes, cut at line ends: a
+   * read brings several chunks' worth, and one chunk of it all would be a string too large for a
+   * thread's young generation (stage.ts, CHUNK_BYTES). Each is copied into memory of its own (see
+   * RecordChunker.take), the rest (less than a line) too.
+   */
+  private take(upTo: number): Chunk[] {
+    const all = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
+    const chunks: Chunk[] = [];
+    for (let start = 0; start < upTo; ) {
+      const end = upTo - start <= this.chunkBytes ? upTo : cutAt(all, start, start + this.chunkBytes, upTo);
+      let bytes = joinOwned([all.subarray(start, end)], end - start);
+      const firstLine = this.line;
+      this.line += lineEnds(bytes);
+      if (!this.started) {
+        this.started = true;
+        if (bytes.subarray(0, 3).equals(BOM)) bytes = bytes.subarray(3);
+      }
+      chunks.push({ bytes, firstLine, more: false, owned: true });
+      start = end;
     }
-    const chunk: Chunk = { bytes, firstLine: this.line, more: false, owned: true };
-    this.line += this.pendingLines; // the tail holds no line end
-    this.pendingLines = 0;
-    const tail = all.subarray(upTo);
-    this.parts = tail.length === 0 ? [] : [Buffer.from(tail)];
+    this.parts = upTo < all.length ? [Buffer.from(all.subarray(upTo))] : [];
     this.size = all.length - upTo;
-    return chunk;
+    return chunks;
   }
+}
+
+/** Where a chunk from `start` ends: after the last line end before `target`, or else the first after it (a long line). */
+function cutAt(all: Buffer, start: number, target: number, upTo: number): number {
+  const before = all.lastIndexOf(LF, target - 1);
+  if (before >= start) return before + 1;
+  const after = all.indexOf(LF, target);
+  return after === -1 || after >= upTo ? upTo : after + 1;
+}
+
+function lineEnds(buf: Buffer): number {
+  let n = 0;
+  for (let i = buf.indexOf(LF); i !== -1; i = buf.indexOf(LF, i + 1)) n++;
+  return n;
 }
 
 export const tooLong = (line: number, max: number) => reject('LIMIT_EXCEEDED', `line ${line}: a record longer than ${max} bytes (the flow's max_record_bytes)`, { line });
