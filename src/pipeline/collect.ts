@@ -10,7 +10,7 @@
  * Node has no public call for it, so `gc` is exposed at run time the way Jest's leak detector does
  * (the flag applies to contexts made after it). If that ever stops working, this does nothing.
  */
-import { setFlagsFromString } from 'node:v8';
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 /** With no options: a full, synchronous collection (on Node 20, `{ type: 'major' }` frees nothing). */
@@ -38,4 +38,20 @@ export function collectYoung(): void {
 export function collectAll(): void {
   gc ??= load();
   gc?.();
+}
+
+/** Growth of the old generation since its last full collection that makes collectGrown collect it. */
+const OLD_GROWTH = 4 * 1024 * 1024;
+const oldUsed = () => getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')?.space_used_size ?? 0;
+let oldAfterCollection = oldUsed();
+
+/**
+ * A full collection once the old generation has grown 4 MB since the last: objects that outlive a
+ * scavenge are promoted, and V8 lets the old generation fill with them, dead, long before it
+ * collects it. Cheap to call: a look at the heap's statistics.
+ */
+export function collectGrown(): void {
+  if (oldUsed() - oldAfterCollection < OLD_GROWTH) return;
+  collectAll();
+  oldAfterCollection = oldUsed();
 }

@@ -7,12 +7,11 @@
  * here; the main thread keeps the ranges in file order, and the commit applies them in that order.
  * Scratch storage needs no durability: a crash discards it and the delivery is redone.
  */
-import { getHeapSpaceStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Chunk } from '../formats/csv/chunk.js';
 import type { CsvDialect } from '../config/config.js';
 import { classify, InboxdError, reject } from '../errors.js';
-import { collectAll } from './collect.js';
+import { collectAll, collectGrown } from './collect.js';
 import { RowMapper, type Value } from './map.js';
 import type { FieldSpec } from '../config/mapping.js';
 import { RecordReader } from '../formats/csv/parse.js';
@@ -64,24 +63,9 @@ export type FromWorker =
   | { index: number; error: { code: string; message: string; details: Record<string, unknown> } }
   | { done: RowMapper['stats'] };
 
-/** Chunks (~3 MB) between two looks at the thread's old generation (collectGrown). */
+/** Chunks (~3 MB) between two looks at the thread's old generation (collect.ts, collectGrown). */
 const COLLECT_EVERY = 32;
-/** Growth of the old generation since its last full collection that makes the thread collect it. */
-const OLD_GROWTH = 4 * 1024 * 1024;
-const oldUsed = () => getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')?.space_used_size ?? 0;
 let chunks = 0;
-let oldAfterCollection = oldUsed();
-
-/**
- * What outlives a scavenge while a chunk is parsed is promoted, and V8 lets the old generation fill
- * with that garbage long before it collects it: NDJSON's parsed objects grew each thread by ~25 MB.
- * CSV's seldom grow this much between two looks, so they seldom pay for a collection (~10 ms).
- */
-function collectGrown(): void {
-  if (oldUsed() - oldAfterCollection < OLD_GROWTH) return;
-  collectAll();
-  oldAfterCollection = oldUsed();
-}
 
 const { openScratch } = (await import((workerData as ThreadData).writer)) as { openScratch: OpenScratch };
 
@@ -126,6 +110,8 @@ class DeliveryStaging {
     await outOfThread(() => scratch.insert(values, index));
     const from = this.staged + 1;
     this.staged += values.length / this.columns;
+    // What outlives a scavenge while a chunk is parsed is promoted: NDJSON's parsed objects grew each
+    // thread by ~25 MB before V8 collected them. CSV's seldom grow this much, so seldom pay (~10 ms).
     if (++chunks % COLLECT_EVERY === 0) collectGrown();
     return [from, this.staged];
   }

@@ -16,7 +16,7 @@ import { RecordReader, utf8ErrorLine } from '../formats/csv/parse.js';
 import type { FromWorker, ToWorker, WorkerSpec } from './stage-worker.js';
 import type { LineFormat } from '../formats/records.js';
 import type { StagingWriter } from '../store/types.js';
-import { collectYoung } from './collect.js';
+import { collectGrown, collectYoung } from './collect.js';
 import { THREADS, threadPool } from './threads.js';
 
 const IN_FLIGHT = 2;
@@ -150,7 +150,10 @@ export class Stager {
     // generation frees it soon after (the main thread's would hold it far longer).
     const { owned, ...message } = chunk;
     thread.worker.postMessage({ chunk: message, index, skipFirst } satisfies ToWorker, owned ? [chunk.bytes.buffer as ArrayBuffer] : []);
-    if (index % COLLECT_EVERY === COLLECT_EVERY - 1) collectYoung();
+    if (index % COLLECT_EVERY === COLLECT_EVERY - 1) {
+      collectYoung();
+      collectGrown(); // openpgp's stream layers leave the old generation garbage of their own
+    }
   }
 
   /** Every chunk staged: the rows and what mapping found. Throws the error earliest in the file. */
