@@ -10,7 +10,7 @@
  * Node has no public call for it, so `gc` is exposed at run time the way Jest's leak detector does
  * (the flag applies to contexts made after it). If that ever stops working, this does nothing.
  */
-import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
+import { getHeapSpaceStatistics, getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 /** With no options: a full, synchronous collection (on Node 20, `{ type: 'major' }` frees nothing). */
@@ -40,18 +40,22 @@ export function collectAll(): void {
   gc?.();
 }
 
-/** Growth of the old generation since its last full collection that makes collectGrown collect it. */
-const OLD_GROWTH = 4 * 1024 * 1024;
-const oldUsed = () => getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')?.space_used_size ?? 0;
-let oldAfterCollection = oldUsed();
+/** Growth since the last full collection (old generation and ArrayBuffers' memory) that makes collectGrown collect. */
+const GROWTH = 4 * 1024 * 1024;
+/** What a full collection would free from: the old generation, and the memory of ArrayBuffers (whose objects may be old). */
+function retained(): number {
+  const old = getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')?.space_used_size ?? 0;
+  return old + getHeapStatistics().external_memory;
+}
+let afterCollection = retained();
 
 /**
- * A full collection once the old generation has grown 4 MB since the last: objects that outlive a
- * scavenge are promoted, and V8 lets the old generation fill with them, dead, long before it
- * collects it. Cheap to call: a look at the heap's statistics.
+ * A full collection once the old generation, or the memory of ArrayBuffers, has grown 4 MB since the
+ * last: objects that outlive a scavenge are promoted, and V8 lets them pile up dead long before it
+ * collects them (a Buffer's object is small, its memory is not). Cheap to call: a look at the heap's statistics.
  */
 export function collectGrown(): void {
-  if (oldUsed() - oldAfterCollection < OLD_GROWTH) return;
+  if (retained() - afterCollection < GROWTH) return;
   collectAll();
-  oldAfterCollection = oldUsed();
+  afterCollection = retained();
 }
