@@ -6,7 +6,7 @@
  */
 import { createGunzip } from 'node:zlib';
 import { Readable, Transform } from 'node:stream';
-import yauzl, { type Entry, type ZipFile } from 'yauzl';
+import type { Entry, ZipFile } from 'yauzl';
 import type { Compression, DecompressionLimits } from '../config/config.js';
 import { InboxdError, reject } from '../errors.js';
 import { visible } from '../visible.js';
@@ -61,6 +61,9 @@ export function compressionError(err: unknown): InboxdError | undefined {
   return reject('BAD_COMPRESSION', `the file cannot be decompressed: ${why}`, { cause: (err as Error).message });
 }
 
+/** yauzl, loaded with the first zip (or workbook) a run reads, not at every start. */
+export const loadYauzl = async () => (await import('yauzl')).default;
+
 const badZip = (why: string) => reject('BAD_COMPRESSION', `the zip file ${why}`);
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
@@ -72,6 +75,7 @@ const S_IFREG = 0o100000;
 export async function soleEntry(path: string, limits: DecompressionLimits): Promise<Readable> {
   let zip: ZipFile;
   try {
+    const yauzl = await loadYauzl();
     zip = await yauzl.openPromise(path, { lazyEntries: true, autoClose: false, decodeStrings: true, validateEntrySizes: true, strictFileNames: false });
   } catch (err) {
     throw badZip(`cannot be read: ${visible((err as Error).message)}`);

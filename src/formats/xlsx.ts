@@ -6,12 +6,12 @@
  * never evaluated. Each row goes on as one line, a JSON array in mapping order, so the staging threads
  * map and stage it like any line format; a line's number is the sheet's row number.
  */
-import yauzl from 'yauzl';
+import type yauzl from 'yauzl';
 import type { DecompressionLimits, XlsxOptions } from '../config/config.js';
 import type { FieldSpec } from '../config/mapping.js';
 import type { Chunk } from './csv/chunk.js';
 import { eachLine } from './lines.js';
-import { RATIO_SLACK, tooBig } from './compression.js';
+import { loadYauzl, RATIO_SLACK, tooBig } from './compression.js';
 import type { LineReader } from './records.js';
 import { reject } from '../errors.js';
 import { visible } from '../visible.js';
@@ -22,7 +22,7 @@ const BATCH = 64 * 1024;
 export async function checkXlsxSize(path: string, limits: DecompressionLimits): Promise<void> {
   let zip: yauzl.ZipFile;
   try {
-    zip = await yauzl.openPromise(path, { lazyEntries: true, autoClose: true });
+    zip = await (await loadYauzl()).openPromise(path, { lazyEntries: true, autoClose: true });
   } catch (err) {
     throw reject('BAD_COMPRESSION', `the file is not an xlsx workbook (not a zip): ${visible((err as Error).message)}`);
   }
