@@ -22,6 +22,8 @@ describe.concurrent('configuration errors stop inboxd before it touches anything
     ['an unknown mapping type (naming the mapping file and line)', { mapping: MAPPING.replace('qty,Quantity,integer', 'qty,Quantity,number') }, /partners\.acme\.flows\.inventory\.mapping: .*acme-inventory\.csv: line 4: unknown type "number"/],
     ['a column mapped twice', { mapping: `${MAPPING}qty,Qty2,integer,,,\n` }, /acme-inventory\.csv: line 11: column "qty" is mapped twice/],
     ['a missing mapping file', { flow: { mapping: 'nowhere.csv' } }, /partners\.acme\.flows\.inventory\.mapping: .*nowhere\.csv/],
+    ['a window whose cron expression is not one', { flow: { window: { cron: '61 2 * * *', duration: '1h' } } }, /partners\.acme\.flows\.inventory\.window\.cron: expected a cron expression such as "0 2 \* \* \*"/],
+    ['a sweep schedule that is not a cron expression', { config: { sweep: 'every minute' } }, /sweep: expected a cron expression \(5 or 6 fields\)/],
   ])('%s', async ([, opts, message], t) => {
     const fx = await fixture(t, opts);
     await fx.makeDelivery({ seq: 1 });
