@@ -12,8 +12,13 @@ import { Worker } from 'node:worker_threads';
 import type { ThreadData } from './stage-worker.js';
 import type { StagingWriter } from '../store/types.js';
 
-/** Threads per delivery, and the most a pool keeps idle. */
+/** Threads per delivery. */
 export const THREADS = Math.max(1, Math.min(4, availableParallelism()));
+/**
+ * Threads a pool keeps idle: one, what a small delivery needs (a large one starts the others while
+ * its first is busy, ~75 ms beside its seconds). Each idle thread holds ~10 MB.
+ */
+const IDLE = 1;
 /** A thread's garbage is a chunk's records: a small young generation (V8's default grows to 48 MB) collects it as fast. */
 const THREAD_LIMITS = { maxYoungGenerationSizeMb: 4 };
 
@@ -22,9 +27,9 @@ export class ThreadPool {
 
   constructor(private readonly writer: StagingWriter) {}
 
-  /** Starts threads until `n` wait idle (all a delivery uses, by default). */
-  warm(n = THREADS): void {
-    while (this.idle.length < n) this.idle.push(this.start());
+  /** Starts a thread to wait idle, unless one does. */
+  warm(): void {
+    while (this.idle.length < IDLE) this.idle.push(this.start());
   }
 
   /** An idle thread, or a new one; it keeps the process alive until given back. */
@@ -34,9 +39,9 @@ export class ThreadPool {
     return worker;
   }
 
-  /** A thread whose delivery ended cleanly (its `done` received): idle again, unless enough are. */
+  /** A thread whose delivery ended cleanly (its `done` received): idle again, unless one is. */
   give(worker: Worker): void {
-    if (this.idle.length >= THREADS) return void worker.terminate();
+    if (this.idle.length >= IDLE) return void worker.terminate();
     worker.unref();
     this.idle.push(worker);
   }
