@@ -34,7 +34,7 @@ export function collectYoung(): void {
   gc?.({ type: 'minor' });
 }
 
-/** A full collection: a staging thread's, once its delivery is done, so an idle thread holds no garbage. */
+/** A full collection: frees what the old generation holds dead (a staging thread calls it when its delivery is done). */
 export function collectAll(): void {
   gc ??= load();
   gc?.();

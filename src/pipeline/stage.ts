@@ -17,7 +17,7 @@ import type { FromWorker, ToWorker, WorkerSpec } from './stage-worker.js';
 import type { LineFormat } from '../formats/records.js';
 import type { StagingWriter } from '../store/types.js';
 import { collectGrown, collectYoung } from './collect.js';
-import { THREADS, threadPool } from './threads.js';
+import { THREADS, type ThreadPool, threadPool } from './threads.js';
 
 const IN_FLIGHT = 2;
 /**
@@ -30,8 +30,8 @@ export const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 96 * 1
 const COLLECT_EVERY = 16;
 /**
  * The largest delivery whose threads go back to their pool. A larger one's commit fills the target's
- * page cache (16 MB), which is where a delivery's memory peaks: its threads, idle, would add ~7 MB each
- * to it. Starting them again costs the next large delivery ~75 ms, nothing beside its seconds.
+ * page cache (16 MB), which is where a delivery's memory peaks: the thread kept idle would add ~10 MB
+ * to it. Starting it again costs the next large delivery ~75 ms, nothing beside its seconds.
  */
 const KEEP_THREADS_UP_TO = 16 * 1024 * 1024;
 
@@ -57,6 +57,8 @@ export interface StagedRows {
 }
 
 interface Thread {
+  /** its scratch storage */
+  path: string;
   worker: Worker;
   inFlight: number;
   stats?: MapStats;
@@ -119,8 +121,7 @@ export function stagingSink(stager: Pick<Stager, 'start' | 'add'>, spec: Omit<St
 
 export class Stager {
   private readonly threads: Thread[] = [];
-  /** each thread's scratch storage, by thread number (the threads go back to their pool at the end) */
-  private readonly paths: string[] = [];
+  private readonly pool: ThreadPool;
   private readonly ranges: Array<{ file: number; from: number; to: number } | undefined> = [];
   private readonly failed = new Map<number, Error>();
   private broken: Error | undefined;
@@ -131,7 +132,9 @@ export class Stager {
   private waiters: Array<() => void> = [];
   private setup: { header: string[] | null; width: number } | undefined;
 
-  constructor(private readonly spec: StageSpec) {}
+  constructor(private readonly spec: StageSpec) {
+    this.pool = threadPool(spec.writer);
+  }
 
   /** The file's first record is known: its header (or null without one) and how many columns rows have. */
   start(header: string[] | null, width: number): void {
@@ -166,10 +169,9 @@ export class Stager {
     const stats = mergeStats(this.threads.map((t) => t.stats!), this.spec.totals, this.spec.maxReported);
     const rows = this.stagedRows();
     if (this.bytes > KEEP_THREADS_UP_TO) await this.abort();
-    const pool = threadPool(this.spec.writer);
-    for (const t of this.threads.splice(0)) {
+    else for (const t of this.threads.splice(0)) {
       t.unlisten();
-      pool.give(t.worker);
+      this.pool.give(t.worker);
     }
     return { stats, rows };
   }
@@ -201,7 +203,7 @@ export class Stager {
     if (!this.setup) throw new Error('Stager.start must come before the first chunk');
     const n = this.threads.length;
     const path = this.spec.writer.scratchName(this.spec.base, n);
-    const worker = threadPool(this.spec.writer).take();
+    const worker = this.pool.take();
     const setup: WorkerSpec = { path, writerOptions: this.spec.writer.options, fields: [...this.spec.fields], totals: [...this.spec.totals], keys: [...this.spec.keys], maxReported: this.spec.maxReported, csv: this.spec.csv, lines: this.spec.lines, ...this.setup };
     const onMessage = (m: FromWorker) => {
       if ('ack' in m) this.ranges[m.ack] = { file: n, from: m.rows[0], to: m.rows[1] };
@@ -215,10 +217,9 @@ export class Stager {
     const onExit = (code: number) => this.break(new Error(`staging thread exited with code ${code}`));
     worker.on('message', onMessage).on('error', onError).on('exit', onExit);
     const unlisten = () => void worker.off('message', onMessage).off('error', onError).off('exit', onExit);
-    const thread: Thread = { worker, inFlight: 0, unlisten };
+    const thread: Thread = { path, worker, inFlight: 0, unlisten };
     worker.postMessage({ setup } satisfies ToWorker);
     this.threads.push(thread);
-    this.paths.push(path);
     return thread;
   }
 
@@ -231,7 +232,7 @@ export class Stager {
       if (last && last.file === r.file && last.to + 1 === r.from) last.to = r.to;
       else runs.push({ ...r });
     }
-    return { files: [...this.paths], runs };
+    return { files: this.threads.map((t) => t.path), runs };
   }
 
   private break(err: Error): void {
