@@ -7,13 +7,14 @@
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { defaultPattern } from '../src/config/config.js';
 import { partnerKeys, useKeys } from './helpers/gpg.js';
 import ExcelJS from 'exceljs';
 import { parseRange } from '../src/config/mapping.js';
 import { LineChunker } from '../src/formats/lines.js';
 import { ndjsonReader } from '../src/formats/ndjson.js';
+import { JsonPaths } from '../src/formats/json-paths.js';
 import type { FieldSpec } from '../src/config/mapping.js';
 import { csvLine, type Fixture, fixture, HEADER, type Row, rowsOf, runCli, SLOW } from './helpers/fixture.js';
 
@@ -67,6 +68,57 @@ describe('line formats, unit by unit', () => {
     const text = '{"a": 9007199254740993, "b": {"c": 12.345678901234567891}, "d": 1.5, "e": true}\n{"a": null, "b": 1, "d": "x", "e": {"f": 1}}';
     ndjsonReader(fields, 1 << 20).read({ bytes: Buffer.from(text), firstLine: 1, more: false }, (r) => records.push(r), () => {});
     expect(records).toEqual([['9007199254740993', '12.345678901234567891', '1.5', 'true', ''], ['', '', 'x', '{"f":1}', '']]);
+  });
+
+  it("NDJSON's fast path reads what JSON.parse reads, and accepts nothing it refuses", () => {
+    // Lines generated from tricky parts (escapes, duplicate keys, numbers a double rounds or String
+    // rewrites, `length` and `__proto__` keys), half of them mutated by a character. Each is read twice:
+    // in an ASCII chunk (the fast path) and in a chunk with a non-ASCII line after it (JSON.parse only).
+    let seed = 16;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const pick = <T,>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)]!;
+    const KEYS = ['item', 'sku', 'qty', 'lines', '0', '1', 'length', '__proto__', 'a', 'b', 'price', ''];
+    const NUMBERS = ['0', '-0', '-1', '10', '1.50', '0.1', '0.000001', '0.0000001', '-0.0', '1e2', '1E-2', '2e+3', '9007199254740993', '123456789012345', '1234567890123456', '0.123456789012345', '0.1234567890123456', '-12345.678', '00', '01', '-', '1.', '.5', '1e', '1e400'];
+    const STRINGS = ['"x"', '""', '"a\\"b"', '"\\u0041"', '"\\n"', '"\\x"', '"\\u12"', '"tab\tin"', '"\\/"', '"\\\\"'];
+    const list = (items: string[], open: string, close: string) => open + items.join(pick([',', ', ', ',\t'])) + pick(['', ' ']) + close;
+    const value = (depth: number): string => {
+      const r = rnd();
+      if (depth > 3 || r < 0.3) return pick(NUMBERS);
+      if (r < 0.55) return pick(STRINGS);
+      if (r < 0.62) return pick(['true', 'false', 'null', 'tru', 'nul']);
+      if (r < 0.85) return object(depth + 1);
+      return list(Array.from({ length: Math.floor(rnd() * 4) }, () => value(depth + 1)), '[', ']');
+    };
+    const object = (depth: number) => list(Array.from({ length: Math.floor(rnd() * 5) }, () => `${pick(['', ' '])}"${pick(KEYS)}"${pick(['', ' '])}:${pick(['', ' '])}${value(depth)}`), '{', '}');
+    const mutate = (s: string) => {
+      const i = Math.floor(rnd() * (s.length + 1));
+      return s.slice(0, i) + pick([...'{}[]",:0-e.\\ t\t\r5E+', '']) + s.slice(i + pick([0, 1]));
+    };
+    const paths = ['item.sku', 'qty', 'lines.0.qty', 'lines.1', 'lines.length', 'price', 'a.b', '__proto__', 'a', 'item.0', ''];
+    const reader = ndjsonReader(paths.map((partner) => ({ partner }) as FieldSpec), 1 << 20);
+    const firstLine = (text: string) => {
+      const out: unknown[] = [];
+      reader.read({ bytes: Buffer.from(text), firstLine: 1, more: false }, (r, line) => line === 1 && out.push(r), (line, why) => line === 1 && out.push(why));
+      return out;
+    };
+    const fast = vi.spyOn(JsonPaths.prototype, 'read');
+    let answered = 0;
+    let records = 0;
+    for (let n = 0; n < 20_000; n++) {
+      let line = object(0);
+      if (rnd() < 0.5) line = mutate(line);
+      const parsed = firstLine(`${line}\n{"é":1}`);
+      expect(fast, 'a chunk with a non-ASCII line is read by JSON.parse').not.toHaveBeenCalled();
+      expect(firstLine(line), line).toEqual(parsed);
+      answered += fast.mock.results.filter((r) => r.value !== undefined).length;
+      records += typeof parsed[0] === 'string' ? 0 : 1;
+      fast.mockClear();
+    }
+    fast.mockRestore();
+    // The comparison means something only if both kinds of line were many, and the fast path answered most records.
+    expect(records).toBeGreaterThan(5000);
+    expect(answered).toBeGreaterThan(records * 0.6);
+    expect(answered).toBeLessThan(records);
   });
 
   it('a character range is start-end or start+length, 1-based', () => {

@@ -79,9 +79,13 @@ function lineEnds(buf: Buffer): number {
 
 export const tooLong = (line: number, max: number) => reject('LIMIT_EXCEEDED', `line ${line}: a record longer than ${max} bytes (the flow's max_record_bytes)`, { line });
 
-/** Each line of a chunk that is not blank, without its line end (LF or CRLF), with its line number. */
-export function eachLine(chunk: Chunk, maxLineBytes: number, fn: (text: string, line: number) => void): void {
+/**
+ * Each line of a chunk that is not blank, without its line end (LF or CRLF), with its line number and,
+ * if the chunk is all ASCII (one byte a character), the offset of its first byte.
+ */
+export function eachLine(chunk: Chunk, maxLineBytes: number, fn: (text: string, line: number, byteStart: number | undefined) => void): void {
   const text = chunk.bytes.toString('utf8');
+  const ascii = text.length === chunk.bytes.length; // valid UTF-8 (checked before): longer only where not ASCII
   for (let start = 0, line = chunk.firstLine; start < text.length; line++) {
     let end = text.indexOf('\n', start);
     if (end === -1) end = text.length;
@@ -90,7 +94,7 @@ export function eachLine(chunk: Chunk, maxLineBytes: number, fn: (text: string, 
     // A line whole within one read passed the chunker's check unmeasured: a UTF-16 unit is 1-3 bytes.
     const record = text.slice(start, end);
     if (record.length > maxLineBytes / 3 && Buffer.byteLength(record) > maxLineBytes) throw tooLong(line, maxLineBytes);
-    if (record.charCodeAt(0) > 0x20 || record.trim() !== '') fn(record, line);
+    if (record.charCodeAt(0) > 0x20 || record.trim() !== '') fn(record, line, ascii ? start : undefined);
     start = next;
   }
 }

@@ -6,15 +6,19 @@
 import { parseExact } from '../json.js';
 import type { FieldSpec } from '../config/mapping.js';
 import type { Chunk } from './csv/chunk.js';
+import { JsonPaths } from './json-paths.js';
 import { eachLine } from './lines.js';
 import type { LineReader } from './records.js';
 import { visible } from '../visible.js';
 
 export function ndjsonReader(fields: readonly FieldSpec[], maxLineBytes: number): LineReader {
   const paths = fields.map((f) => f.partner.split('.'));
+  const fast = new JsonPaths(paths, numberText);
   return {
     read(chunk: Chunk, onRecord, onBad) {
-      eachLine(chunk, maxLineBytes, (text, line) => {
+      eachLine(chunk, maxLineBytes, (text, line, byteStart) => {
+        const plain = byteStart === undefined ? undefined : fast.read(chunk.bytes, byteStart, text);
+        if (plain) return onRecord(plain, line);
         let value: unknown;
         try {
           value = JSON.parse(text);
@@ -33,6 +37,11 @@ export function ndjsonReader(fields: readonly FieldSpec[], maxLineBytes: number)
 }
 
 const INEXACT = '\u0000inexact';
+
+function numberText(raw: string): string | undefined {
+  const text = cell(Number(raw));
+  return text === INEXACT ? undefined : text;
+}
 
 /** The value at a path; undefined where the path leads nowhere. Own properties only: `__proto__` is just a key. */
 function at(value: unknown, path: readonly string[]): unknown {
