@@ -81,11 +81,12 @@ export const tooLong = (line: number, max: number) => reject('LIMIT_EXCEEDED', `
 
 /**
  * Each line of a chunk that is not blank, without its line end (LF or CRLF), with its line number and,
- * if the chunk is all ASCII (one byte a character), the offset of its first byte.
+ * if the line is all ASCII (one byte a character), the offset of its first byte in the chunk.
  */
 export function eachLine(chunk: Chunk, maxLineBytes: number, fn: (text: string, line: number, byteStart: number | undefined) => void): void {
   const text = chunk.bytes.toString('utf8');
   const ascii = text.length === chunk.bytes.length; // valid UTF-8 (checked before): longer only where not ASCII
+  let byteStart = 0;
   for (let start = 0, line = chunk.firstLine; start < text.length; line++) {
     let end = text.indexOf('\n', start);
     if (end === -1) end = text.length;
@@ -93,8 +94,10 @@ export function eachLine(chunk: Chunk, maxLineBytes: number, fn: (text: string, 
     if (end > start && text.charCodeAt(end - 1) === 0x0d) end--;
     // A line whole within one read passed the chunker's check unmeasured: a UTF-16 unit is 1-3 bytes.
     const record = text.slice(start, end);
-    if (record.length > maxLineBytes / 3 && Buffer.byteLength(record) > maxLineBytes) throw tooLong(line, maxLineBytes);
-    if (record.charCodeAt(0) > 0x20 || record.trim() !== '') fn(record, line, ascii ? start : undefined);
+    const bytes = ascii ? record.length : Buffer.byteLength(record);
+    if (bytes > maxLineBytes) throw tooLong(line, maxLineBytes);
+    if (record.charCodeAt(0) > 0x20 || record.trim() !== '') fn(record, line, bytes === record.length ? byteStart : undefined);
+    byteStart += bytes + next - end; // and the line end's bytes, CR and LF
     start = next;
   }
 }
