@@ -11,7 +11,7 @@
  * Each is a configuration error (exit 78) naming the key. `check-config` runs the same checks and
  * creates nothing.
  */
-import { promises as fsp } from 'node:fs';
+import { lstatSync, promises as fsp } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { type Config, configError, type PartnerConfig } from '../config/config.js';
 
@@ -26,9 +26,9 @@ export interface DirProblem {
 const partnerDirs = (p: PartnerConfig) => [p.dirs.root, p.dirs.inbox, p.dirs.outbox, p.dirs.error, p.dirs.archive];
 
 /** The first of a partner's directories that is not a real directory (a link, a file, missing), or undefined. */
-export async function partnerDirProblem(p: PartnerConfig): Promise<DirProblem | undefined> {
+export function partnerDirProblem(p: PartnerConfig): DirProblem | undefined {
   for (const dir of partnerDirs(p)) {
-    const code = await dirCode(dir);
+    const code = dirCode(dir);
     if (code) return { dir, reason: `${dir} ${WHY[code] ?? `cannot be opened (${code})`}`, missing: code === 'ENOENT' };
   }
   return undefined;
@@ -41,12 +41,14 @@ const WHY: Record<string, string> = {
 };
 
 /**
- * What is at `dir` itself, its last component not followed. One lstat, not an open and close: every
- * sweep checks each partner's five directories (15,000 with 3,000 partners, npm run bench:partners).
+ * What is at `dir` itself, its last component not followed. One lstat, not an open and close, and
+ * synchronous, as daemon/quiet.ts's: every full sweep checks each partner's five directories (15,000
+ * with 3,000 partners, npm run bench:partners), and through the thread pool an lstat costs ten times
+ * the system call.
  */
-async function dirCode(dir: string): Promise<string | undefined> {
+function dirCode(dir: string): string | undefined {
   try {
-    const st = await fsp.lstat(dir);
+    const st = lstatSync(dir);
     return st.isSymbolicLink() ? 'ELOOP' : st.isDirectory() ? undefined : 'ENOTDIR';
   } catch (err) {
     return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
@@ -61,7 +63,7 @@ export async function prepareTree(config: Config, opts: { create: boolean }): Pr
   for (const p of config.partners) for (const d of partnerDirs(p)) await dir(`partners.${p.id}`, d, 0o750);
   for (const p of config.partners) await dir('work_dir', p.dirs.work, 0o700);
   for (const p of config.partners) {
-    const wrong = await partnerDirProblem(p);
+    const wrong = partnerDirProblem(p);
     if (wrong && !(wrong.missing && !opts.create)) throw configError(config.file, `partners.${p.id}`, wrong.reason);
   }
   await checkSameFileSystem(config);

@@ -56,7 +56,7 @@ export async function sweepPartner(base: DeliveryContext, config: Config, tally:
   let scan: Scan;
   try {
     // A directory replaced by a link would have us take, answer and archive files wherever it points.
-    const wrong = await partnerDirProblem(partner);
+    const wrong = partnerDirProblem(partner);
     if (wrong) {
       ctx.log.error({ partner: partner.id, dir: wrong.dir, event: 'partner.refused' }, `partner ${partner.id} left out of this sweep: ${wrong.reason}`);
       hooks.refused?.(wrong);
