@@ -3,6 +3,7 @@
  * instance lock, the database (with the flows' tables); then startup recovery, which finishes or puts
  * back what an earlier run left in flight.
  */
+import { shrinkYoung } from '../pipeline/collect.js';
 import { type Dirent, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { isReplayCopy, release } from '../pipeline/claim.js';
@@ -121,5 +122,6 @@ export async function openAll(config: Config, log: Logger, held: Releasers): Pro
   const threads = threadPool(store.staging.writer);
   threads.warm();
   held.add('staging threads', () => threads.close());
+  shrinkYoung(); // start-up (modules, configuration, keys) grew the young generation, deliveries need less
   return { keyring, store };
 }

@@ -16,7 +16,7 @@ import { RecordReader, utf8ErrorLine } from '../formats/csv/parse.js';
 import type { FromWorker, ToWorker, WorkerSpec } from './stage-worker.js';
 import type { LineFormat } from '../formats/records.js';
 import type { StagingWriter } from '../store/types.js';
-import { collectGrown, collectYoung } from './collect.js';
+import { collectGrown, collectYoung, shrinkYoung } from './collect.js';
 import { THREADS, type ThreadPool, threadPool } from './threads.js';
 
 const IN_FLIGHT = 2;
@@ -168,8 +168,10 @@ export class Stager {
     if (this.broken) throw this.broken;
     const stats = mergeStats(this.threads.map((t) => t.stats!), this.spec.totals, this.spec.maxReported);
     const rows = this.stagedRows();
-    if (this.bytes > KEEP_THREADS_UP_TO) await this.abort();
-    else for (const t of this.threads.splice(0)) {
+    if (this.bytes > KEEP_THREADS_UP_TO) {
+      await this.abort();
+      shrinkYoung(); // what this delivery grew it to waits for the next otherwise (collect.ts)
+    } else for (const t of this.threads.splice(0)) {
       t.unlisten();
       this.pool.give(t.worker);
     }
