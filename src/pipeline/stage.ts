@@ -30,7 +30,7 @@ export const CHUNK_BYTES = Number(process.env.INBOXD_TEST_CHUNK_BYTES) || 96 * 1
 const COLLECT_EVERY = 16;
 /**
  * The largest delivery whose threads go back to their pool. A larger one's commit fills the target's
- * page cache (16 MB), which is where a delivery's memory peaks: the thread kept idle would add ~10 MB
+ * page cache (8 MB, store.ts), which is where a delivery's memory peaks: the thread kept idle would add ~10 MB
  * to it. Starting it again costs the next large delivery ~75 ms, nothing beside its seconds.
  */
 const KEEP_THREADS_UP_TO = 16 * 1024 * 1024;
