@@ -1,13 +1,14 @@
 // npm run bench:partners [-- --partners 3000 --seconds 60 --watch true --log debug]
 // (--log info: the idle figures as deployed; the sweep times need the debug lines, and are not shown)
 // Many partners, mostly idle: the real daemon (`inboxd run`, default sweep schedule, every 30 s) with
-// one flow per partner and empty inboxes. Prints how long a sweep of every partner takes (the first
-// one at start, then each scheduled one, from the daemon's `sweep done` lines), the daemon's CPU use
-// over the idle period, and its resident memory and open file descriptors at its start and end
-// (no growth expected). Then one delivery to one partner, to show the daemon still answers.
+// one flow per partner and empty inboxes. Prints how long a sweep of every partner takes (from the
+// daemon's `sweep done` lines): the first at start, the scheduled ones (which skip partners found quiet,
+// daemon/quiet.ts), and one in full at steady state (every inbox touched after the idle period); the
+// daemon's CPU use over the idle period, and its resident memory and open file descriptors at its start
+// and end (no growth expected). Then one delivery to one partner, to show the daemon still answers.
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -52,9 +53,10 @@ createInterface({ input: daemon.stdout }).on('line', (line) => {
   const t = Date.parse(l.time);
   if (l.msg === 'inboxd started') started = t;
   if (l.msg !== 'sweep done') return;
-  if (!current || t - current.last > 1000) sweeps.push((current = { first: t, last: t, partners: new Set() }));
+  if (!current || t - current.last > 1000) sweeps.push((current = { first: t, last: t, partners: new Set(), full: new Set() }));
   current.last = t;
   current.partners.add(l.partner);
+  if (!l.unchanged) current.full.add(l.partner);
 });
 
 try {
@@ -68,6 +70,13 @@ try {
   await sleep(SECONDS * 1000);
   const to = sample(daemon.pid);
   const cpu = (to.cpu - from.cpu) / ((to.at - from.at) / 1000);
+
+  // A full sweep at steady state: every inbox touched, so that no partner's sweep is skipped as quiet.
+  const before = sweeps.length;
+  const now = new Date();
+  for (const id of ids) utimesSync(join(dir, 'partners', id, 'inbox'), now, now);
+  const t1 = performance.now();
+  while (!sweeps.slice(before).some((s) => s.full.size >= PARTNERS) && performance.now() - t1 < 90_000) await sleep(100);
 
   // Still answering: one small delivery to the last partner.
   const inbox = join(dir, 'partners', ids.at(-1), 'inbox');
@@ -83,10 +92,12 @@ try {
   while (!existsSync(ack) && performance.now() - sent < 30_000) await sleep(5);
   const answered = existsSync(ack) ? `${(performance.now() - sent).toFixed(0)} ms` : 'no ACK within 30 s';
 
-  const spans = sweeps.filter((s) => s.partners.size >= PARTNERS).map((s) => (s.last - s.first) / 1000);
+  const span = (s) => `${((s.last - s.first) / 1000).toFixed(2)} s`;
+  const whole = sweeps.filter((s) => s.partners.size >= PARTNERS);
   console.log(`${PARTNERS} partners, idle, watcher ${WATCH ? 'on' : 'off'}, sweep every 30 s, log_level ${LOG} (node ${process.version})`);
-  if (sweeps[0]) console.log(`  start to first sweep done  ${((sweeps[0].last - started) / 1000).toFixed(2)} s`);
-  if (sweeps[0]) console.log(`  full sweeps               ${spans.map((s) => `${s.toFixed(2)} s`).join(', ')}`);
+  if (sweeps[0]) console.log(`  start to first sweep done  ${((sweeps[0].last - started) / 1000).toFixed(2)} s (the first sweep ${span(sweeps[0])}, beside the watcher's start)`);
+  if (sweeps[0]) console.log(`  full sweeps               ${whole.filter((s) => s.full.size >= PARTNERS).map(span).join(', ')}`);
+  if (sweeps[0]) console.log(`  scheduled, quiet skipped  ${whole.filter((s) => s.full.size < PARTNERS).map(span).join(', ')}`);
   console.log(`  idle CPU over ${SECONDS} s       ${(cpu * 100).toFixed(2)} % of one core (${(to.cpu - from.cpu).toFixed(2)} s)`);
   console.log(`  resident memory           ${from.rss.toFixed(0)} MB -> ${to.rss.toFixed(0)} MB`);
   console.log(`  open file descriptors     ${from.fds} -> ${to.fds}`);

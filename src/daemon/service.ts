@@ -52,6 +52,8 @@ interface PartnerState {
   quiet?: TreePrint;
   /** scheduled sweeps skipped in a row since */
   skipped: number;
+  /** its working directory was recovered at the start and no sweep has run since: the first needs no second recovery */
+  recovered?: boolean;
 }
 
 /** A sweep that leaves something waiting is followed by the next no sooner than this. */
@@ -128,7 +130,9 @@ export class Daemon {
     // Interrupted work first: nothing new is taken before it is finished or put back.
     for (const partner of this.config.partners) {
       if (this.stopping) return;
-      if (leases.holds(partner.id)) await recover(this.store, partner, this.log);
+      if (!leases.holds(partner.id)) continue;
+      await recover(this.store, partner, this.log);
+      this.states.get(partner.id)!.recovered = true;
     }
     if (this.stopping) return;
     this.recovered = true;
@@ -263,6 +267,7 @@ export class Daemon {
   /** A partner's lease was taken (another instance died, or gave it back): its sweep recovers its work directory first. */
   private took(partner: string): void {
     if (!this.recovered) return; // the start's own recovery and first sweep follow
+    this.states.get(partner)!.recovered = false;
     this.kick(partner, 0);
     void this.links.get(partner)?.kick(this.abort.signal);
   }
@@ -286,7 +291,10 @@ export class Daemon {
     try {
       if (this.stopping) return undefined;
       const ctx = { store: this.store, log: this.log, partner: st.partner, signal: this.abort.signal, keyring: this.keyring, observer: this.ops?.observer, alert: (a: Alert) => this.alert(a) };
-      await recover(this.store, st.partner, this.log, tally);
+      // Each sweep finishes what an earlier one left (an answer not written, a delivery cut short), but
+      // the first after the start's own recovery: a tenth of a full sweep of many idle partners.
+      if (!st.recovered) await recover(this.store, st.partner, this.log, tally);
+      st.recovered = false;
       // An answer recovery could not write is tried again after the backoff.
       if (tally.retry > 0) due = Date.now() + this.config.retryBackoffMs;
       await this.runReplays(st.partner.id);
