@@ -92,7 +92,7 @@ export function eachLine(chunk: Chunk, maxLineBytes: number, fn: (text: string, 
     if (end === -1) end = text.length;
     const next = end + 1;
     if (end > start && text.charCodeAt(end - 1) === 0x0d) end--;
-    // A line whole within one read passed the chunker's check unmeasured: a UTF-16 unit is 1-3 bytes.
+    // A line whole within one read passed the chunker's check unmeasured: it is measured here.
     const record = text.slice(start, end);
     const bytes = ascii ? record.length : Buffer.byteLength(record);
     if (bytes > maxLineBytes) throw tooLong(line, maxLineBytes);

@@ -3,10 +3,10 @@
  * instance lock, the database (with the flows' tables); then startup recovery, which finishes or puts
  * back what an earlier run left in flight.
  */
-import { shrinkYoung } from '../pipeline/collect.js';
 import { type Dirent, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { isReplayCopy, release } from '../pipeline/claim.js';
+import { shrinkYoung } from '../pipeline/collect.js';
 import { threadPool } from '../pipeline/threads.js';
 import type { Config, PartnerConfig } from '../config/config.js';
 import { finish, logFailure, stagingBase } from './delivery.js';
